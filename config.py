@@ -1,0 +1,125 @@
+"""One Settings object, read from YHF_* environment variables (or a .env file)."""
+
+from __future__ import annotations
+
+import re
+from datetime import time, timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from domain.policy import PaymentPolicy, QuietHours
+
+ROOT = Path(__file__).resolve().parent
+DEV_SECRETS = {"dev-his-key", "dev-ops-key", "dev-data-key-change-me"}
+
+_ISO_DURATION = re.compile(
+    r"^P(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?"
+    r"(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def parse_duration(value: object) -> timedelta:
+    """ISO 8601 duration (days, hours, minutes, seconds), e.g. P7D, PT2S, P1DT12H."""
+    if isinstance(value, timedelta):
+        return value
+    text = str(value).strip().upper()
+    match = _ISO_DURATION.match(text)
+    if not match or text in {"P", "PT"} or text.endswith("T"):
+        raise ValueError(f"not an ISO 8601 duration: {value!r}")
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    duration = timedelta(**parts)
+    if duration <= timedelta(0):
+        raise ValueError(f"duration must be positive: {value!r}")
+    return duration
+
+
+def parse_quiet_hours(value: object) -> QuietHours | None:
+    """`21:00-08:00` -> QuietHours; empty -> None (no quiet hours)."""
+    if value is None or isinstance(value, QuietHours):
+        return value
+    text = str(value).strip()
+    if not text:
+        return None
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})", text)
+    if not match:
+        raise ValueError(f"quiet hours must look like 21:00-08:00, got {value!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if not (h1 < 24 and h2 < 24 and m1 < 60 and m2 < 60):
+        raise ValueError(f"quiet hours out of range: {value!r}")
+    return QuietHours.of(time(h1, m1), time(h2, m2))
+
+
+def parse_arrears_after(value: object) -> str | timedelta:
+    if isinstance(value, timedelta):
+        return value
+    text = str(value).strip()
+    if text == "end_of_day":
+        return text
+    return parse_duration(text)
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="YHF_", env_file=".env", extra="ignore")
+
+    sandbox: bool = False
+    database_url: str = f"sqlite+aiosqlite:///{ROOT / '.data' / 'yihoufu.db'}"
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "yihoufu-visits"
+
+    his_api_key: str = ""
+    ops_api_key: str = ""
+    # Key for hashing and encrypting personal data at rest (HMAC + Fernet derivation).
+    data_key: str = ""
+
+    timezone: str = "Asia/Shanghai"
+    arrears_after: Annotated[str | timedelta, BeforeValidator(parse_arrears_after)] = "end_of_day"
+    default_after: Duration = timedelta(days=7)
+    dunning_every: Duration = timedelta(days=1)
+    sms_quiet_hours: Annotated[QuietHours | None, BeforeValidator(parse_quiet_hours)] = Field(
+        default_factory=lambda: QuietHours.of(time(21, 0), time(8, 0))
+    )
+
+    bank_score_threshold: int = 110
+    sesame_score_threshold: int = 700
+    agreement_version: str = "2026-01"
+
+    sms_code_ttl: Duration = timedelta(minutes=5)
+    sms_code_max_attempts: int = 5
+    sms_code_min_interval: Duration = timedelta(minutes=1)
+
+    @model_validator(mode="after")
+    def _secrets(self) -> Settings:
+        if self.sandbox:
+            self.his_api_key = self.his_api_key or "dev-his-key"
+            self.ops_api_key = self.ops_api_key or "dev-ops-key"
+            self.data_key = self.data_key or "dev-data-key-change-me"
+            return self
+        for name in ("his_api_key", "ops_api_key", "data_key"):
+            value = getattr(self, name)
+            if not value or value in DEV_SECRETS:
+                raise ValueError(f"YHF_{name.upper()} must be set to a real secret outside the sandbox")
+        return self
+
+    def payment_policy(self) -> PaymentPolicy:
+        return PaymentPolicy(
+            timezone=self.timezone,
+            arrears_after_seconds=None
+            if self.arrears_after == "end_of_day"
+            else self.arrears_after.total_seconds(),
+            default_after_seconds=self.default_after.total_seconds(),
+            dunning_every_seconds=self.dunning_every.total_seconds(),
+            quiet_hours=self.sms_quiet_hours,
+        )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

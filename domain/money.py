@@ -1,0 +1,21 @@
+"""Money is an integer number of fen (分). Never a float."""
+
+from __future__ import annotations
+
+# One charge line or payment may not exceed 10 million yuan: anything larger is a typo
+# or an attack, and keeps sums far inside a signed 64-bit column.
+MAX_AMOUNT_FEN = 1_000_000_000
+
+
+def is_valid_amount(fen: object, *, allow_zero: bool = False) -> bool:
+    """A positive whole number of fen (bool is not a number here), within MAX_AMOUNT_FEN."""
+    if isinstance(fen, bool) or not isinstance(fen, int):
+        return False
+    return (0 if allow_zero else 1) <= fen <= MAX_AMOUNT_FEN
+
+
+def format_fen(fen: int) -> str:
+    """People read yuan: 12345 -> '¥123.45', -50 -> '-¥0.50'."""
+    sign = "-" if fen < 0 else ""
+    yuan, rest = divmod(abs(fen), 100)
+    return f"{sign}¥{yuan:,}.{rest:02d}"
