@@ -1,0 +1,266 @@
+"""Tables. Personal data is stored three ways: an HMAC for look-ups, a masked form for
+display, and a Fernet ciphertext for the few places that need the value (sending an SMS,
+asking a credit source). Money columns end `_fen` and hold integers; times end `_at`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
+from sqlalchemy import UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware in and out on every backend (SQLite keeps no offset)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        from datetime import timezone
+
+        return value.astimezone(timezone.utc)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        from datetime import timezone
+
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+Money = BigInteger
+
+
+class Patient(Base):
+    __tablename__ = "patient"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name_masked: Mapped[str] = mapped_column(String(64))
+    name_cipher: Mapped[str] = mapped_column(Text)
+    id_number_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    id_number_masked: Mapped[str | None] = mapped_column(String(32))
+    id_number_cipher: Mapped[str | None] = mapped_column(Text)
+    phone_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+    phone_masked: Mapped[str | None] = mapped_column(String(32))
+    phone_cipher: Mapped[str | None] = mapped_column(Text)
+    insured_locally: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+
+
+class PatientCard(Base):
+    __tablename__ = "patient_card"
+    __table_args__ = (UniqueConstraint("card_type", "card_no_hash"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    card_type: Mapped[str] = mapped_column(String(20))
+    card_no_hash: Mapped[str] = mapped_column(String(64))
+    card_no_masked: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+
+
+class Enrolment(Base):
+    __tablename__ = "enrolment"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    # equals patient_id while the enrolment is active, NULL after: one active enrolment a patient
+    active_patient_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+    agreement_version: Mapped[str] = mapped_column(String(40))
+    channel: Mapped[str] = mapped_column(String(20))
+    phone_hash: Mapped[str] = mapped_column(String(64))
+    phone_masked: Mapped[str] = mapped_column(String(32))
+    eligibility_rule: Mapped[str] = mapped_column(String(40))
+    eligibility: Mapped[dict[str, Any]]
+    enrolled_at: Mapped[datetime]
+    unenrolled_at: Mapped[datetime | None]
+
+
+class SmsCode(Base):
+    __tablename__ = "sms_code"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
+    purpose: Mapped[str] = mapped_column(String(20))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    consumed_at: Mapped[datetime | None]
+
+
+class Visit(Base):
+    __tablename__ = "visit"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    department: Mapped[str] = mapped_column(String(100))
+    doctor: Mapped[str | None] = mapped_column(String(100))
+    channel: Mapped[str] = mapped_column(String(20))
+    registration_fee_fen: Mapped[int] = mapped_column(Money)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(32))
+    payment_status: Mapped[str] = mapped_column(String(16), index=True)
+    discharged_at: Mapped[datetime | None]
+    arrears_at: Mapped[datetime | None]
+    due_at: Mapped[datetime | None]
+    card_locked: Mapped[bool] = mapped_column(Boolean, default=False)
+    credit_reported: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class VisitEvent(Base):
+    __tablename__ = "visit_event"
+    __table_args__ = (UniqueConstraint("visit_id", "event_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    visit_id: Mapped[str] = mapped_column(ForeignKey("visit.id"), index=True)
+    event_id: Mapped[str] = mapped_column(String(100))
+    type: Mapped[str] = mapped_column(String(32))
+    occurred_at: Mapped[datetime]
+    payload: Mapped[dict[str, Any]]
+    stage_after: Mapped[str] = mapped_column(String(32))
+    recorded_at: Mapped[datetime]
+
+
+class LedgerEntry(Base):
+    """Append-only. A balance is the signed sum of a visit's entries (domain.bill)."""
+
+    __tablename__ = "ledger_entry"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    visit_id: Mapped[str] = mapped_column(ForeignKey("visit.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(String(40), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount_fen: Mapped[int] = mapped_column(Money)
+    item_id: Mapped[str | None] = mapped_column(String(100))
+    code: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200))
+    category: Mapped[str | None] = mapped_column(String(16))
+    unit_price_fen: Mapped[int | None] = mapped_column(Money)
+    quantity: Mapped[int | None] = mapped_column(Integer)
+    payment_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    created_at: Mapped[datetime]
+
+
+class Payment(Base):
+    __tablename__ = "payment"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    method: Mapped[str] = mapped_column(String(20))
+    amount_fen: Mapped[int] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+
+
+class IdempotencyRecord(Base):
+    __tablename__ = "idempotency_record"
+    key: Mapped[str] = mapped_column(String(240), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+
+
+class SmsMessage(Base):
+    """The outbox: every message we send, once per idempotency key."""
+
+    __tablename__ = "sms_message"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
+    phone_masked: Mapped[str] = mapped_column(String(32))
+    template: Mapped[str] = mapped_column(String(40))
+    params: Mapped[dict[str, Any]]
+    text: Mapped[str] = mapped_column(Text)
+    patient_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    visit_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+
+
+class CardLockHold(Base):
+    """One row a defaulted visit; the card stays locked while any hold is unreleased."""
+
+    __tablename__ = "card_lock_hold"
+    __table_args__ = (UniqueConstraint("patient_id", "visit_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(String(40), index=True)
+    visit_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(String(200))
+    held_at: Mapped[datetime]
+    released_at: Mapped[datetime | None]
+
+
+class CreditReport(Base):
+    __tablename__ = "credit_report"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
+    patient_id: Mapped[str] = mapped_column(String(40), index=True)
+    visit_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))
+    amount_fen: Mapped[int] = mapped_column(Money)
+    at: Mapped[datetime]
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_subject", "subject_type", "subject_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(60))
+    action: Mapped[str] = mapped_column(String(60))
+    subject_type: Mapped[str] = mapped_column(String(20))
+    subject_id: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(300))
+    detail: Mapped[dict[str, Any]]
+
+
+# --- the other side, simulated (sandbox) ---------------------------------------------
+
+
+class SimInsuranceCardEvent(Base):
+    __tablename__ = "sim_insurance_card_event"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(200), unique=True)
+    patient_id: Mapped[str] = mapped_column(String(40), index=True)
+    action: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str] = mapped_column(String(200))
+    at: Mapped[datetime]
+
+
+class SimCreditRecord(Base):
+    __tablename__ = "sim_credit_record"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(200), unique=True)
+    patient_id: Mapped[str] = mapped_column(String(40), index=True)
+    visit_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(12))
+    amount_fen: Mapped[int] = mapped_column(Money)
+    at: Mapped[datetime]
+
+
+class SimCreditScore(Base):
+    __tablename__ = "sim_credit_score"
+    id_number_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    bank_score: Mapped[int | None] = mapped_column(Integer)
+    sesame_score: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime]
