@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from domain.policy import PaymentPolicy, QuietHours
 
 ROOT = Path(__file__).resolve().parent
-DEV_SECRETS = {"dev-his-key", "dev-ops-key", "dev-data-key-change-me"}
+DEV_SECRETS = {"dev-his-key", "dev-ops-key", "dev-data-key-change-me", "dev-bureau-secret", "dev-credit-secret"}
 
 _ISO_DURATION = re.compile(
     r"^P(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?"
@@ -91,6 +91,14 @@ class Settings(BaseSettings):
     sesame_score_threshold: int = 700
     agreement_version: str = "2026-01"
 
+    # The government-side gateways. Unset in the sandbox: their simulators run in-process.
+    insurance_bureau_url: str = ""
+    insurance_bureau_app_id: str = "yhf-hospital"
+    insurance_bureau_secret: str = ""
+    credit_platform_url: str = ""
+    credit_platform_app_id: str = "yhf-hospital"
+    credit_platform_secret: str = ""
+
     sms_code_ttl: Duration = timedelta(minutes=5)
     sms_code_max_attempts: int = 5
     sms_code_min_interval: Duration = timedelta(minutes=1)
@@ -101,8 +109,11 @@ class Settings(BaseSettings):
             self.his_api_key = self.his_api_key or "dev-his-key"
             self.ops_api_key = self.ops_api_key or "dev-ops-key"
             self.data_key = self.data_key or "dev-data-key-change-me"
+            self.insurance_bureau_secret = self.insurance_bureau_secret or "dev-bureau-secret"
+            self.credit_platform_secret = self.credit_platform_secret or "dev-credit-secret"
             return self
-        for name in ("his_api_key", "ops_api_key", "data_key"):
+        for name in ("his_api_key", "ops_api_key", "data_key", "insurance_bureau_url", "insurance_bureau_secret",
+                     "credit_platform_url", "credit_platform_secret"):
             value = getattr(self, name)
             if not value or value in DEV_SECRETS:
                 raise ValueError(f"YHF_{name.upper()} must be set to a real secret outside the sandbox")

@@ -19,3 +19,10 @@ def format_fen(fen: int) -> str:
     sign = "-" if fen < 0 else ""
     yuan, rest = divmod(abs(fen), 100)
     return f"{sign}¥{yuan:,}.{rest:02d}"
+
+
+def yuan(fen: int) -> str:
+    """The amount as an SMS template parameter: 12345 -> '123.45'."""
+    sign = "-" if fen < 0 else ""
+    whole, rest = divmod(abs(fen), 100)
+    return f"{sign}{whole}.{rest:02d}"

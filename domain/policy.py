@@ -5,6 +5,7 @@ Discharge time -> the end of the visit day (arrears) and the deadline (default);
 and quiet hours minutes of the local day, so the policy travels in workflow payloads.
 """
 
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -86,6 +87,11 @@ class PaymentPolicy:
         else:
             arrears_at = discharged_at + timedelta(seconds=self.arrears_after_seconds)
         return Deadlines(arrears_at=min(arrears_at, default_at), default_at=default_at)
+
+    def local_label(self, at: datetime) -> str:
+        """A time as the patient reads it in an SMS: 3月8日 10:00."""
+        local = at.astimezone(_zone(self.timezone))
+        return f"{local.month}月{local.day}日 {local.hour:02d}:{local.minute:02d}"
 
     def is_quiet(self, at: datetime) -> bool:
         if self.quiet_hours is None:

@@ -1,0 +1,205 @@
+"""VisitWorkflow on the real dev server, walking real days with time skipping."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from db.models import CardLockHold, LedgerEntry, SimCreditRecord, SimInsuranceCardEvent, SmsMessage, Visit, VisitEvent
+from domain.policy import PaymentPolicy
+from tests.support import add_patient, add_visit, pay, rows
+from workflows import contracts as c
+from workflows.visit import VisitWorkflow
+
+SH = ZoneInfo("Asia/Shanghai")
+POLICY = PaymentPolicy()  # the production policy: end of day, 7 days, daily, quiet 21:00-08:00
+
+Factory = async_sessionmaker[AsyncSession]
+
+
+def item(item_id: str, category: str, price: int, qty: int = 1) -> c.ItemInput:
+    return c.ItemInput(item_id=item_id, code=f"C{item_id}", name=f"项目{item_id}", category=category,
+                       unit_price_fen=price, quantity=qty)
+
+
+async def start(env: WorkflowEnvironment, factory: Factory, queue: str, *, patient_id: str | None = None,
+                fee: int = 500) -> tuple[WorkflowHandle, str, str]:
+    patient_id = patient_id or await add_patient(factory)
+    visit_id = await add_visit(factory, patient_id, fee=fee)
+    with env.with_time_skipping_disabled():  # time moves only when a test fast-forwards it
+        handle = await env.client.start_workflow(
+            VisitWorkflow.run,
+            c.VisitInput(visit_id=visit_id, patient_id=patient_id, registration_fee_fen=fee, policy=POLICY),
+            id=c.workflow_id(visit_id), task_queue=queue)
+    return handle, visit_id, patient_id
+
+
+async def event(handle: WorkflowHandle, event_id: str, type_: str, **fields: object) -> c.VisitStateResult:
+    inp = c.RecordEventInput(event_id=event_id, type=type_, occurred_at=datetime.now(timezone.utc), **fields)
+    return await handle.execute_update(VisitWorkflow.record_event, inp, id=event_id)
+
+
+async def quick_visit(handle: WorkflowHandle, price: int = 4500) -> None:
+    """Check in, see the doctor, one lab, go home."""
+    await event(handle, "e1", "checked_in", channel="nurse_station")
+    await event(handle, "e2", "called")
+    await event(handle, "e3", "consultation_started")
+    await event(handle, "e4", "orders_placed", items=[item("lab1", "lab", price)])
+    await event(handle, "e5", "consultation_ended")
+    await event(handle, "e6", "results_ready", item_ids=["lab1"])
+    await event(handle, "e7", "discharged")
+
+
+async def sms(factory: Factory, visit_id: str) -> list[SmsMessage]:
+    return await rows(factory, SmsMessage, visit_id=visit_id)
+
+
+async def wait_for(handle: WorkflowHandle, predicate, timeout: float = 20.0) -> c.VisitStateResult:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        state = await handle.query(VisitWorkflow.state)
+        if predicate(state):
+            return state
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not reached; last state {state}")
+        await asyncio.sleep(0.1)
+
+
+async def test_paid_the_same_day(temporal_env: WorkflowEnvironment, factory: Factory, worker: str) -> None:
+    handle, visit_id, patient_id = await start(temporal_env, factory, worker)
+    await quick_visit(handle)
+    state = await wait_for(handle, lambda s: s.payment_status == "due")
+    assert state.balance_fen == 5000
+    assert state.arrears_at is not None and state.arrears_at.astimezone(SH).hour == 0
+    await pay(factory, patient_id, visit_id, 5000)
+    await handle.signal(VisitWorkflow.payment_received, c.PaymentReceivedInput(payment_id="p", amount_fen=5000))
+    result = await handle.result()
+    assert result.payment_status == "settled" and result.balance_fen == 0
+    assert [m.template for m in await sms(factory, visit_id)] == ["bill_ready", "payment_received"]
+    visit = (await rows(factory, Visit, id=visit_id))[0]
+    assert visit.payment_status == "settled" and visit.stage == "discharged"
+
+
+async def test_events_are_validated_and_charged_once(temporal_env: WorkflowEnvironment, factory: Factory,
+                                                     worker: str) -> None:
+    handle, visit_id, _ = await start(temporal_env, factory, worker)
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await event(handle, "bad", "consultation_started")
+    cause = refused.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "invalid_transition"
+    assert cause.details[0]["stage"] == "registered" and "checked_in" in cause.details[0]["allowed"]
+    await event(handle, "e1", "checked_in")
+    await event(handle, "e2", "called")
+    await event(handle, "e3", "consultation_started")
+    first = await event(handle, "e4", "orders_placed", items=[item("ct", "exam", 20000)])
+    again = await event(handle, "e4", "orders_placed", items=[item("ct", "exam", 20000)])
+    assert first.balance_fen == again.balance_fen == 20500
+    charges = [e for e in await rows(factory, LedgerEntry, visit_id=visit_id) if e.kind == "charge"]
+    assert sorted(e.amount_fen for e in charges) == [500, 20000]
+    assert len(await rows(factory, VisitEvent, visit_id=visit_id)) == 4
+    cancelled = await event(handle, "e5", "orders_cancelled", item_ids=["ct"])
+    assert cancelled.balance_fen == 500
+    await handle.terminate("test over")
+
+
+async def test_paid_on_day_three_after_arrears(temporal_env: WorkflowEnvironment, factory: Factory,
+                                               worker: str) -> None:
+    handle, visit_id, patient_id = await start(temporal_env, factory, worker)
+    await quick_visit(handle)
+    await wait_for(handle, lambda s: s.payment_status == "due")
+    await temporal_env.fast_forward(handle, timedelta(days=3))
+    state = await handle.query(VisitWorkflow.state)
+    assert state.payment_status == "arrears" and not state.card_locked
+    messages = await sms(factory, visit_id)
+    assert messages[0].template == "bill_ready" and messages[1].template == "arrears"
+    dunning = [m for m in messages if m.template in ("arrears", "dunning")]
+    assert 2 <= len(dunning) <= 4  # one a day, each between 08:00 and 21:00 Shanghai time
+    for m in dunning:
+        local = m.created_at.astimezone(SH)
+        assert 8 <= local.hour < 21, local
+    assert (await rows(factory, Visit, id=visit_id))[0].payment_status == "arrears"
+    await pay(factory, patient_id, visit_id, 5000)
+    await handle.signal(VisitWorkflow.payment_received, c.PaymentReceivedInput(payment_id="p", amount_fen=5000))
+    result = await handle.result()
+    assert result.payment_status == "settled" and not result.card_locked and not result.credit_reported
+    assert (await sms(factory, visit_id))[-1].template == "payment_received"
+    assert await rows(factory, SimInsuranceCardEvent, patient_id=patient_id) == []
+
+
+async def test_default_after_seven_days_then_payment_undoes_it(temporal_env: WorkflowEnvironment,
+                                                               factory: Factory, worker: str) -> None:
+    handle, visit_id, patient_id = await start(temporal_env, factory, worker)
+    await quick_visit(handle)
+    await wait_for(handle, lambda s: s.payment_status == "due")
+    await temporal_env.fast_forward(handle, timedelta(days=7, hours=1))
+    state = await handle.query(VisitWorkflow.state)
+    assert state.payment_status == "defaulted" and state.card_locked and state.credit_reported
+    card = await rows(factory, SimInsuranceCardEvent, patient_id=patient_id)
+    assert [e.action for e in card] == ["lock"]
+    reports = await rows(factory, SimCreditRecord, visit_id=visit_id)
+    assert [(r.kind, r.amount_fen) for r in reports] == [("report", 5000)]
+    discharged = (await rows(factory, Visit, id=visit_id))[0].discharged_at
+    assert card[0].at - discharged >= timedelta(days=7)
+    assert "card_locked" in [m.template for m in await sms(factory, visit_id)]
+
+    await pay(factory, patient_id, visit_id, 5000)
+    await handle.signal(VisitWorkflow.payment_received, c.PaymentReceivedInput(payment_id="p", amount_fen=5000))
+    result = await handle.result()
+    assert result.payment_status == "settled" and not result.card_locked and not result.credit_reported
+    assert [e.action for e in await rows(factory, SimInsuranceCardEvent, patient_id=patient_id)] == ["lock", "unlock"]
+    reports = await rows(factory, SimCreditRecord, visit_id=visit_id)
+    assert [(r.kind, r.amount_fen) for r in reports] == [("report", 5000), ("correction", 5000)]
+    assert (await sms(factory, visit_id))[-1].template == "payment_received_unlocked"
+
+
+async def test_payment_landing_at_the_deadline_never_locks(temporal_env: WorkflowEnvironment,
+                                                           factory: Factory, worker: str) -> None:
+    handle, visit_id, patient_id = await start(temporal_env, factory, worker)
+    await quick_visit(handle)
+    state = await wait_for(handle, lambda s: s.payment_status == "due")
+    assert state.due_at is not None
+    # move to just before the deadline; the money lands but its signal is lost on the way
+    now = datetime.now(timezone.utc)
+    await temporal_env.fast_forward(handle, state.due_at - now - timedelta(minutes=1))
+    assert (await handle.query(VisitWorkflow.state)).payment_status == "arrears"
+    await pay(factory, patient_id, visit_id, 5000)
+    await temporal_env.fast_forward(handle, timedelta(hours=1))
+    result = await handle.result()
+    assert result.payment_status == "settled" and not result.card_locked
+    assert await rows(factory, SimInsuranceCardEvent, patient_id=patient_id) == []
+    assert await rows(factory, SimCreditRecord, visit_id=visit_id) == []
+
+
+async def test_two_overdue_visits_share_one_lock(temporal_env: WorkflowEnvironment, factory: Factory,
+                                                 worker: str) -> None:
+    first, v1, patient_id = await start(temporal_env, factory, worker)
+    second, v2, _ = await start(temporal_env, factory, worker, patient_id=patient_id)
+    for handle in (first, second):
+        await quick_visit(handle)
+        await wait_for(handle, lambda s: s.payment_status == "due")
+        await temporal_env.fast_forward(handle, timedelta(days=7, hours=1))
+        assert (await handle.query(VisitWorkflow.state)).card_locked
+    assert [e.action for e in await rows(factory, SimInsuranceCardEvent, patient_id=patient_id)] == ["lock"]
+    assert len(await rows(factory, CardLockHold, patient_id=patient_id)) == 2
+
+    await pay(factory, patient_id, v1, 5000)
+    await first.signal(VisitWorkflow.payment_received, c.PaymentReceivedInput(payment_id="p1", amount_fen=5000))
+    assert (await first.result()).payment_status == "settled"
+    assert [e.action for e in await rows(factory, SimInsuranceCardEvent, patient_id=patient_id)] == ["lock"]
+
+    await pay(factory, patient_id, v2, 5000)
+    await second.signal(VisitWorkflow.payment_received, c.PaymentReceivedInput(payment_id="p2", amount_fen=5000))
+    assert (await second.result()).payment_status == "settled"
+    assert [e.action for e in await rows(factory, SimInsuranceCardEvent, patient_id=patient_id)] == ["lock", "unlock"]
+    # each visit's credit record was corrected on its own
+    for visit_id in (v1, v2):
+        kinds = [r.kind for r in await rows(factory, SimCreditRecord, visit_id=visit_id)]
+        assert kinds == ["report", "correction"]

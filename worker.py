@@ -1,0 +1,114 @@
+"""The worker: wires the Temporal client, the database and the integrations into one Worker.
+
+`python worker.py` runs it with the settings from the environment."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.credit import CreditActivities
+from activities.insurance import InsuranceActivities
+from activities.ledger import LedgerActivities
+from activities.notify import NotifyActivities
+from config import Settings, get_settings
+from db.pii import Pii
+from db.session import create_engine, session_factory
+from integrations import credit_platform, insurance_bureau
+from integrations.sms import OutboxSender
+from workflows.visit import VisitWorkflow
+
+log = logging.getLogger("yihoufu.worker")
+
+# The pure domain and the payload types are shared with the sandbox rather than re-imported
+# in it, so payload types (datetime above all) are the same classes on both sides.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("domain", "workflows.contracts")
+)
+
+
+@dataclass
+class Integrations:
+    bureau: insurance_bureau.InsuranceBureauClient
+    credit: credit_platform.CreditPlatformClient
+    sms: OutboxSender
+
+
+def gateway_http(url: str, sim_app: object) -> httpx.AsyncClient:
+    """The real gateway when a URL is configured, else its simulator in-process (sandbox)."""
+    if url:
+        return httpx.AsyncClient(base_url=url, timeout=20)
+    return httpx.AsyncClient(base_url="http://simulator", transport=httpx.ASGITransport(app=sim_app), timeout=20)
+
+
+def build_integrations(settings: Settings, factory: async_sessionmaker[AsyncSession],
+                       stack: AsyncExitStack) -> Integrations:
+    pii = Pii(settings.data_key)
+    bureau_http = gateway_http(settings.insurance_bureau_url, insurance_bureau.simulator_app(
+        factory, {settings.insurance_bureau_app_id: settings.insurance_bureau_secret}))
+    credit_http = gateway_http(settings.credit_platform_url, credit_platform.simulator_app(
+        factory, {settings.credit_platform_app_id: settings.credit_platform_secret}))
+    stack.push_async_callback(bureau_http.aclose)
+    stack.push_async_callback(credit_http.aclose)
+    return Integrations(
+        bureau=insurance_bureau.InsuranceBureauClient(bureau_http, app_id=settings.insurance_bureau_app_id,
+                                                      secret=settings.insurance_bureau_secret),
+        credit=credit_platform.CreditPlatformClient(credit_http, app_id=settings.credit_platform_app_id,
+                                                    secret=settings.credit_platform_secret),
+        sms=OutboxSender(factory, pii),
+    )
+
+
+def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSession],
+                       integrations: Integrations) -> Sequence[object]:
+    ledger = LedgerActivities(factory)
+    notify = NotifyActivities(factory, integrations.sms, Pii(settings.data_key))
+    insurance = InsuranceActivities(factory, integrations.bureau)
+    credit = CreditActivities(factory, integrations.credit)
+    return [ledger.book_registration, ledger.apply_visit_event, ledger.get_balance,
+            ledger.record_payment_status, notify.send_sms, insurance.lock_card, insurance.unlock_card,
+            credit.report_credit]
+
+
+def create_worker(client: Client, settings: Settings, factory: async_sessionmaker[AsyncSession],
+                  stack: AsyncExitStack, *, task_queue: str | None = None) -> Worker:
+    integrations = build_integrations(settings, factory, stack)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=[VisitWorkflow],
+        workflow_runner=WORKFLOW_RUNNER,
+        activities=activity_functions(settings, factory, integrations),
+    )
+
+
+async def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = get_settings()
+    engine = create_engine(settings.database_url)
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(engine.dispose)
+        worker = create_worker(client, settings, session_factory(engine), stack)
+        async with worker:
+            log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
+            await stop.wait()
+    log.info("worker stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,160 @@
+"""Everything that crosses the workflow boundary: workflow input, update, signal and query
+types, and every activity's name, input and result. Ids and amounts only, never personal
+data. Frozen keyword-only dataclasses; a field added later must have a default."""
+
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from domain.policy import PaymentPolicy
+
+TASK_QUEUE = "yihoufu-visits"
+
+
+def workflow_id(visit_id: str) -> str:
+    return f"visit-{visit_id}"
+
+
+# --- the workflow ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisitInput:
+    visit_id: str
+    patient_id: str
+    registration_fee_fen: int
+    policy: PaymentPolicy
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemInput:
+    item_id: str
+    code: str
+    name: str
+    category: str
+    unit_price_fen: int
+    quantity: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordEventInput:
+    event_id: str
+    type: str
+    occurred_at: datetime
+    items: list[ItemInput] = field(default_factory=list)
+    item_ids: list[str] = field(default_factory=list)
+    skin_test_required: bool = False
+    result: str | None = None  # skin test: positive | negative
+    channel: str | None = None
+    room: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentReceivedInput:
+    payment_id: str
+    amount_fen: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisitStateResult:
+    visit_id: str
+    stage: str
+    payment_status: str
+    balance_fen: int
+    arrears_at: datetime | None = None
+    due_at: datetime | None = None
+    card_locked: bool = False
+    credit_reported: bool = False
+    dunning_sent: int = 0
+
+
+# --- activities ------------------------------------------------------------------------
+
+BOOK_REGISTRATION = "book_registration"
+APPLY_VISIT_EVENT = "apply_visit_event"
+GET_BALANCE = "get_balance"
+RECORD_PAYMENT_STATUS = "record_payment_status"
+SEND_SMS = "send_sms"
+LOCK_CARD = "lock_card"
+UNLOCK_CARD = "unlock_card"
+REPORT_CREDIT = "report_credit"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BookRegistrationInput:
+    visit_id: str
+    patient_id: str
+    registration_fee_fen: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApplyVisitEventInput:
+    visit_id: str
+    patient_id: str
+    event: RecordEventInput
+    stage_after: str
+    charge: list[ItemInput] = field(default_factory=list)
+    reverse: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BalanceInput:
+    visit_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BalanceResult:
+    total_fen: int
+    paid_fen: int
+    balance_fen: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordPaymentStatusInput:
+    visit_id: str
+    patient_id: str
+    status: str
+    at: datetime
+    reason: str
+    arrears_at: datetime | None = None
+    due_at: datetime | None = None
+    card_locked: bool = False
+    credit_reported: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendSmsInput:
+    idempotency_key: str
+    patient_id: str
+    visit_id: str
+    template: str
+    params: dict[str, str] = field(default_factory=dict)
+    at: datetime | None = None  # the workflow's time when it decided to send
+
+
+@dataclass(frozen=True, kw_only=True)
+class CardLockInput:
+    patient_id: str
+    visit_id: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class CardLockResult:
+    locked: bool  # the card's state at the bureau afterwards
+    bureau_called: bool  # false when another overdue visit already holds the lock
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportCreditInput:
+    kind: str  # report | correction
+    patient_id: str
+    visit_id: str
+    amount_fen: int
+    at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportCreditResult:
+    record_id: str
