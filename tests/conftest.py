@@ -65,3 +65,38 @@ async def worker(temporal_env: WorkflowEnvironment, settings: Settings,
         w = create_worker(temporal_env.client, settings, factory, stack)
         async with w:
             yield settings.task_queue
+
+
+@pytest.fixture
+async def api(temporal_env: WorkflowEnvironment, settings: Settings, worker: str) -> AsyncIterator["ApiClient"]:
+    """The API in-process over ASGI, against the real dev server (no time skipping) and
+    this test's worker."""
+    import httpx
+    from temporalio.client import Client
+
+    from api.main import create_app
+
+    client = await Client.connect(temporal_env.client.service_client.config.target_host)
+    app = create_app(settings, temporal=client)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api", timeout=30) as http:
+            yield ApiClient(http, settings)
+
+
+class ApiClient:
+    """An httpx client with the HIS and ops keys at hand."""
+
+    def __init__(self, http, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+        self.http = http
+        self.his = {"Authorization": f"Bearer {settings.his_api_key}"}
+        self.ops = {"Authorization": f"Bearer {settings.ops_api_key}"}
+
+    async def his_post(self, path: str, body: object, **kw):  # type: ignore[no-untyped-def]
+        return await self.http.post(path, json=body, headers={**self.his, **kw.pop("headers", {})}, **kw)
+
+    async def his_get(self, path: str, **kw):  # type: ignore[no-untyped-def]
+        return await self.http.get(path, headers=self.his, **kw)
+
+    async def ops_post(self, path: str, body: object, **kw):  # type: ignore[no-untyped-def]
+        return await self.http.post(path, json=body, headers={**self.ops, **kw.pop("headers", {})}, **kw)

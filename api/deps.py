@@ -1,0 +1,78 @@
+"""Dependencies: the app's shared state, one database session per request committed by
+the dependency, and the API-key checks."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from api.errors import ApiError
+from config import Settings
+from db.pii import Pii
+from integrations.credit_platform import CreditPlatformClient
+from integrations.sms import SmsSender
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    factory: async_sessionmaker[AsyncSession]
+    temporal: Client
+    pii: Pii
+    sms: SmsSender
+    credit: CreditPlatformClient
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.yhf
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """One session a request, committed when the route returns, rolled back when it raises.
+    A route may commit earlier (before a long call to Temporal) and go on."""
+    async with state.factory() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "unauthorized", "an Authorization: Bearer key is required",
+                       headers={"WWW-Authenticate": "Bearer"})
+    return token.strip()
+
+
+def _check(request: Request, expected: str, who: str) -> str:
+    if not hmac.compare_digest(_bearer(request).encode(), expected.encode()):
+        raise ApiError(401, "unauthorized", f"not a valid {who} key", headers={"WWW-Authenticate": "Bearer"})
+    return who
+
+
+def require_his(request: Request, state: StateDep) -> str:
+    return _check(request, state.settings.his_api_key, "his")
+
+
+def require_ops(request: Request, state: StateDep) -> str:
+    return _check(request, state.settings.ops_api_key, "ops")
+
+
+HisDep = Annotated[str, Depends(require_his)]
+OpsDep = Annotated[str, Depends(require_ops)]

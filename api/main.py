@@ -1,0 +1,84 @@
+"""The HTTP API: `create_app()` builds it; `uvicorn api.main:create_app --factory` serves it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from temporalio.client import Client
+
+from api import errors
+from api.deps import AppState
+from api.routes import his, ops, sandbox
+from config import Settings, get_settings
+from db.pii import Pii
+from db.session import create_engine, session_factory
+from integrations import credit_platform
+from integrations.sms import OutboxSender
+
+log = logging.getLogger("yihoufu.api")
+
+
+def create_app(settings: Settings | None = None, *, temporal: Client | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            engine = create_engine(settings.database_url)
+            stack.push_async_callback(engine.dispose)
+            factory = session_factory(engine)
+            client = temporal or await Client.connect(settings.temporal_address,
+                                                      namespace=settings.temporal_namespace)
+            pii = Pii(settings.data_key)
+            if settings.credit_platform_url:
+                http = httpx.AsyncClient(base_url=settings.credit_platform_url, timeout=10)
+            else:
+                sim = credit_platform.simulator_app(
+                    factory, {settings.credit_platform_app_id: settings.credit_platform_secret})
+                http = httpx.AsyncClient(base_url="http://simulator", transport=httpx.ASGITransport(app=sim))
+            stack.push_async_callback(http.aclose)
+            credit = credit_platform.CreditPlatformClient(http, app_id=settings.credit_platform_app_id,
+                                                          secret=settings.credit_platform_secret)
+            app.state.yhf = AppState(settings=settings, factory=factory, temporal=client, pii=pii,
+                                     sms=OutboxSender(factory, pii), credit=credit)
+            yield
+
+    app = FastAPI(
+        title="Yihoufu (医后付) API",
+        version="1.0",
+        description="Treat first, pay later: clinical systems book every charge to the visit, "
+                    "patients pay the merged bill once after they leave.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(his.router)
+    app.include_router(ops.router)
+    if settings.sandbox:
+        app.include_router(sandbox.router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> Any:
+        state: AppState = app.state.yhf
+        checks: dict[str, str] = {}
+        try:
+            async with state.factory() as session:
+                await session.execute(text("SELECT 1"))
+            checks["database"] = "ok"
+        except Exception as err:  # noqa: BLE001 - any failure means unhealthy
+            checks["database"] = f"error: {type(err).__name__}"
+        try:
+            await state.temporal.service_client.check_health()
+            checks["temporal"] = "ok"
+        except Exception as err:  # noqa: BLE001
+            checks["temporal"] = f"error: {type(err).__name__}"
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse({"status": "ok" if ok else "unavailable", **checks}, status_code=200 if ok else 503)
+
+    return app

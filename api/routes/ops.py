@@ -1,0 +1,107 @@
+"""Operators and finance staff (ops key): window payments, visit search, receivables."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import JSONResponse
+from sqlalchemy import select
+from temporalio.service import RPCError
+
+from api import schemas as s
+from api import services as svc
+from api.deps import OpsDep, SessionDep, StateDep
+from api.errors import ApiError, responses
+from db.models import LedgerEntry, Payment, Visit
+from db.repositories import audit, lock_patient, open_visits, totals_by_visit, utcnow
+from domain.bill import OpenBill, allocate
+from domain.policy import PaymentStatus
+from workflows import contracts as c
+from workflows.visit import VisitWorkflow
+
+log = logging.getLogger("yihoufu.api.ops")
+router = APIRouter(prefix="/v1/ops", tags=["operators"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=8, max_length=200)]
+
+
+@router.post("/payments", response_model=s.PaymentOut, status_code=201, responses=responses(401, 404, 409, 422))
+async def window_payment(body: s.OpsPaymentIn, state: StateDep, session: SessionDep, actor: OpsDep,
+                         idempotency_key: IdempotencyKey = None) -> Any:
+    """Money taken at the window, allocated to the patient's unpaid visits oldest first."""
+    request_hash = svc.body_hash(body)
+    key = f"ops-payment:{idempotency_key}" if idempotency_key else None
+    if key and (stored := await svc.replay(session, key, request_hash)) is not None:
+        return JSONResponse(stored.response, status_code=stored.status_code)
+    patient = await svc.get_patient(session, body.patient_id)
+    await lock_patient(session, patient.id)  # two windows paying for one patient: one at a time
+    unpaid = await open_visits(session, patient.id)
+    if body.visit_ids is not None:
+        wanted = set(body.visit_ids)
+        known = set((await session.scalars(select(Visit.id).where(
+            Visit.id.in_(wanted), Visit.patient_id == patient.id))).all())
+        if missing := wanted - known:
+            raise ApiError(404, "visit_not_found", f"no visit {', '.join(sorted(missing))} for this patient")
+        unpaid = [(v, t) for v, t in unpaid if v.id in wanted]
+    owed = sum(t.balance_fen for _, t in unpaid)
+    if owed == 0:
+        raise ApiError(409, "nothing_to_pay", "nothing is owed on these visits")
+    if body.amount_fen > owed:
+        raise ApiError(409, "amount_exceeds_balance", f"{body.amount_fen} fen is more than the {owed} fen owed",
+                       balance_fen=owed)
+    now = utcnow()
+    payment = Payment(id=svc.new_id("pay_"), patient_id=patient.id, method=body.method, amount_fen=body.amount_fen,
+                      status="succeeded", actor=actor, created_at=now, completed_at=now)
+    session.add(payment)
+    parts = allocate(body.amount_fen, [OpenBill(visit_id=v.id, balance_fen=t.balance_fen) for v, t in unpaid])
+    for visit_id, amount in parts:
+        session.add(LedgerEntry(idempotency_key=f"{payment.id}:{visit_id}", visit_id=visit_id, patient_id=patient.id,
+                                kind="payment", amount_fen=amount, payment_id=payment.id, created_at=now))
+    audit(session, actor=actor, action="window_payment", subject_type="patient", subject_id=patient.id, at=now,
+          payment_id=payment.id, amount_fen=body.amount_fen, method=body.method)
+    out = s.PaymentOut(payment_id=payment.id, patient_id=patient.id, method=body.method, amount_fen=body.amount_fen,
+                       status="succeeded", allocations=[s.Allocation(visit_id=v, amount_fen=a) for v, a in parts],
+                       created_at=now)
+    data = out.model_dump(mode="json")
+    if key:
+        svc.remember(session, key, request_hash, 201, data)
+    await session.commit()
+    for visit_id, amount in parts:  # the workflows also re-read the ledger before any sanction
+        try:
+            await state.temporal.get_workflow_handle(c.workflow_id(visit_id)).signal(
+                VisitWorkflow.payment_received, c.PaymentReceivedInput(payment_id=payment.id, amount_fen=amount))
+        except RPCError as err:
+            log.warning("payment %s: could not signal visit %s: %s", payment.id, visit_id, err.message)
+    return JSONResponse(data, status_code=201)
+
+
+@router.get("/visits", response_model=list[s.VisitSummary], responses=responses(401, 422))
+async def search_visits(session: SessionDep, _: OpsDep, payment_status: PaymentStatus | None = None,
+                        patient_id: str | None = None, limit: int = Query(100, ge=1, le=500)) -> Any:
+    stmt = select(Visit).order_by(Visit.created_at.desc(), Visit.id).limit(limit)
+    if payment_status is not None:
+        stmt = stmt.where(Visit.payment_status == str(payment_status))
+    if patient_id is not None:
+        stmt = stmt.where(Visit.patient_id == patient_id)
+    visits = (await session.scalars(stmt)).all()
+    sums = await totals_by_visit(session, [v.id for v in visits])
+    return [s.VisitSummary(visit_id=v.id, patient_id=v.patient_id, department=v.department, stage=v.stage,
+                           payment_status=v.payment_status, balance_fen=sums[v.id].balance_fen, due_at=v.due_at,
+                           card_locked=v.card_locked, created_at=v.created_at) for v in visits]
+
+
+@router.get("/receivables", response_model=s.Receivables, responses=responses(401))
+async def receivables(session: SessionDep, _: OpsDep) -> Any:
+    """What patients owe, by how late it is."""
+    visits = (await session.execute(select(Visit.id, Visit.payment_status).where(
+        Visit.payment_status.in_(["open", "due", "arrears", "defaulted"])))).all()
+    sums = await totals_by_visit(session, [v for v, _ in visits])
+    buckets = {k: s.ReceivableBucket(visits=0, balance_fen=0) for k in ("open", "due", "arrears", "defaulted")}
+    for visit_id, status in visits:
+        balance = sums[visit_id].balance_fen
+        if balance > 0:
+            buckets[status].visits += 1
+            buckets[status].balance_fen += balance
+    return s.Receivables(**buckets, total_fen=sum(b.balance_fen for b in buckets.values()))

@@ -1,0 +1,54 @@
+"""Sandbox only (YHF_SANDBOX=1): what the simulated SMS gateway, insurance bureau and
+credit platform saw, and the knobs of the simulated credit-score sources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import select
+
+from api import schemas as s
+from api.deps import SessionDep, StateDep
+from api.errors import responses
+from db.models import SimCreditRecord, SimCreditScore, SmsMessage
+from db.repositories import utcnow
+from integrations.credit_platform import score_key
+from integrations.insurance_bureau import card_state
+
+router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
+
+
+@router.get("/sms", response_model=list[s.SandboxSms], responses=responses(422))
+async def sms_outbox(state: StateDep, session: SessionDep,
+                     phone: str = Query(pattern=r"^1[3-9]\d{9}$")) -> Any:
+    rows = (await session.scalars(select(SmsMessage).where(
+        SmsMessage.phone_hash == state.pii.lookup("phone", phone)).order_by(SmsMessage.id))).all()
+    return [s.SandboxSms(phone=phone, template=m.template, params=m.params, text=m.text, sent_at=m.created_at)
+            for m in rows]
+
+
+@router.put("/credit-scores/{id_number}", response_model=s.CreditScoresIn, responses=responses(422))
+async def set_scores(body: s.CreditScoresIn, session: SessionDep,
+                     id_number: str = Path(pattern=r"^\d{17}[\dXx]$")) -> Any:
+    key = score_key(id_number)
+    row = await session.get(SimCreditScore, key)
+    if row is None:
+        row = SimCreditScore(id_number_hash=key, bank_score=None, sesame_score=None, updated_at=utcnow())
+        session.add(row)
+    row.bank_score, row.sesame_score, row.updated_at = body.bank_score, body.sesame_score, utcnow()
+    return body
+
+
+@router.get("/insurance-cards/{patient_id}", response_model=s.InsuranceCard)
+async def insurance_card(patient_id: str, session: SessionDep) -> Any:
+    locked, events = await card_state(session, patient_id)
+    return s.InsuranceCard(locked=locked, events=[s.CardEvent(action=e.action, at=e.at, reason=e.reason)
+                                                  for e in events])
+
+
+@router.get("/credit-reports", response_model=list[s.CreditRecord])
+async def credit_reports(session: SessionDep, patient_id: str = Query(min_length=1)) -> Any:
+    rows = (await session.scalars(select(SimCreditRecord).where(
+        SimCreditRecord.patient_id == patient_id).order_by(SimCreditRecord.id))).all()
+    return [s.CreditRecord(kind=r.kind, visit_id=r.visit_id, amount_fen=r.amount_fen, at=r.at) for r in rows]
