@@ -33,10 +33,11 @@ async def window_payment(body: s.OpsPaymentIn, state: StateDep, session: Session
     """Money taken at the window, allocated to the patient's unpaid visits oldest first."""
     request_hash = svc.body_hash(body)
     key = f"ops-payment:{idempotency_key}" if idempotency_key else None
-    if key and (stored := await svc.replay(session, key, request_hash)) is not None:
-        return JSONResponse(stored.response, status_code=stored.status_code)
     patient = await svc.get_patient(session, body.patient_id)
     await lock_patient(session, patient.id)  # two windows paying for one patient: one at a time
+    # looked up under the lock, so a concurrent retry with the same key sees the first one's answer
+    if key and (stored := await svc.replay(session, key, request_hash)) is not None:
+        return JSONResponse(stored.response, status_code=stored.status_code)
     unpaid = await open_visits(session, patient.id)
     if body.visit_ids is not None:
         wanted = set(body.visit_ids)
