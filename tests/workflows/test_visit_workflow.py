@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,6 +20,7 @@ from workflows import contracts as c
 from workflows.visit import VisitWorkflow
 
 SH = ZoneInfo("Asia/Shanghai")
+HISTORIES = Path(__file__).resolve().parent.parent / "replay" / "histories"
 POLICY = PaymentPolicy()  # the production policy: end of day, 7 days, daily, quiet 21:00-08:00
 
 Factory = async_sessionmaker[AsyncSession]
@@ -56,6 +59,15 @@ async def quick_visit(handle: WorkflowHandle, price: int = 4500) -> None:
     await event(handle, "e7", "discharged")
 
 
+async def record(handle: WorkflowHandle, name: str) -> None:
+    """With YHF_RECORD_HISTORIES=1, keep this run's history for the replay tests."""
+    if os.environ.get("YHF_RECORD_HISTORIES") != "1":
+        return
+    history = await handle.fetch_history()
+    HISTORIES.mkdir(parents=True, exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
 async def sms(factory: Factory, visit_id: str) -> list[SmsMessage]:
     return await rows(factory, SmsMessage, visit_id=visit_id)
 
@@ -84,6 +96,7 @@ async def test_paid_the_same_day(temporal_env: WorkflowEnvironment, factory: Fac
     result = await handle.result()
     assert result.payment_status == "settled" and result.balance_fen == 0
     assert [m.template for m in await sms(factory, visit_id)] == ["bill_ready", "payment_received"]
+    await record(handle, "paid_same_day")
     visit = (await rows(factory, Visit, id=visit_id))[0]
     assert visit.payment_status == "settled" and visit.stage == "discharged"
 
@@ -107,6 +120,7 @@ async def test_events_are_validated_and_charged_once(temporal_env: WorkflowEnvir
     assert len(await rows(factory, VisitEvent, visit_id=visit_id)) == 4
     cancelled = await event(handle, "e5", "orders_cancelled", item_ids=["ct"])
     assert cancelled.balance_fen == 500
+    await record(handle, "events_in_progress")
     await handle.terminate("test over")
 
 
@@ -132,6 +146,7 @@ async def test_paid_on_day_three_after_arrears(temporal_env: WorkflowEnvironment
     assert result.payment_status == "settled" and not result.card_locked and not result.credit_reported
     assert (await sms(factory, visit_id))[-1].template == "payment_received"
     assert await rows(factory, SimInsuranceCardEvent, patient_id=patient_id) == []
+    await record(handle, "paid_day_three_after_arrears")
 
 
 async def test_default_after_seven_days_then_payment_undoes_it(temporal_env: WorkflowEnvironment,
@@ -158,6 +173,7 @@ async def test_default_after_seven_days_then_payment_undoes_it(temporal_env: Wor
     reports = await rows(factory, SimCreditRecord, visit_id=visit_id)
     assert [(r.kind, r.amount_fen) for r in reports] == [("report", 5000), ("correction", 5000)]
     assert (await sms(factory, visit_id))[-1].template == "payment_received_unlocked"
+    await record(handle, "defaulted_then_paid")
 
 
 async def test_payment_landing_at_the_deadline_never_locks(temporal_env: WorkflowEnvironment,
@@ -176,6 +192,7 @@ async def test_payment_landing_at_the_deadline_never_locks(temporal_env: Workflo
     assert result.payment_status == "settled" and not result.card_locked
     assert await rows(factory, SimInsuranceCardEvent, patient_id=patient_id) == []
     assert await rows(factory, SimCreditRecord, visit_id=visit_id) == []
+    await record(handle, "paid_at_the_deadline")
 
 
 async def test_two_overdue_visits_share_one_lock(temporal_env: WorkflowEnvironment, factory: Factory,
