@@ -1,0 +1,92 @@
+"""Benchmark: the payment policy in isolation, and clinical events through the real stack.
+
+`make bench` starts its own stack (dev server, worker, API) on free ports in a temporary
+folder, registers visits and posts their events concurrently, and prints throughput and
+latency. Nothing is asserted: these are figures to compare between changes."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import timeit
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import httpx
+
+from devstack import Stack
+from domain.policy import PaymentPolicy, PaymentState
+from tests.flows import Clinic, item
+from tests.support import free_port
+
+VISITS = int(sys.argv[1]) if len(sys.argv) > 1 else 40
+CONCURRENCY = int(sys.argv[2]) if len(sys.argv) > 2 else 8
+
+
+def bench_policy() -> None:
+    policy = PaymentPolicy()
+    t0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
+    state = PaymentState(discharged_at=t0, balance_fen=5000, in_arrears=True, last_dunning_at=t0 + timedelta(days=1))
+    n = 20_000
+    seconds = timeit.timeit(lambda: policy.decide(state, t0 + timedelta(days=2)), number=n)
+    print(f"policy.decide: {seconds / n * 1e6:.1f} µs per call ({n} calls)")
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p * len(values)))]
+
+
+async def one_visit(clinic: Clinic, patient_id: str, latencies: list[float]) -> None:
+    visit_id = (await clinic.register(patient_id))["visit_id"]
+    steps = [("checked_in", {"channel": "app"}), ("called", {}), ("consultation_started", {}),
+             ("orders_placed", {"items": [item("lab", "lab", 2500), item("ct", "exam", 20000)]}),
+             ("consultation_ended", {}), ("results_ready", {"item_ids": ["lab", "ct"]}),
+             ("consultation_started", {}), ("prescribed", {"items": [item("d", "drug", 3000)]}),
+             ("consultation_ended", {}), ("dispensed", {}), ("discharged", {})]
+    for type_, fields in steps:
+        start = time.perf_counter()
+        await clinic.event(visit_id, type_, **fields)
+        latencies.append(time.perf_counter() - start)
+
+
+async def bench_stack() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        stack = Stack(data_dir=Path(tmp) / "data", api_port=free_port(), temporal_port=free_port(), headless=True,
+                      log_dir=Path(tmp) / "logs")
+        await asyncio.to_thread(stack.start)
+        try:
+            async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
+                async def post(path, body, headers):  # type: ignore[no-untyped-def]
+                    return await http.post(path, json=body, headers=headers)
+
+                async def get(path, headers):  # type: ignore[no-untyped-def]
+                    return await http.get(path, headers=headers)
+
+                clinic = Clinic(post, get, {"Authorization": "Bearer dev-his-key"})
+                patients = [(await clinic.enrolled_patient())[0] for _ in range(CONCURRENCY)]
+                latencies: list[float] = []
+                sem = asyncio.Semaphore(CONCURRENCY)
+
+                async def run(i: int) -> None:
+                    async with sem:
+                        await one_visit(clinic, patients[i % CONCURRENCY], latencies)
+
+                start = time.perf_counter()
+                await asyncio.gather(*(run(i) for i in range(VISITS)))
+                elapsed = time.perf_counter() - start
+        finally:
+            await asyncio.to_thread(stack.stop)
+    events = len(latencies)
+    print(f"stack: {VISITS} visits, {events} events, {CONCURRENCY} at a time, SQLite, 1 worker, 1 API process")
+    print(f"  throughput {events / elapsed:.1f} events/s ({elapsed:.1f} s)")
+    print(f"  event latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+          f"p95 {pct(latencies, 0.95) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+
+
+if __name__ == "__main__":
+    bench_policy()
+    asyncio.run(bench_stack())
