@@ -43,19 +43,18 @@ class InsuranceActivities:
                 holds = await self._holds(session, inp.patient_id)
             mine = next((h for h in holds if h.visit_id == inp.visit_id), None)
             others = [h for h in holds if h.visit_id != inp.visit_id and h.released_at is None]
-            if mine is not None and mine.released_at is not None:
-                # this visit was paid already: never lock again for it
-                return c.CardLockResult(locked=bool(others), bureau_called=False)
+            if mine is not None:
+                # held already (the bureau answered before the hold was written), or this
+                # visit was paid already: never lock again for it
+                return c.CardLockResult(locked=mine.released_at is None or bool(others), bureau_called=False)
             call = not others
             locked = await self._call("lock", inp) if call else True
-            if mine is None:
-                async with self._factory() as session, session.begin():
-                    session.add(CardLockHold(patient_id=inp.patient_id, visit_id=inp.visit_id, reason=inp.reason,
-                                             held_at=inp.at))
-                    audit(session, actor="workflow", action="card_locked" if call else "card_lock_hold",
-                          subject_type="patient", subject_id=inp.patient_id, reason=inp.reason, at=inp.at,
-                          visit_id=inp.visit_id,
-                          note=None if call else "card already locked by another overdue visit")
+            async with self._factory() as session, session.begin():
+                session.add(CardLockHold(patient_id=inp.patient_id, visit_id=inp.visit_id, reason=inp.reason,
+                                         held_at=inp.at))
+                audit(session, actor="workflow", action="card_locked" if call else "card_lock_hold",
+                      subject_type="patient", subject_id=inp.patient_id, reason=inp.reason, at=inp.at,
+                      visit_id=inp.visit_id, note=None if call else "card already locked by another overdue visit")
             return c.CardLockResult(locked=locked, bureau_called=call)
 
     @activity.defn(name=c.UNLOCK_CARD)

@@ -291,3 +291,13 @@ class CreditRecord(BaseModel):
     visit_id: str
     amount_fen: int
     at: datetime
+
+
+class AuditEntry(BaseModel):
+    at: datetime
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str
+    reason: str | None
+    detail: dict[str, object]

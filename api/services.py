@@ -254,7 +254,7 @@ async def unenrol(session: AsyncSession, patient: Patient, *, actor: str) -> s.U
         raise ApiError(409, "outstanding_balance", f"{len(unpaid)} visit(s) still owe {owed} fen",
                        balance_fen=owed, visit_ids=[v.id for v, _ in unpaid])
     running = await session.scalar(select(func.count()).select_from(Visit).where(
-        Visit.patient_id == patient.id, Visit.payment_status == "open"))
+        Visit.patient_id == patient.id, Visit.stage != "discharged"))
     if running:
         raise ApiError(409, "outstanding_balance", "a visit is still in progress")
     enrolment.active_patient_id = None

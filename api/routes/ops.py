@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
@@ -14,7 +14,7 @@ from api import schemas as s
 from api import services as svc
 from api.deps import OpsDep, SessionDep, StateDep
 from api.errors import ApiError, responses
-from db.models import LedgerEntry, Payment, Visit
+from db.models import AuditLog, LedgerEntry, Payment, Visit
 from db.repositories import audit, lock_patient, open_visits, totals_by_visit, utcnow
 from domain.bill import OpenBill, allocate
 from domain.policy import PaymentStatus
@@ -106,3 +106,17 @@ async def receivables(session: SessionDep, _: OpsDep) -> Any:
             buckets[status].visits += 1
             buckets[status].balance_fen += balance
     return s.Receivables(**buckets, total_fen=sum(b.balance_fen for b in buckets.values()))
+
+
+@router.get("/audit", response_model=list[s.AuditEntry], responses=responses(401, 422))
+async def audit_trail(session: SessionDep, _: OpsDep,
+                      subject_type: Literal["patient", "visit"] = Query(description="what the entries are about"),
+                      subject_id: str = Query(min_length=1, max_length=64),
+                      limit: int = Query(200, ge=1, le=1000)) -> Any:
+    """Who did what and when, and why: for a patient (enrolment, card lock and unlock,
+    credit reports, window payments) or a visit (events, payment status changes)."""
+    rows = (await session.scalars(select(AuditLog).where(
+        AuditLog.subject_type == subject_type, AuditLog.subject_id == subject_id)
+        .order_by(AuditLog.id).limit(limit))).all()
+    return [s.AuditEntry(at=r.at, actor=r.actor, action=r.action, subject_type=r.subject_type,
+                         subject_id=r.subject_id, reason=r.reason, detail=r.detail) for r in rows]
