@@ -6,7 +6,7 @@ import re
 from datetime import time, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -99,12 +99,22 @@ class Settings(BaseSettings):
     credit_platform_app_id: str = "yhf-hospital"
     credit_platform_secret: str = ""
 
+    # SMS: `outbox` records messages for the sandbox; `aliyun` sends them through Dysms.
+    sms_backend: Literal["outbox", "aliyun"] = "outbox"
+    aliyun_access_key_id: str = ""
+    aliyun_access_key_secret: str = ""
+    aliyun_sms_endpoint: str = "dysmsapi.aliyuncs.com"
+    aliyun_sms_protocol: Literal["https", "http"] = "https"
+    aliyun_sms_sign_name: str = "医后付"
+
     sms_code_ttl: Duration = timedelta(minutes=5)
     sms_code_max_attempts: int = 5
     sms_code_min_interval: Duration = timedelta(minutes=1)
 
     @model_validator(mode="after")
     def _secrets(self) -> Settings:
+        if self.sms_backend == "aliyun" and not (self.aliyun_access_key_id and self.aliyun_access_key_secret):
+            raise ValueError("YHF_SMS_BACKEND=aliyun needs YHF_ALIYUN_ACCESS_KEY_ID and YHF_ALIYUN_ACCESS_KEY_SECRET")
         if self.sandbox:
             self.his_api_key = self.his_api_key or "dev-his-key"
             self.ops_api_key = self.ops_api_key or "dev-ops-key"

@@ -10,9 +10,6 @@ import os
 import signal
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
-
-import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -25,8 +22,7 @@ from activities.notify import NotifyActivities
 from config import Settings, get_settings
 from db.pii import Pii
 from db.session import create_engine, session_factory
-from integrations import credit_platform, insurance_bureau
-from integrations.sms import OutboxSender
+from integrations.factory import Integrations, build_integrations
 from workflows.visit import VisitWorkflow
 
 log = logging.getLogger("yihoufu.worker")
@@ -36,38 +32,6 @@ log = logging.getLogger("yihoufu.worker")
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("domain", "workflows.contracts")
 )
-
-
-@dataclass
-class Integrations:
-    bureau: insurance_bureau.InsuranceBureauClient
-    credit: credit_platform.CreditPlatformClient
-    sms: OutboxSender
-
-
-def gateway_http(url: str, sim_app: object) -> httpx.AsyncClient:
-    """The real gateway when a URL is configured, else its simulator in-process (sandbox)."""
-    if url:
-        return httpx.AsyncClient(base_url=url, timeout=20)
-    return httpx.AsyncClient(base_url="http://simulator", transport=httpx.ASGITransport(app=sim_app), timeout=20)
-
-
-def build_integrations(settings: Settings, factory: async_sessionmaker[AsyncSession],
-                       stack: AsyncExitStack) -> Integrations:
-    pii = Pii(settings.data_key)
-    bureau_http = gateway_http(settings.insurance_bureau_url, insurance_bureau.simulator_app(
-        factory, {settings.insurance_bureau_app_id: settings.insurance_bureau_secret}))
-    credit_http = gateway_http(settings.credit_platform_url, credit_platform.simulator_app(
-        factory, {settings.credit_platform_app_id: settings.credit_platform_secret}))
-    stack.push_async_callback(bureau_http.aclose)
-    stack.push_async_callback(credit_http.aclose)
-    return Integrations(
-        bureau=insurance_bureau.InsuranceBureauClient(bureau_http, app_id=settings.insurance_bureau_app_id,
-                                                      secret=settings.insurance_bureau_secret),
-        credit=credit_platform.CreditPlatformClient(credit_http, app_id=settings.credit_platform_app_id,
-                                                    secret=settings.credit_platform_secret),
-        sms=OutboxSender(factory, pii),
-    )
 
 
 def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSession],

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import httpx
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
@@ -19,8 +18,7 @@ from api.routes import his, ops, sandbox
 from config import Settings, get_settings
 from db.pii import Pii
 from db.session import create_engine, session_factory
-from integrations import credit_platform
-from integrations.sms import OutboxSender
+from integrations.factory import build_integrations
 
 log = logging.getLogger("yihoufu.api")
 
@@ -36,18 +34,9 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             factory = session_factory(engine)
             client = temporal or await Client.connect(settings.temporal_address,
                                                       namespace=settings.temporal_namespace)
-            pii = Pii(settings.data_key)
-            if settings.credit_platform_url:
-                http = httpx.AsyncClient(base_url=settings.credit_platform_url, timeout=10)
-            else:
-                sim = credit_platform.simulator_app(
-                    factory, {settings.credit_platform_app_id: settings.credit_platform_secret})
-                http = httpx.AsyncClient(base_url="http://simulator", transport=httpx.ASGITransport(app=sim))
-            stack.push_async_callback(http.aclose)
-            credit = credit_platform.CreditPlatformClient(http, app_id=settings.credit_platform_app_id,
-                                                          secret=settings.credit_platform_secret)
-            app.state.yhf = AppState(settings=settings, factory=factory, temporal=client, pii=pii,
-                                     sms=OutboxSender(factory, pii), credit=credit)
+            integrations = build_integrations(settings, factory, stack)
+            app.state.yhf = AppState(settings=settings, factory=factory, temporal=client,
+                                     pii=Pii(settings.data_key), sms=integrations.sms, credit=integrations.credit)
             yield
 
     app = FastAPI(

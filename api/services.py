@@ -29,6 +29,7 @@ from db.repositories import (
 )
 from domain import eligibility
 from domain.policy import ServiceStatus
+from integrations.aliyun_sms import SmsRejected, SmsThrottled
 from integrations.sms import OutgoingSms
 from workflows import contracts as c
 from workflows.visit import VisitWorkflow
@@ -178,8 +179,15 @@ async def issue_code(state: AppState, session: AsyncSession, phone: str, *, purp
                   created_at=now, expires_at=now + settings.sms_code_ttl, attempts=0, consumed_at=None)
     session.add(row)
     await session.commit()  # the code exists before the text that carries it goes out
-    await state.sms.send(OutgoingSms(idempotency_key=f"sms-code:{row.id}", phone=phone,
-                                     template="verification_code", params={"code": code}, patient_id=patient_id))
+    try:
+        await state.sms.send(OutgoingSms(idempotency_key=f"sms-code:{row.id}", phone=phone,
+                                         template="verification_code", params={"code": code},
+                                         patient_id=patient_id))
+    except SmsThrottled:
+        raise ApiError(429, "rate_limited", "the SMS gateway limits codes to this phone; try again later",
+                       headers={"Retry-After": "60"}) from None
+    except SmsRejected as err:
+        raise ApiError(422, "invalid_phone", f"the SMS gateway refused this number ({err.code})") from None
     return s.SmsCodeSent(phone=mask_phone(phone), expires_in=int(settings.sms_code_ttl.total_seconds()))
 
 

@@ -13,7 +13,8 @@ from temporalio.testing import ActivityEnvironment
 from config import Settings
 from db.models import CreditReport, LedgerEntry, SimCreditRecord, SimInsuranceCardEvent, SmsMessage, VisitEvent
 from tests.support import add_patient, add_visit, rows
-from worker import activity_functions, build_integrations
+from integrations.factory import build_integrations
+from worker import activity_functions
 from workflows import contracts as c
 
 Factory = async_sessionmaker[AsyncSession]

@@ -111,7 +111,11 @@ async def test_figure_1_then_default_and_recovery(http: httpx.AsyncClient, clini
     assert not card["locked"] and [e["action"] for e in card["events"]] == ["lock", "unlock"]
     reports = (await http.get(f"/v1/sandbox/credit-reports?patient_id={patient_id}")).json()
     assert [r["kind"] for r in reports] == ["report", "correction"]
-    texts = (await http.get(f"/v1/sandbox/sms?phone={phone}")).json()
+    async def outbox() -> list[dict[str, Any]]:
+        return (await http.get(f"/v1/sandbox/sms?phone={phone}")).json()
+
+    # the receipt goes out right after the status changes
+    texts = await until(outbox, lambda ms: ms[-1]["template"] == "payment_received_unlocked")
     templates = [m["template"] for m in texts]
     assert templates[0] == "verification_code" and templates[1] == "bill_ready" and templates[2] == "arrears"
     assert "dunning" in templates and "card_locked" in templates
@@ -165,6 +169,7 @@ async def test_worker_killed_and_dev_server_restarted(stack: Stack, http: httpx.
     card = (await http.get(f"/v1/sandbox/insurance-cards/{patient_id}")).json()
     assert [e["action"] for e in card["events"]] == ["lock", "unlock"]
     # nothing was sent twice: every message of the visit is distinct
+    await until(outbox, lambda ms: ms[-1]["template"] == "payment_received_unlocked")
     messages = [(m["template"], m["text"], m["sent_at"]) for m in await outbox()]
     assert len(messages) == len(set(messages))
     once = [m[0] for m in messages if m[0] in ("bill_ready", "arrears", "card_locked", "payment_received_unlocked")]
