@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     sms_code_ttl: Duration = timedelta(minutes=5)
     sms_code_max_attempts: int = 5
     sms_code_min_interval: Duration = timedelta(minutes=1)
+    sms_codes_per_hour: int = 5
+    sms_codes_per_day: int = 10
+    sms_codes_per_ip_hour: int = 30
+    patient_token_ttl: Duration = timedelta(hours=12)
+    sandbox_channel_secret: str = "dev-sandbox-channel-secret"
 
     @model_validator(mode="after")
     def _secrets(self) -> Settings:

@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.errors import ApiError
+from db.models import Patient, PatientSession
+from db.repositories import utcnow
 from config import Settings
 from db.pii import Pii
 from integrations.credit_platform import CreditPlatformClient
@@ -76,3 +78,31 @@ def require_ops(request: Request, state: StateDep) -> str:
 
 HisDep = Annotated[str, Depends(require_his)]
 OpsDep = Annotated[str, Depends(require_ops)]
+
+
+async def current_session(request: Request, state: StateDep, session: SessionDep) -> PatientSession:
+    """The signed-in patient's session: 401 for a missing, bad, expired or revoked token."""
+    from api.tokens import session_of
+
+    sid = session_of(state.settings.data_key, _bearer(request))
+    row = await session.get(PatientSession, sid) if sid else None
+    if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
+        raise ApiError(401, "unauthorized", "sign in again", headers={"WWW-Authenticate": "Bearer"})
+    return row
+
+
+PatientSessionDep = Annotated[PatientSession, Depends(current_session)]
+
+
+async def current_patient(login: PatientSessionDep, session: SessionDep) -> Patient:
+    """The patient record the signed-in phone is linked to (by enrolment or identity)."""
+    if login.patient_id is None:
+        raise ApiError(403, "identity_required",
+                       "this phone is not linked to a patient record yet: bind your identity first")
+    patient = await session.get(Patient, login.patient_id)
+    if patient is None:
+        raise ApiError(403, "identity_required", "bind your identity first")
+    return patient
+
+
+PatientDep = Annotated[Patient, Depends(current_patient)]

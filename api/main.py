@@ -14,7 +14,7 @@ from temporalio.client import Client
 
 from api import errors
 from api.deps import AppState
-from api.routes import his, ops, sandbox
+from api.routes import his, ops, patient, payments, sandbox
 from config import Settings, get_settings
 from db.pii import Pii
 from db.session import create_engine, session_factory
@@ -49,6 +49,8 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     errors.install(app)
     app.include_router(his.router)
     app.include_router(ops.router)
+    app.include_router(patient.router)
+    app.include_router(payments.router)
     if settings.sandbox:
         app.include_router(sandbox.router)
 

@@ -301,3 +301,55 @@ class AuditEntry(BaseModel):
     subject_id: str
     reason: str | None
     detail: dict[str, object]
+
+
+# --- the patient app -----------------------------------------------------------------
+
+
+class LoginRequest(Request):
+    phone: Phone
+    code: SmsCode
+
+
+class LoginOut(BaseModel):
+    token: str
+    patient_id: str | None
+    expires_at: datetime
+
+
+class IdentityRequest(Request):
+    name: Annotated[str, Field(min_length=1, max_length=50)]
+    id_number: IdNumber
+
+
+class IdentityOut(BaseModel):
+    patient_id: str
+
+
+class BillVisit(BaseModel):
+    visit_id: str
+    department: str
+    created_at: datetime
+    payment_status: PaymentStatus
+    due_at: datetime | None
+    bill: Bill
+
+
+class MergedBill(BaseModel):
+    visits: list[BillVisit]
+    balance_fen: int
+
+
+class PatientPaymentIn(Request):
+    visit_ids: Annotated[list[Id], Field(min_length=1, max_length=100)] | None = None
+    channel: Literal["sandbox"]
+
+
+class ChannelPayment(BaseModel):
+    payment_id: str
+    channel: str
+    status: str
+    amount_fen: int
+    visit_ids: list[str]
+    pay_url: str | None
+    created_at: datetime

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import secrets
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -160,23 +161,40 @@ def _code_hash(state: AppState, phone_hash: str, code: str) -> str:
     return hmac.new(state.settings.data_key.encode(), f"{phone_hash}:{code}".encode(), hashlib.sha256).hexdigest()
 
 
+async def _throttle(session: AsyncSession, column: Any, value: str, now: datetime,
+                    limits: list[tuple[timedelta, int]]) -> None:
+    """429 with Retry-After when `value` already had `permits` codes within any window."""
+    for window, permits in limits:
+        sent = (await session.scalars(select(SmsCode.created_at).where(
+            column == value, SmsCode.created_at > now - window).order_by(SmsCode.created_at))).all()
+        if len(sent) >= permits:
+            wait = int((sent[-permits] + window - now).total_seconds()) + 1
+            raise ApiError(429, "rate_limited", f"too many codes; try again in {wait} s",
+                           headers={"Retry-After": str(wait)})
+
+
 async def issue_code(state: AppState, session: AsyncSession, phone: str, *, purpose: str,
-                     patient_id: str | None) -> s.SmsCodeSent:
+                     patient_id: str | None, client_ip: str | None = None) -> s.SmsCodeSent:
+    """Send a 6-digit code. Limits are checked before anything is sent, and the answer is the
+    same whether the phone belongs to a patient or not."""
     settings = state.settings
     phone_hash = state.pii.lookup("phone", phone)
+    ip_hash = state.pii.lookup("ip", client_ip) if client_ip else None
     now = utcnow()
-    last = await session.scalar(select(func.max(SmsCode.created_at)).where(SmsCode.phone_hash == phone_hash))
-    if last is not None and now - last < settings.sms_code_min_interval:
-        wait = int((settings.sms_code_min_interval - (now - last)).total_seconds()) + 1
-        raise ApiError(429, "rate_limited", f"a code was sent to this phone recently; try again in {wait} s",
-                       headers={"Retry-After": str(wait)})
+    await _throttle(session, SmsCode.phone_hash, phone_hash, now, [
+        (settings.sms_code_min_interval, 1), (timedelta(hours=1), settings.sms_codes_per_hour),
+        (timedelta(days=1), settings.sms_codes_per_day)])
+    if ip_hash:
+        await _throttle(session, SmsCode.client_ip_hash, ip_hash, now,
+                        [(timedelta(hours=1), settings.sms_codes_per_ip_hour)])
     # a new code replaces every earlier one for this phone
     for old in (await session.scalars(select(SmsCode).where(
             SmsCode.phone_hash == phone_hash, SmsCode.consumed_at.is_(None)))).all():
         old.consumed_at = now
     code = f"{secrets.randbelow(10**6):06d}"
     row = SmsCode(phone_hash=phone_hash, purpose=purpose, code_hash=_code_hash(state, phone_hash, code),
-                  created_at=now, expires_at=now + settings.sms_code_ttl, attempts=0, consumed_at=None)
+                  created_at=now, expires_at=now + settings.sms_code_ttl, attempts=0, consumed_at=None,
+                  client_ip_hash=ip_hash)
     session.add(row)
     await session.commit()  # the code exists before the text that carries it goes out
     try:

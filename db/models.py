@@ -104,6 +104,19 @@ class SmsCode(Base):
     expires_at: Mapped[datetime]
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     consumed_at: Mapped[datetime | None]
+    client_ip_hash: Mapped[str | None] = mapped_column(String(64), index=True)
+
+
+class PatientSession(Base):
+    """A signed-in phone. The token names the session; logout and unenrolment revoke it."""
+
+    __tablename__ = "patient_session"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
+    patient_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
 
 
 class Visit(Base):
@@ -169,6 +182,9 @@ class Payment(Base):
     actor: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
+    # channel payments: the visits asked for (allocated when the money lands)
+    visit_ids: Mapped[list[Any] | None]
+    channel_trade_no: Mapped[str | None] = mapped_column(String(64))
 
 
 class IdempotencyRecord(Base):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -50,7 +51,9 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(sandbox=True, database_url=database_url, task_queue=uid("tq-"))
+    # codes may be re-sent after a second (not a minute), and one test client IP may ask often
+    return Settings(sandbox=True, database_url=database_url, task_queue=uid("tq-"),
+                    sms_code_min_interval=timedelta(seconds=1), sms_codes_per_ip_hour=10_000)
 
 
 @pytest.fixture

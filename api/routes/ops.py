@@ -8,18 +8,15 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
-from temporalio.service import RPCError
 
+from api import payments
 from api import schemas as s
 from api import services as svc
 from api.deps import OpsDep, SessionDep, StateDep
 from api.errors import ApiError, responses
-from db.models import AuditLog, LedgerEntry, Payment, Visit
-from db.repositories import audit, lock_patient, open_visits, totals_by_visit, utcnow
-from domain.bill import OpenBill, allocate
+from db.models import AuditLog, Payment, Visit
+from db.repositories import audit, totals_by_visit, utcnow
 from domain.policy import PaymentStatus
-from workflows import contracts as c
-from workflows.visit import VisitWorkflow
 
 log = logging.getLogger("yihoufu.api.ops")
 router = APIRouter(prefix="/v1/ops", tags=["operators"])
@@ -34,19 +31,11 @@ async def window_payment(body: s.OpsPaymentIn, state: StateDep, session: Session
     request_hash = svc.body_hash(body)
     key = f"ops-payment:{idempotency_key}" if idempotency_key else None
     patient = await svc.get_patient(session, body.patient_id)
-    await lock_patient(session, patient.id)  # two windows paying for one patient: one at a time
+    bills = await payments.unpaid(session, patient.id, body.visit_ids)  # takes the patient lock
     # looked up under the lock, so a concurrent retry with the same key sees the first one's answer
     if key and (stored := await svc.replay(session, key, request_hash)) is not None:
         return JSONResponse(stored.response, status_code=stored.status_code)
-    unpaid = await open_visits(session, patient.id)
-    if body.visit_ids is not None:
-        wanted = set(body.visit_ids)
-        known = set((await session.scalars(select(Visit.id).where(
-            Visit.id.in_(wanted), Visit.patient_id == patient.id))).all())
-        if missing := wanted - known:
-            raise ApiError(404, "visit_not_found", f"no visit {', '.join(sorted(missing))} for this patient")
-        unpaid = [(v, t) for v, t in unpaid if v.id in wanted]
-    owed = sum(t.balance_fen for _, t in unpaid)
+    owed = sum(t.balance_fen for _, t in bills)
     if owed == 0:
         raise ApiError(409, "nothing_to_pay", "nothing is owed on these visits")
     if body.amount_fen > owed:
@@ -56,25 +45,15 @@ async def window_payment(body: s.OpsPaymentIn, state: StateDep, session: Session
     payment = Payment(id=svc.new_id("pay_"), patient_id=patient.id, method=body.method, amount_fen=body.amount_fen,
                       status="succeeded", actor=actor, created_at=now, completed_at=now)
     session.add(payment)
-    parts = allocate(body.amount_fen, [OpenBill(visit_id=v.id, balance_fen=t.balance_fen) for v, t in unpaid])
-    for visit_id, amount in parts:
-        session.add(LedgerEntry(idempotency_key=f"{payment.id}:{visit_id}", visit_id=visit_id, patient_id=patient.id,
-                                kind="payment", amount_fen=amount, payment_id=payment.id, created_at=now))
+    await session.flush()
+    parts = payments.book(session, payment, bills)
     audit(session, actor=actor, action="window_payment", subject_type="patient", subject_id=patient.id, at=now,
           payment_id=payment.id, amount_fen=body.amount_fen, method=body.method)
-    out = s.PaymentOut(payment_id=payment.id, patient_id=patient.id, method=body.method, amount_fen=body.amount_fen,
-                       status="succeeded", allocations=[s.Allocation(visit_id=v, amount_fen=a) for v, a in parts],
-                       created_at=now)
-    data = out.model_dump(mode="json")
+    data = payments.out(payment, parts).model_dump(mode="json")
     if key:
         svc.remember(session, key, request_hash, 201, data)
     await session.commit()
-    for visit_id, amount in parts:  # the workflows also re-read the ledger before any sanction
-        try:
-            await state.temporal.get_workflow_handle(c.workflow_id(visit_id)).signal(
-                VisitWorkflow.payment_received, c.PaymentReceivedInput(payment_id=payment.id, amount_fen=amount))
-        except RPCError as err:
-            log.warning("payment %s: could not signal visit %s: %s", payment.id, visit_id, err.message)
+    await payments.tell_workflows(state, payment.id, parts)
     return JSONResponse(data, status_code=201)
 
 

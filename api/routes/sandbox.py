@@ -8,10 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
+from api import payments
 from api import schemas as s
 from api.deps import SessionDep, StateDep
-from api.errors import responses
-from db.models import SimCreditRecord, SimCreditScore, SmsMessage
+from api.errors import ApiError, responses
+from db.models import Payment, SimCreditRecord, SimCreditScore, SmsMessage
 from db.repositories import utcnow
 from integrations.credit_platform import score_key
 from integrations.insurance_bureau import card_state
@@ -52,3 +53,16 @@ async def credit_reports(session: SessionDep, patient_id: str = Query(min_length
     rows = (await session.scalars(select(SimCreditRecord).where(
         SimCreditRecord.patient_id == patient_id).order_by(SimCreditRecord.id))).all()
     return [s.CreditRecord(kind=r.kind, visit_id=r.visit_id, amount_fen=r.amount_fen, at=r.at) for r in rows]
+
+
+@router.post("/payments/{payment_id}/complete", response_model=s.PaymentOut, responses=responses(404))
+async def complete_payment(payment_id: str, state: StateDep, session: SessionDep) -> Any:
+    """The patient pays at the sandbox channel: the channel sends its signed notification."""
+    payment = await session.get(Payment, payment_id)
+    if payment is None or payment.method != "sandbox":
+        raise ApiError(404, "payment_not_found", f"no sandbox payment {payment_id}")
+    body, headers = payments.sandbox_notification(state.settings.sandbox_channel_secret, payment)
+    payment, parts = await payments.sandbox_notified(state, session, body, {k.lower(): v for k, v in headers.items()})
+    await session.commit()
+    await payments.tell_workflows(state, payment.id, parts)
+    return payments.out(payment, parts)

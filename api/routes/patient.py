@@ -1,0 +1,154 @@
+"""The patient app (patient token): sign in by SMS code, bind identity, enrol, follow
+visits, see the merged bill and pay it. A patient sees only their own data."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import select, update
+
+from api import payments
+from api import schemas as s
+from api import services as svc
+from api import tokens
+from api.deps import PatientDep, PatientSessionDep, SessionDep, StateDep
+from api.errors import ApiError, responses
+from db.models import Patient, PatientSession, Payment, Visit
+from db.repositories import active_enrolment, audit, open_visits, utcnow
+
+router = APIRouter(prefix="/v1/patient", tags=["patients"])
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=8, max_length=200)]
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+@router.post("/sms-code", response_model=s.SmsCodeSent, status_code=202, responses=responses(422, 429))
+async def sms_code(body: s.SmsCodeRequest, request: Request, state: StateDep, session: SessionDep) -> Any:
+    """Send a sign-in code. The answer is the same whether the phone is known or not."""
+    return await svc.issue_code(state, session, body.phone, purpose="login", patient_id=None,
+                                client_ip=client_ip(request))
+
+
+async def _patient_for_phone(session: SessionDep, phone_hash: str) -> str | None:
+    from db.models import Enrolment
+
+    enrolled = await session.scalar(select(Enrolment.patient_id).where(
+        Enrolment.phone_hash == phone_hash, Enrolment.active_patient_id.is_not(None)).limit(1))
+    if enrolled:
+        return enrolled
+    return await session.scalar(select(Patient.id).where(Patient.phone_hash == phone_hash).limit(1))
+
+
+@router.post("/login", response_model=s.LoginOut, responses=responses(422))
+async def login(body: s.LoginRequest, state: StateDep, session: SessionDep) -> Any:
+    await svc.verify_code(state, body.phone, body.code)
+    phone_hash = state.pii.lookup("phone", body.phone)
+    now = utcnow()
+    row = PatientSession(id=tokens.new_session_id(), phone_hash=phone_hash,
+                         patient_id=await _patient_for_phone(session, phone_hash), created_at=now,
+                         expires_at=now + state.settings.patient_token_ttl, revoked_at=None)
+    session.add(row)
+    token = tokens.issue(state.settings.data_key, row.id, issued_at=now, expires_at=row.expires_at)
+    return s.LoginOut(token=token, patient_id=row.patient_id, expires_at=row.expires_at)
+
+
+@router.post("/logout", status_code=204, responses=responses(401))
+async def logout(login: PatientSessionDep) -> Response:
+    login.revoked_at = utcnow()
+    return Response(status_code=204)
+
+
+@router.post("/identity", response_model=s.IdentityOut, responses=responses(401, 404, 409, 422))
+async def identity(body: s.IdentityRequest, login: PatientSessionDep, state: StateDep, session: SessionDep) -> Any:
+    """Link the signed-in phone to the hospital's record of this person (name + ID number)."""
+    candidates = (await session.scalars(select(Patient).where(
+        Patient.id_number_hash == state.pii.lookup("id_number", body.id_number)))).all()
+    match = next((p for p in candidates if state.pii.decrypt(p.name_cipher) == body.name.strip()), None)
+    if match is None:
+        raise ApiError(404, "patient_not_found", "no hospital record matches this name and ID number")
+    if login.patient_id not in (None, match.id):
+        raise ApiError(409, "identity_conflict", "this phone is already linked to another patient")
+    if match.phone_hash and match.phone_hash != login.phone_hash and await active_enrolment(session, match.id):
+        raise ApiError(409, "identity_conflict", "this patient is enrolled with another phone")
+    login.patient_id = match.id
+    audit(session, actor="patient", action="identity_bound", subject_type="patient", subject_id=match.id)
+    return s.IdentityOut(patient_id=match.id)
+
+
+@router.get("/me", response_model=s.PatientProfile, responses=responses(401, 403))
+async def me(patient: PatientDep, state: StateDep, session: SessionDep,
+             credit: bool = Query(False, description="also ask the credit sources for the scores")) -> Any:
+    return await svc.profile(state, session, patient, with_credit=credit)
+
+
+@router.post("/enrollment", response_model=s.PatientProfile, status_code=201,
+             responses=responses(401, 403, 409, 422))
+async def enrol(body: s.EnrollRequest, patient: PatientDep, state: StateDep, session: SessionDep) -> Any:
+    return await svc.enrol(state, session, patient, body, channel="app", actor="patient")
+
+
+@router.delete("/enrollment", response_model=s.Unenrolled, responses=responses(401, 403, 409))
+async def unenrol(patient: PatientDep, session: SessionDep) -> Any:
+    done = await svc.unenrol(session, patient, actor="patient")
+    # every sign-in of this patient ends with the service
+    await session.execute(update(PatientSession).where(
+        PatientSession.patient_id == patient.id, PatientSession.revoked_at.is_(None)).values(revoked_at=utcnow()))
+    return done
+
+
+@router.get("/visits", response_model=list[s.VisitOut], responses=responses(401, 403))
+async def my_visits(patient: PatientDep, session: SessionDep) -> Any:
+    visits = (await session.scalars(select(Visit).where(Visit.patient_id == patient.id)
+                                    .order_by(Visit.created_at.desc()).limit(100))).all()
+    return [await svc.visit_view(session, v) for v in visits]
+
+
+@router.get("/visits/{visit_id}", response_model=s.VisitOut, responses=responses(401, 403, 404))
+async def my_visit(visit_id: str, patient: PatientDep, session: SessionDep) -> Any:
+    visit = await session.get(Visit, visit_id)
+    if visit is None or visit.patient_id != patient.id:  # another patient's visit does not exist for you
+        raise ApiError(404, "visit_not_found", f"no visit {visit_id}")
+    return await svc.visit_view(session, visit)
+
+
+@router.get("/bill", response_model=s.MergedBill, responses=responses(401, 403))
+async def merged_bill(patient: PatientDep, session: SessionDep) -> Any:
+    """Every visit that still owes money, old arrears included, and the total."""
+    bills = await open_visits(session, patient.id)
+    visits = []
+    for visit, _ in bills:
+        view = await svc.visit_view(session, visit)
+        visits.append(s.BillVisit(visit_id=visit.id, department=visit.department, created_at=visit.created_at,
+                                  payment_status=view.payment_status, due_at=visit.due_at, bill=view.bill))
+    return s.MergedBill(visits=visits, balance_fen=sum(t.balance_fen for _, t in bills))
+
+
+@router.post("/payments", response_model=s.ChannelPayment, status_code=201, responses=responses(401, 403, 404, 409, 422))
+async def pay(body: s.PatientPaymentIn, patient: PatientDep, state: StateDep, session: SessionDep,
+              idempotency_key: IdempotencyKey = None) -> Any:
+    """Start paying the merged bill (or chosen visits) at a channel; the money lands when the
+    channel notifies us."""
+    request_hash = svc.body_hash(body)
+    key = f"patient-payment:{patient.id}:{idempotency_key}" if idempotency_key else None
+    bills = await payments.unpaid(session, patient.id, body.visit_ids)
+    if key and (stored := await svc.replay(session, key, request_hash)) is not None:
+        return JSONResponse(stored.response, status_code=stored.status_code)
+    owed = sum(t.balance_fen for _, t in bills)
+    if owed <= 0:
+        raise ApiError(409, "nothing_to_pay", "nothing is owed on these visits")
+    now = utcnow()
+    payment = Payment(id=svc.new_id("pay_"), patient_id=patient.id, method=body.channel, amount_fen=owed,
+                      status="pending", actor="patient", created_at=now, completed_at=None,
+                      visit_ids=[v.id for v, _ in bills])
+    session.add(payment)
+    out = s.ChannelPayment(payment_id=payment.id, channel=body.channel, status="pending", amount_fen=owed,
+                           visit_ids=payment.visit_ids, pay_url=f"/v1/sandbox/payments/{payment.id}/complete",
+                           created_at=now)
+    data = out.model_dump(mode="json")
+    if key:
+        svc.remember(session, key, request_hash, 201, data)
+    return JSONResponse(data, status_code=201)
