@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     arrears_after: Annotated[str | timedelta, BeforeValidator(parse_arrears_after)] = "end_of_day"
     default_after: Duration = timedelta(days=7)
     dunning_every: Duration = timedelta(days=1)
+    pre_default_notice: Duration = timedelta(days=1)
     sms_quiet_hours: Annotated[QuietHours | None, BeforeValidator(parse_quiet_hours)] = Field(
         default_factory=lambda: QuietHours.of(time(21, 0), time(8, 0))
     )
@@ -142,6 +143,7 @@ class Settings(BaseSettings):
             else self.arrears_after.total_seconds(),
             default_after_seconds=self.default_after.total_seconds(),
             dunning_every_seconds=self.dunning_every.total_seconds(),
+            notice_before_seconds=self.pre_default_notice.total_seconds(),
             quiet_hours=self.sms_quiet_hours,
         )
 

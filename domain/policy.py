@@ -67,6 +67,7 @@ class QuietHours:
 class Deadlines:
     arrears_at: datetime  # end of the visit day: unpaid from here on is arrears
     default_at: datetime  # the deadline: card lock and credit report
+    notice_at: datetime  # the pre-default notice: no report without it
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,6 +77,8 @@ class PaymentPolicy:
     default_after_seconds: float = 7 * 86400
     dunning_every_seconds: float = 86400
     quiet_hours: QuietHours | None = QuietHours(start_minute=21 * 60, end_minute=8 * 60)
+    # the pre-default notice goes out this long before the deadline (not before arrears)
+    notice_before_seconds: float = 86400
 
     def deadlines(self, discharged_at: datetime) -> Deadlines:
         _require_aware(discharged_at)
@@ -86,7 +89,9 @@ class PaymentPolicy:
             arrears_at = datetime.combine(local_day + timedelta(days=1), time(0), tzinfo=tz)
         else:
             arrears_at = discharged_at + timedelta(seconds=self.arrears_after_seconds)
-        return Deadlines(arrears_at=min(arrears_at, default_at), default_at=default_at)
+        arrears_at = min(arrears_at, default_at)
+        notice_at = max(arrears_at, default_at - timedelta(seconds=self.notice_before_seconds))
+        return Deadlines(arrears_at=arrears_at, default_at=default_at, notice_at=notice_at)
 
     def local_label(self, at: datetime) -> str:
         """A time as the patient reads it in an SMS: 3月8日 10:00."""
@@ -130,10 +135,15 @@ class PaymentPolicy:
         if state.balance_fen <= 0:
             return Decision(action=Action.settle)
         d = self.deadlines(state.discharged_at)
-        if now >= d.default_at and not state.defaulted:
-            return Decision(action=Action.default)
         if now >= d.arrears_at and not state.in_arrears:
             return Decision(action=Action.enter_arrears)
+        if not state.notice_sent and not state.defaulted and now >= d.notice_at:
+            # the sanction waits for its notice, and the notice for the morning
+            if self.is_quiet(now):
+                return Decision(action=Action.wait, until=self.next_sendable(now))
+            return Decision(action=Action.send_notice)
+        if now >= d.default_at and not state.defaulted:
+            return Decision(action=Action.default)
         wake: list[datetime] = []
         if state.in_arrears:
             due = self.next_dunning_at(state, d)
@@ -145,6 +155,8 @@ class PaymentPolicy:
             wake.append(d.arrears_at)
         if not state.defaulted:
             wake.append(d.default_at)
+        if not state.notice_sent and not state.defaulted:
+            wake.append(d.notice_at)
         return Decision(action=Action.wait, until=min(wake))
 
     def next_dunning_at(self, state: PaymentState, d: Deadlines | None = None) -> datetime:
@@ -158,6 +170,7 @@ class Action(StrEnum):
     wait = "wait"
     enter_arrears = "enter_arrears"
     send_dunning = "send_dunning"
+    send_notice = "send_notice"  # the pre-default notice: pay by the deadline or be reported
     default = "default"  # lock the insurance card and report to the credit platform
     settle = "settle"
 
@@ -169,6 +182,7 @@ class PaymentState:
     in_arrears: bool = False
     defaulted: bool = False
     last_dunning_at: datetime | None = None
+    notice_sent: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

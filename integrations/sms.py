@@ -25,6 +25,7 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "bill_ready": ("SMS_480100002", "您本次就诊费用${amount}元已记账，请在${deadline}前通过医后付完成支付。"),
     "arrears": ("SMS_480100003", "您的就诊费用${amount}元未在就诊当日支付，已转为欠费。请在${deadline}前支付，逾期将锁定医保卡并上报征信平台。"),
     "dunning": ("SMS_480100004", "提醒：您尚有就诊欠费${amount}元未支付，请在${deadline}前支付，逾期将锁定医保卡并上报征信平台。"),
+    "pre_default": ("SMS_480100008", "您的就诊欠费${amount}元将于${deadline}逾期。逾期未付将锁定医保卡并上报征信平台，请尽快支付。"),
     "card_locked": ("SMS_480100005", "您的就诊欠费${amount}元已逾期，医保卡已锁定，欠费已上报征信平台。支付后自动解锁并更正。"),
     "payment_received": ("SMS_480100006", "已收到您的付款，本次就诊费用${amount}元已结清。"),
     "payment_received_unlocked": ("SMS_480100007", "已收到您的付款，就诊费用${amount}元已结清，医保卡已解锁，征信记录已更正。"),

@@ -66,6 +66,7 @@ class VisitStateResult:
     card_locked: bool = False
     credit_reported: bool = False
     dunning_sent: int = 0
+    notice_sent_at: datetime | None = None
 
 
 # --- activities ------------------------------------------------------------------------

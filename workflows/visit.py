@@ -78,6 +78,7 @@ class VisitWorkflow:
         self._last_dunning_at: datetime | None = None
         self._dunning_sent = 0
         self._reported_fen = 0
+        self._notice_sent_at: datetime | None = None
         self._wake = False  # a payment or a change of the bill arrived: look at the balance again
 
     # --- the run ------------------------------------------------------------------------
@@ -106,6 +107,9 @@ class VisitWorkflow:
 
     async def _payment_phase(self, policy: PaymentPolicy) -> None:
         assert self._discharged_at is not None
+        # Visits that entered the payment wait before the pre-default notice existed keep
+        # the old rule (sanction without a notice); all others give notice first.
+        gives_notice = workflow.patched("pre-default-notice")
         deadlines = policy.deadlines(self._discharged_at)
         await self._refresh_balance()
         if self._balance > 0:
@@ -117,7 +121,8 @@ class VisitWorkflow:
                 await self._refresh_balance()
             state = PaymentState(discharged_at=self._discharged_at, balance_fen=self._balance,
                                  in_arrears=self._in_arrears, defaulted=self._defaulted,
-                                 last_dunning_at=self._last_dunning_at)
+                                 last_dunning_at=self._last_dunning_at,
+                                 notice_sent=self._notice_sent_at is not None or not gives_notice)
             decision = policy.decide(state, workflow.now())
             if decision.action is Action.settle:
                 await self._settle()
@@ -132,6 +137,13 @@ class VisitWorkflow:
                                 {"amount": yuan(self._balance),
                                  "deadline": policy.local_label(deadlines.default_at)},
                                 step=f"dunning-{self._dunning_sent}")
+            elif decision.action is Action.send_notice:
+                # sent to the phone and the in-app inbox; a number the gateway refuses still
+                # has the notice in the inbox, so the deadline holds
+                await self._sms("pre_default", {"amount": yuan(self._balance),
+                                                "deadline": policy.local_label(deadlines.default_at)})
+                self._notice_sent_at = workflow.now()
+                self._describe()
             elif decision.action is Action.default:
                 await self._default()
             else:
@@ -300,7 +312,7 @@ class VisitWorkflow:
             arrears_at=deadlines.arrears_at if deadlines else None,
             due_at=deadlines.default_at if deadlines else None,
             card_locked=self._card_locked, credit_reported=self._credit_reported,
-            dunning_sent=self._dunning_sent,
+            dunning_sent=self._dunning_sent, notice_sent_at=self._notice_sent_at,
         )
 
     def _describe(self) -> None:
@@ -311,6 +323,8 @@ class VisitWorkflow:
             d = self._input.policy.deadlines(self._discharged_at)
             lines.append(f"**Arrears from:** {d.arrears_at.isoformat()}")
             lines.append(f"**Deadline:** {d.default_at.isoformat()}")
+        if self._notice_sent_at is not None:
+            lines.append(f"**Pre-default notice sent:** {self._notice_sent_at.isoformat()}")
         if self._card_locked:
             lines.append("**Insurance card:** locked")
         if self._credit_reported:

@@ -73,10 +73,20 @@ def test_decide_walks_the_figure_4_path() -> None:
                       last_dunning_at=sh(2026, 3, 2, 8, 0))
     d = POLICY.decide(st, sh(2026, 3, 2, 8, 0))
     assert d.action is Action.wait and d.until == sh(2026, 3, 3, 8, 0)
+    # a day before the deadline the patient is told what will happen
+    st = PaymentState(discharged_at=discharged, balance_fen=5000, in_arrears=True,
+                      last_dunning_at=sh(2026, 3, 7, 8, 0))
+    d = POLICY.decide(st, sh(2026, 3, 7, 9, 0))
+    assert d.action is Action.wait and d.until == sh(2026, 3, 7, 10, 0)
+    assert POLICY.decide(st, sh(2026, 3, 7, 10, 0)).action is Action.send_notice
+    # no report without the notice, however late it is
+    assert POLICY.decide(st, sh(2026, 3, 8, 10, 0)).action is Action.send_notice
+    st = PaymentState(discharged_at=discharged, balance_fen=5000, in_arrears=True, notice_sent=True,
+                      last_dunning_at=sh(2026, 3, 8, 8, 0))
     d = POLICY.decide(st, sh(2026, 3, 8, 10, 0))
     assert d.action is Action.default
     st = PaymentState(discharged_at=discharged, balance_fen=5000, in_arrears=True, defaulted=True,
-                      last_dunning_at=sh(2026, 3, 8, 8, 0))
+                      notice_sent=True, last_dunning_at=sh(2026, 3, 8, 8, 0))
     d = POLICY.decide(st, sh(2026, 3, 8, 10, 0))
     assert d.action is Action.wait and d.until == sh(2026, 3, 9, 8, 0)
     assert POLICY.decide(PaymentState(discharged_at=discharged, balance_fen=0, defaulted=True),
@@ -142,3 +152,21 @@ def test_service_status(statuses: list[str], service: ServiceStatus) -> None:
 def test_every_payment_status_maps_to_a_service_status() -> None:
     for status in PaymentStatus:
         assert service_status([status]) in ServiceStatus
+
+
+def test_the_notice_waits_for_the_morning_and_the_report_for_the_notice() -> None:
+    discharged = sh(2026, 3, 1, 23, 0)  # deadline 03-08 23:00, notice due 03-07 23:00 (quiet)
+    st = PaymentState(discharged_at=discharged, balance_fen=100, in_arrears=True,
+                      last_dunning_at=sh(2026, 3, 7, 20, 0))
+    d = POLICY.decide(st, sh(2026, 3, 7, 23, 0))
+    assert d.action is Action.wait and d.until == sh(2026, 3, 8, 8, 0)
+    assert POLICY.decide(st, sh(2026, 3, 8, 8, 0)).action is Action.send_notice
+    deadline = POLICY.deadlines(discharged)
+    assert deadline.notice_at == sh(2026, 3, 7, 23, 0)
+
+
+def test_notice_never_before_arrears() -> None:
+    p = PaymentPolicy(arrears_after_seconds=2, default_after_seconds=6, notice_before_seconds=86400)
+    t0 = sh(2026, 3, 1, 10)
+    d = p.deadlines(t0)
+    assert d.notice_at == d.arrears_at == t0 + timedelta(seconds=2)

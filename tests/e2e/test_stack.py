@@ -22,6 +22,7 @@ SHORT = {
     "YHF_ARREARS_AFTER": "PT4S",
     "YHF_DEFAULT_AFTER": "PT12S",
     "YHF_DUNNING_EVERY": "PT3S",
+    "YHF_PRE_DEFAULT_NOTICE": "PT4S",
     "YHF_SMS_QUIET_HOURS": "",
 }
 
@@ -118,7 +119,8 @@ async def test_figure_1_then_default_and_recovery(http: httpx.AsyncClient, clini
     texts = await until(outbox, lambda ms: ms[-1]["template"] == "payment_received_unlocked")
     templates = [m["template"] for m in texts]
     assert templates[0] == "verification_code" and templates[1] == "bill_ready" and templates[2] == "arrears"
-    assert "dunning" in templates and "card_locked" in templates
+    assert "dunning" in templates
+    assert templates.index("pre_default") < templates.index("card_locked")
     assert templates[-1] == "payment_received_unlocked"
     assert all("【医后付】" in m["text"] for m in texts)
     profile = (await http.get(f"/v1/his/patients/{patient_id}", headers=HIS)).json()
@@ -172,8 +174,9 @@ async def test_worker_killed_and_dev_server_restarted(stack: Stack, http: httpx.
     await until(outbox, lambda ms: ms[-1]["template"] == "payment_received_unlocked")
     messages = [(m["template"], m["text"], m["sent_at"]) for m in await outbox()]
     assert len(messages) == len(set(messages))
-    once = [m[0] for m in messages if m[0] in ("bill_ready", "arrears", "card_locked", "payment_received_unlocked")]
-    assert sorted(once) == sorted(set(once)) and len(once) == 4
+    once = [m[0] for m in messages
+            if m[0] in ("bill_ready", "arrears", "pre_default", "card_locked", "payment_received_unlocked")]
+    assert sorted(once) == sorted(set(once)) and len(once) == 5
 
 
 def test_logs_have_no_personal_data(stack: Stack) -> None:

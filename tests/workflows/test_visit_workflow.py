@@ -63,9 +63,12 @@ async def record(handle: WorkflowHandle, name: str) -> None:
     """With YHF_RECORD_HISTORIES=1, keep this run's history for the replay tests."""
     if os.environ.get("YHF_RECORD_HISTORIES") != "1":
         return
+    path = HISTORIES / f"{name}.json"
+    if path.exists():  # a history is a record of how earlier code ran: never rewritten
+        return
     history = await handle.fetch_history()
     HISTORIES.mkdir(parents=True, exist_ok=True)
-    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    path.write_text(history.to_json())
 
 
 async def sms(factory: Factory, visit_id: str) -> list[SmsMessage]:
@@ -163,7 +166,14 @@ async def test_default_after_seven_days_then_payment_undoes_it(temporal_env: Wor
     assert [(r.kind, r.amount_fen) for r in reports] == [("report", 5000)]
     discharged = (await rows(factory, Visit, id=visit_id))[0].discharged_at
     assert card[0].at - discharged >= timedelta(days=7)
-    assert "card_locked" in [m.template for m in await sms(factory, visit_id)]
+    messages = await sms(factory, visit_id)
+    templates = [m.template for m in messages]
+    assert templates.index("pre_default") < templates.index("card_locked")
+    notice = messages[templates.index("pre_default")]
+    # told a day ahead (08:00-21:00 local), and only then locked and reported
+    assert timedelta(hours=23) < card[0].at - notice.created_at <= timedelta(days=1, minutes=1)
+    assert 8 <= notice.created_at.astimezone(SH).hour < 21
+    assert state.notice_sent_at is not None
 
     await pay(factory, patient_id, visit_id, 5000)
     await handle.signal(VisitWorkflow.payment_received, c.PaymentReceivedInput(payment_id="p", amount_fen=5000))
@@ -173,7 +183,7 @@ async def test_default_after_seven_days_then_payment_undoes_it(temporal_env: Wor
     reports = await rows(factory, SimCreditRecord, visit_id=visit_id)
     assert [(r.kind, r.amount_fen) for r in reports] == [("report", 5000), ("correction", 5000)]
     assert (await sms(factory, visit_id))[-1].template == "payment_received_unlocked"
-    await record(handle, "defaulted_then_paid")
+    await record(handle, "defaulted_with_notice_then_paid")
 
 
 async def test_payment_landing_at_the_deadline_never_locks(temporal_env: WorkflowEnvironment,
