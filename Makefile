@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
 
-.PHONY: install dev test test-postgres bench clean
+.PHONY: install browser dev test test-postgres bench clean
 
 install: $(STAMP)
 
@@ -17,13 +17,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The app's browser tests drive Debian's Chromium; Chinese text needs a CJK font.
+browser:
+	@command -v chromium >/dev/null && fc-list :lang=zh | grep -q . || { \
+	  command -v apt-get >/dev/null || { echo "install chromium and a CJK font (fonts-noto-cjk)"; exit 1; }; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-noto-cjk; }
+
 dev: install
 	$(BIN)/python devstack.py
 
-test: install
+test: install browser
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-postgres: install
+test-postgres: install browser
 	YHF_TEST_DATABASE_URL=$${YHF_TEST_DATABASE_URL:-postgresql+asyncpg://root@127.0.0.1/test} \
 	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from temporalio.client import Client
 
@@ -21,6 +23,7 @@ from db.session import create_engine, session_factory
 from integrations.factory import build_integrations
 
 log = logging.getLogger("yihoufu.api")
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 def create_app(settings: Settings | None = None, *, temporal: Client | None = None) -> FastAPI:
@@ -53,6 +56,8 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
     app.include_router(payments.router)
     if settings.sandbox:
         app.include_router(sandbox.router)
+    # the patient's phone app (a PWA): static files, talking to /v1/patient/*
+    app.mount("/app", StaticFiles(directory=STATIC / "app", html=True), name="app")
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> Any:

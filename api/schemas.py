@@ -353,3 +353,10 @@ class ChannelPayment(BaseModel):
     visit_ids: list[str]
     pay_url: str | None
     created_at: datetime
+
+
+class Notification(BaseModel):
+    template: str
+    text: str
+    visit_id: str | None
+    sent_at: datetime

@@ -15,7 +15,7 @@ from api import services as svc
 from api import tokens
 from api.deps import PatientDep, PatientSessionDep, SessionDep, StateDep
 from api.errors import ApiError, responses
-from db.models import Patient, PatientSession, Payment, Visit
+from db.models import Patient, PatientSession, Payment, SmsMessage, Visit
 from db.repositories import active_enrolment, audit, open_visits, utcnow
 
 router = APIRouter(prefix="/v1/patient", tags=["patients"])
@@ -152,3 +152,12 @@ async def pay(body: s.PatientPaymentIn, patient: PatientDep, state: StateDep, se
     if key:
         svc.remember(session, key, request_hash, 201, data)
     return JSONResponse(data, status_code=201)
+
+
+@router.get("/notifications", response_model=list[s.Notification], responses=responses(401, 403))
+async def notifications(patient: PatientDep, session: SessionDep, limit: int = Query(100, ge=1, le=500)) -> Any:
+    """The in-app inbox: every message the service sent this patient, newest first."""
+    rows = (await session.scalars(select(SmsMessage).where(SmsMessage.patient_id == patient.id)
+                                  .order_by(SmsMessage.id.desc()).limit(limit))).all()
+    return [s.Notification(template=m.template, text=m.text, visit_id=m.visit_id, sent_at=m.created_at)
+            for m in rows]

@@ -192,3 +192,16 @@ async def test_channel_notifications_are_verified(api, clinic: Clinic, settings)
     assert {r.status_code for r in answers} == {200}
     visit = (await api.his_get(f"/v1/his/visits/{v}")).json()
     assert visit["bill"]["paid_fen"] == 900 and len(visit["bill"]["payments"]) == 1
+
+
+async def test_every_text_lands_in_the_inbox(api, clinic: Clinic) -> None:  # type: ignore[no-untyped-def]
+    patient_id, phone = await clinic.enrolled_patient()
+    v = (await clinic.register(patient_id, fee=600))["visit_id"]
+    await clinic.event(v, "discharged")
+    auth, _ = await sign_in(api, clinic, phone)
+    for _ in range(100):
+        inbox = (await api.http.get("/v1/patient/notifications", headers=auth)).json()
+        if inbox:
+            break
+        await asyncio.sleep(0.1)
+    assert inbox[0]["template"] == "bill_ready" and "6.00元" in inbox[0]["text"] and inbox[0]["visit_id"] == v

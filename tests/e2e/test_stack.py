@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,48 +14,8 @@ import pytest
 
 from devstack import Stack
 from tests.flows import Clinic
-from tests.support import fresh_database, free_port
 
 pytestmark = pytest.mark.e2e
-
-SHORT = {
-    "YHF_ARREARS_AFTER": "PT4S",
-    "YHF_DEFAULT_AFTER": "PT12S",
-    "YHF_DUNNING_EVERY": "PT3S",
-    "YHF_PRE_DEFAULT_NOTICE": "PT4S",
-    "YHF_SMS_QUIET_HOURS": "",
-}
-
-
-@pytest.fixture(scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    tmp = tmp_path_factory.mktemp("stack")
-    async with fresh_database(tmp) as url:
-        s = Stack(data_dir=tmp / "data", api_port=free_port(), temporal_port=free_port(), headless=True,
-                  env={**SHORT, "YHF_DATABASE_URL": url}, log_dir=tmp / "logs")
-        await asyncio.to_thread(s.start)
-        try:
-            yield s
-        finally:
-            await asyncio.to_thread(s.stop)
-
-
-@pytest.fixture
-async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def clinic(http: httpx.AsyncClient) -> Clinic:
-    async def post(path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
-        return await http.post(path, json=body, headers=headers)
-
-    async def get(path: str, headers: dict[str, str]) -> httpx.Response:
-        return await http.get(path, headers=headers)
-
-    return Clinic(post, get, {"Authorization": "Bearer dev-his-key"})
-
 
 OPS = {"Authorization": "Bearer dev-ops-key"}
 HIS = {"Authorization": "Bearer dev-his-key"}
