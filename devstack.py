@@ -45,6 +45,7 @@ class Stack:
     temporal_port: int = 7233
     ui_port: int = 8233
     headless: bool = False
+    dysms_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -103,8 +104,22 @@ class Stack:
             time.sleep(0.2)
         raise TimeoutError("the API did not become healthy")
 
+    def start_dysms_simulator(self) -> None:
+        """YHF_SMS_BACKEND=aliyun with no endpoint: texts go through the real SDK to a local Dysms."""
+        env = self.child_env()
+        if env.get("YHF_SMS_BACKEND") != "aliyun" or env.get("YHF_ALIYUN_SMS_ENDPOINT"):
+            return
+        port = self.dysms_port or 8010
+        key_id = env.get("YHF_ALIYUN_ACCESS_KEY_ID") or "LTAI5tDevSandboxKey"
+        secret = env.get("YHF_ALIYUN_ACCESS_KEY_SECRET") or "dev-aliyun-secret"
+        self.env.update({"YHF_ALIYUN_SMS_ENDPOINT": f"127.0.0.1:{port}", "YHF_ALIYUN_SMS_PROTOCOL": "http",
+                         "YHF_ALIYUN_ACCESS_KEY_ID": key_id, "YHF_ALIYUN_ACCESS_KEY_SECRET": secret})
+        self._spawn("dysms", [sys.executable, "-m", "integrations.aliyun_sms", str(port), key_id, secret])
+        wait_for_port(port)
+
     def start(self) -> Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.start_dysms_simulator()
         self.start_temporal()
         self.migrate()
         self.start_worker()
@@ -127,7 +142,7 @@ class Stack:
         self.stop_one(name, sig=signal.SIGKILL)
 
     def stop(self) -> None:
-        for name in ("api", "worker", "temporal"):
+        for name in ("api", "worker", "temporal", "dysms"):
             self.stop_one(name)
 
     def __enter__(self) -> Stack:
@@ -144,6 +159,7 @@ def main() -> None:
     print(f"\n  API        {stack.api_url}  (docs: {stack.api_url}/docs)"
           f"\n  Temporal   127.0.0.1:{stack.temporal_port}"
           f"\n  Temporal UI http://127.0.0.1:{stack.ui_port}"
+          f"\n  SMS        {stack.child_env().get('YHF_SMS_BACKEND', 'outbox')}"
           f"\n  data       {stack.data_dir}\n\nCtrl-C stops everything.", flush=True)
     stopping = False
 

@@ -256,3 +256,12 @@ def dysms_simulator_app(accounts: dict[str, str], *, sign_names: set[str] | None
         return answer("OK", "OK", BizId=f"{secrets.randbelow(10**15):015d}^0")
 
     return app
+
+
+if __name__ == "__main__":  # python -m integrations.aliyun_sms PORT ACCESS_KEY_ID SECRET
+    import sys
+
+    import uvicorn
+
+    port, key_id, key_secret = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    uvicorn.run(dysms_simulator_app({key_id: key_secret}), host="127.0.0.1", port=port, log_level="warning")

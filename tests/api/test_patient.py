@@ -4,6 +4,7 @@ bill, paying it through the sandbox channel, and the security a patient relies o
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -205,3 +206,29 @@ async def test_every_text_lands_in_the_inbox(api, clinic: Clinic) -> None:  # ty
             break
         await asyncio.sleep(0.1)
     assert inbox[0]["template"] == "bill_ready" and "6.00元" in inbox[0]["text"] and inbox[0]["visit_id"] == v
+
+
+async def test_codes_expire(api, clinic: Clinic, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.sms_code_ttl = timedelta(seconds=1)
+    phone = random_phone()
+    await api.http.post("/v1/patient/sms-code", json={"phone": phone})
+    code = await clinic.last_code(phone)
+    await asyncio.sleep(1.2)
+    assert_problem(await api.http.post("/v1/patient/login", json={"phone": phone, "code": code}), 422,
+                   "invalid_code")
+
+
+async def test_hourly_and_ip_limits_hold_before_any_text(api, clinic: Clinic, settings) -> None:  # type: ignore[no-untyped-def]
+    settings.sms_code_min_interval = timedelta(milliseconds=1)
+    phone = random_phone()
+    for _ in range(5):
+        assert (await api.http.post("/v1/patient/sms-code", json={"phone": phone})).status_code == 202
+        await asyncio.sleep(0.01)
+    r = await api.http.post("/v1/patient/sms-code", json={"phone": phone})
+    assert_problem(r, 429, "rate_limited")
+    assert int(r.headers["Retry-After"]) > 3000  # the hour's window
+    assert len((await api.http.get(f"/v1/sandbox/sms?phone={phone}")).json()) == 5  # nothing sent for the 6th
+    settings.sms_codes_per_ip_hour = 6  # this client IP asked for more than that within the hour
+    other = random_phone()
+    assert_problem(await api.http.post("/v1/patient/sms-code", json={"phone": other}), 429, "rate_limited")
+    assert (await api.http.get(f"/v1/sandbox/sms?phone={other}")).json() == []
