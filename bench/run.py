@@ -60,13 +60,7 @@ async def bench_stack() -> None:
         await asyncio.to_thread(stack.start)
         try:
             async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
-                async def post(path, body, headers):  # type: ignore[no-untyped-def]
-                    return await http.post(path, json=body, headers=headers)
-
-                async def get(path, headers):  # type: ignore[no-untyped-def]
-                    return await http.get(path, headers=headers)
-
-                clinic = Clinic(post, get, {"Authorization": "Bearer dev-his-key"})
+                clinic = Clinic.over(http, {"Authorization": "Bearer dev-his-key"})
                 patients = [(await clinic.enrolled_patient())[0] for _ in range(CONCURRENCY)]
                 latencies: list[float] = []
                 sem = asyncio.Semaphore(CONCURRENCY)

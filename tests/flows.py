@@ -34,6 +34,17 @@ class Clinic:
     def __init__(self, post, get, his_headers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
         self.post, self.get, self.his = post, get, his_headers
 
+    @classmethod
+    def over(cls, http: Any, his_headers: dict[str, str]) -> "Clinic":
+        """A clinic speaking through an httpx.AsyncClient (over ASGI or a socket)."""
+        async def post(path: str, body: Any, headers: dict[str, str]) -> Any:
+            return await http.post(path, json=body, headers=headers)
+
+        async def get(path: str, headers: dict[str, str]) -> Any:
+            return await http.get(path, headers=headers)
+
+        return cls(post, get, his_headers)
+
     async def read_card(self, *, insured: bool = True, phone: str | None = None,
                         id_number: str | None = None) -> str:
         body = {"card_type": "insurance_card", "card_no": uid("SI"), "name": "李小龙", "insured_locally": insured}
@@ -101,3 +112,12 @@ class Clinic:
 
     # registration 500 + xray 12000 + cbc 2500 + azi 3500 + drip 6000
     FIGURE_1_TOTAL = 24500
+
+
+def assert_problem(r: Any, status: int, code: str) -> dict[str, Any]:
+    """An application/problem+json answer with this status and stable code."""
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    body = r.json()
+    assert body["code"] == code and body["status"] == status and body["title"] and body["detail"]
+    return body

@@ -7,27 +7,8 @@ from typing import Any
 
 import pytest
 
-from tests.flows import Clinic, item, now_iso, random_id_number, random_phone
+from tests.flows import Clinic, assert_problem, item, now_iso, random_id_number, random_phone
 from tests.support import uid
-
-
-@pytest.fixture
-def clinic(api) -> Clinic:  # type: ignore[no-untyped-def]
-    async def post(path: str, body: Any, headers: dict[str, str]):  # type: ignore[no-untyped-def]
-        return await api.http.post(path, json=body, headers=headers)
-
-    async def get(path: str, headers: dict[str, str]):  # type: ignore[no-untyped-def]
-        return await api.http.get(path, headers=headers)
-
-    return Clinic(post, get, api.his)
-
-
-def assert_problem(r, status: int, code: str) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/problem+json")
-    body = r.json()
-    assert body["code"] == code and body["status"] == status and body["title"] and body["detail"]
-    return body
 
 
 async def test_healthz(api) -> None:  # type: ignore[no-untyped-def]

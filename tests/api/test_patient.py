@@ -7,23 +7,10 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-import pytest
 
 from api.payments import sandbox_signature
-from tests.api.test_his_and_ops import assert_problem
-from tests.flows import Clinic, random_id_number, random_phone
+from tests.flows import Clinic, assert_problem, random_id_number, random_phone
 from tests.support import uid
-
-
-@pytest.fixture
-def clinic(api) -> Clinic:  # type: ignore[no-untyped-def]
-    async def post(path: str, body: Any, headers: dict[str, str]):  # type: ignore[no-untyped-def]
-        return await api.http.post(path, json=body, headers=headers)
-
-    async def get(path: str, headers: dict[str, str]):  # type: ignore[no-untyped-def]
-        return await api.http.get(path, headers=headers)
-
-    return Clinic(post, get, api.his)
 
 
 async def sign_in(api, clinic: Clinic, phone: str) -> tuple[dict[str, str], dict[str, Any]]:  # type: ignore[no-untyped-def]

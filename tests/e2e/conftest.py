@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
@@ -46,12 +45,6 @@ async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 def clinic(http: httpx.AsyncClient) -> Clinic:
-    async def post(path: str, body: Any, headers: dict[str, str]) -> httpx.Response:
-        return await http.post(path, json=body, headers=headers)
-
-    async def get(path: str, headers: dict[str, str]) -> httpx.Response:
-        return await http.get(path, headers=headers)
-
-    return Clinic(post, get, {"Authorization": "Bearer dev-his-key"})
+    return Clinic.over(http, {"Authorization": "Bearer dev-his-key"})
 
 

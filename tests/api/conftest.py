@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+import pytest
+
+from tests.flows import Clinic
+
+
+@pytest.fixture
+def clinic(api) -> Clinic:  # type: ignore[no-untyped-def]
+    return Clinic.over(api.http, api.his)
