@@ -38,6 +38,9 @@ class Problem(BaseModel):
 
 def problem(status: int, code: str, detail: str, title: str | None = None,
             headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    from api.metrics import PROBLEMS
+
+    PROBLEMS.labels(code).inc()
     body = {"type": f"https://yihoufu.example/problems/{code}", "title": title or code.replace("_", " ").capitalize(),
             "status": status, "detail": detail, "code": code, **extra}
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)

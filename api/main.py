@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from temporalio.client import Client
 
-from api import errors
+from api import errors, metrics
 from api.deps import AppState
 from api.routes import his, ops, patient, payments, sandbox
 from config import Settings, get_settings
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
         lifespan=lifespan,
     )
     errors.install(app)
+    metrics.install(app)
     app.include_router(his.router)
     app.include_router(ops.router)
     app.include_router(patient.router)

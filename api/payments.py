@@ -18,6 +18,7 @@ from temporalio.service import RPCError
 from api import schemas as s
 from api.deps import AppState
 from api.errors import ApiError
+from api.metrics import PAYMENTS
 from db.models import LedgerEntry, Payment, Visit
 from db.repositories import audit, lock_patient, open_visits, utcnow
 from domain.bill import OpenBill, Totals, allocate
@@ -55,6 +56,7 @@ def book(session: AsyncSession, payment: Payment, bills: list[tuple[Visit, Total
         parts = [(v, a + rest) if v == target else (v, a) for v, a in parts]
         if target not in {v for v, _ in parts}:
             parts.append((target, rest))
+    PAYMENTS.labels(payment.method).inc(payment.amount_fen)
     now = utcnow()
     for visit_id, amount in parts:
         session.add(LedgerEntry(idempotency_key=f"{payment.id}:{visit_id}", visit_id=visit_id,

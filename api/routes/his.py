@@ -17,6 +17,7 @@ from api import schemas as s
 from api import services as svc
 from api.deps import HisDep, SessionDep, StateDep
 from api.errors import ApiError, responses
+from api.metrics import EVENTS
 from db.models import LedgerEntry, Patient, PatientCard, Visit
 from db.pii import mask_card, mask_id_number, mask_name, mask_phone
 from db.repositories import active_enrolment, audit, patient_service_status, utcnow
@@ -186,6 +187,7 @@ async def record_event(visit_id: str, body: s.VisitEventIn, state: StateDep, ses
             raise ApiError(409, "invalid_transition", "the visit is closed: its bill is settled",
                            stage=visit.stage, allowed=[]) from None
         raise
+    EVENTS.labels(str(body.type)).inc()
     await session.refresh(visit)
     view = await svc.visit_view(session, visit)
     data = view.model_dump(mode="json")

@@ -261,3 +261,15 @@ async def test_audit_trail_tells_who_did_what(api, clinic: Clinic) -> None:  # t
     assert all(actor == "workflow" and reason for _, _, actor, reason in changes)
     assert_problem(await api.http.get("/v1/ops/audit?subject_type=nurse&subject_id=x", headers=api.ops), 422,
                    "invalid_request")
+
+
+async def test_metrics(api, clinic: Clinic) -> None:  # type: ignore[no-untyped-def]
+    patient_id, _ = await clinic.enrolled_patient()
+    visit_id = (await clinic.register(patient_id))["visit_id"]
+    await clinic.event(visit_id, "checked_in", channel="app")
+    await api.his_post(f"/v1/his/visits/{visit_id}/events", {"event_id": "m1", "type": "dispensed",
+                                                            "occurred_at": now_iso()})
+    text = (await api.http.get("/metrics")).text
+    assert 'yhf_visit_events_total{type="checked_in"}' in text
+    assert 'yhf_problems_total{code="invalid_transition"}' in text
+    assert 'route="/v1/his/visits/{visit_id}/events"' in text and visit_id not in text
