@@ -22,6 +22,7 @@ from api.metrics import PAYMENTS
 from db.models import LedgerEntry, Payment, Visit
 from db.repositories import audit, lock_patient, open_visits, utcnow
 from domain.bill import OpenBill, Totals, allocate
+from domain.payment import Illegal, PaymentEvent, PaymentState, PaymentStatus, apply
 from workflows import contracts as c
 from workflows.visit import VisitWorkflow
 
@@ -111,11 +112,15 @@ async def sandbox_notified(state: AppState, session: AsyncSession, body: bytes,
         raise ApiError(404, "payment_not_found", f"no sandbox payment {payment_id}")
     if isinstance(amount, bool) or amount != payment.amount_fen or data.get("status") != "success":
         raise ApiError(400, "amount_mismatch", "the notified amount or status does not match the order")
-    if payment.status == "succeeded":
+    moved = apply(PaymentState(status=PaymentStatus(payment.status), amount_fen=payment.amount_fen),
+                  PaymentEvent.succeeded)
+    if isinstance(moved, Illegal):
+        raise ApiError(409, "payment_conflict", moved.detail)
+    if not moved.changed:  # told again: the money landed once already
         entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.payment_id == payment.id))).all()
         return payment, [(e.visit_id, e.amount_fen) for e in entries]
     bills = await unpaid(session, payment.patient_id, payment.visit_ids)
-    payment.status = "succeeded"
+    payment.status = str(moved.state.status)
     payment.completed_at = utcnow()
     payment.channel_trade_no = trade_no
     parts = book(session, payment, bills or await _any_visit(session, payment))

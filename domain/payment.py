@@ -1,0 +1,104 @@
+"""A payment's life at a channel, as a state machine with only legal moves.
+
+A channel that times out leaves the payment `unknown`, never `failed`: the money may have
+moved, and only a query or a notification can tell. Late and repeated notifications are
+no-ops; a channel's final "finished" notice months later changes nothing. Refunds move a
+succeeded payment to partially or fully refunded by amount. Pure: no clock, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class PaymentStatus(StrEnum):
+    created = "created"  # recorded here, not yet at the channel
+    pending = "pending"  # the channel has the order; the patient has not paid
+    unknown = "unknown"  # we asked and got no answer: query before anything else
+    succeeded = "succeeded"
+    failed = "failed"  # the channel said no, or the order was closed unpaid
+    partially_refunded = "partially_refunded"
+    refunded = "refunded"
+
+
+class PaymentEvent(StrEnum):
+    submitted = "submitted"  # the channel accepted the order
+    timed_out = "timed_out"  # no answer from the channel
+    succeeded = "succeeded"  # a verified notification or query says paid
+    failed = "failed"  # a verified notification or query says not paid, for good
+    closed = "closed"  # the channel's final notice ("finished", "TRADE_FINISHED")
+    refunded = "refunded"  # a refund went through (with its amount)
+
+
+S, E = PaymentStatus, PaymentEvent
+
+FINAL = frozenset({S.failed, S.refunded})
+PAID = frozenset({S.succeeded, S.partially_refunded, S.refunded})
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaymentState:
+    status: PaymentStatus
+    amount_fen: int
+    refunded_fen: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Moved:
+    state: PaymentState
+    changed: bool  # False: a repeat or a late notice, nothing to do
+
+
+@dataclass(frozen=True, kw_only=True)
+class Illegal:
+    status: PaymentStatus
+    event: PaymentEvent
+    detail: str
+
+
+def apply(state: PaymentState, event: PaymentEvent, *, amount_fen: int = 0) -> Moved | Illegal:
+    """The payment after `event`. `amount_fen` is the refund's amount for `refunded`."""
+    st = state.status
+
+    def stay() -> Moved:
+        return Moved(state=state, changed=False)
+
+    def to(status: PaymentStatus, **kw: int) -> Moved:
+        return Moved(state=PaymentState(status=status, amount_fen=state.amount_fen,
+                                        refunded_fen=kw.get("refunded_fen", state.refunded_fen)), changed=True)
+
+    def illegal(detail: str) -> Illegal:
+        return Illegal(status=st, event=event, detail=detail)
+
+    if event is E.submitted:
+        if st is S.created:
+            return to(S.pending)
+        return stay() if st in (S.pending, S.unknown) else illegal("the order was settled already")
+    if event is E.timed_out:
+        if st in (S.created, S.pending):
+            return to(S.unknown)
+        return stay()  # a known outcome is not forgotten because a later call timed out
+    if event is E.succeeded:
+        if st in (S.created, S.pending, S.unknown):
+            return to(S.succeeded)
+        if st in PAID:
+            return stay()  # the same money, told again
+        return illegal("the channel reports money for an order it had failed: reconcile by hand")
+    if event is E.failed:
+        if st in (S.created, S.pending, S.unknown):
+            return to(S.failed)
+        if st is S.failed:
+            return stay()
+        return illegal("the channel reports a failure for a paid order: reconcile by hand")
+    if event is E.closed:
+        return stay()  # the final notice confirms what we know; it changes nothing
+    if event is E.refunded:
+        if st not in (S.succeeded, S.partially_refunded):
+            return illegal(f"nothing to refund on a {st} payment")
+        if amount_fen <= 0:
+            return illegal("a refund has a positive amount")
+        total = state.refunded_fen + amount_fen
+        if total > state.amount_fen:
+            return illegal(f"refunds would exceed the payment ({total} > {state.amount_fen} fen)")
+        return to(S.refunded if total == state.amount_fen else S.partially_refunded, refunded_fen=total)
+    raise AssertionError(f"unhandled payment event {event}")  # pragma: no cover
