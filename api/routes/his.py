@@ -161,7 +161,6 @@ async def record_event(visit_id: str, body: s.VisitEventIn, state: StateDep, ses
     if (stored := await svc.replay(session, key, request_hash, code="event_id_reused")) is not None:
         return JSONResponse(stored.response, status_code=stored.status_code)
     await session.commit()  # release the database while the workflow works
-    handle = await svc.ensure_workflow(state, visit)
     inp = c.RecordEventInput(
         event_id=body.event_id, type=str(body.type), occurred_at=body.occurred_at,
         items=[c.ItemInput(item_id=i.item_id, code=i.code, name=i.name, category=str(i.category),
@@ -169,7 +168,15 @@ async def record_event(visit_id: str, body: s.VisitEventIn, state: StateDep, ses
         item_ids=list(body.item_ids or []), skin_test_required=bool(body.skin_test_required),
         result=body.result, channel=body.channel, room=body.room)
     try:
-        await handle.execute_update(VisitWorkflow.record_event, inp, id=body.event_id)
+        try:
+            handle = state.temporal.get_workflow_handle(c.workflow_id(visit_id))
+            await handle.execute_update(VisitWorkflow.record_event, inp, id=body.event_id)
+        except RPCError as err:
+            if err.status is not RPCStatusCode.NOT_FOUND:
+                raise
+            # not running: never started (a registration cut short), or closed; start it and ask once more
+            handle = await svc.ensure_workflow(state, visit)
+            await handle.execute_update(VisitWorkflow.record_event, inp, id=body.event_id)
     except WorkflowUpdateFailedError as err:
         cause = err.cause
         if isinstance(cause, ApplicationError) and cause.type in (

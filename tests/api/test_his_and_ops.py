@@ -273,3 +273,27 @@ async def test_metrics(api, clinic: Clinic) -> None:  # type: ignore[no-untyped-
     assert 'yhf_visit_events_total{type="checked_in"}' in text
     assert 'yhf_problems_total{code="invalid_transition"}' in text
     assert 'route="/v1/his/visits/{visit_id}/events"' in text and visit_id not in text
+
+
+async def test_a_visit_whose_workflow_never_started_heals_on_its_next_event(api, clinic: Clinic, factory) -> None:  # type: ignore[no-untyped-def]
+    from tests.support import add_visit
+
+    patient_id, _ = await clinic.enrolled_patient()
+    visit_id = await add_visit(factory, patient_id, fee=700)  # as if the API died right after its commit
+    visit = await clinic.event(visit_id, "checked_in", channel="app")
+    assert visit["stage"] == "checked_in" and visit["bill"]["total_fen"] == 700
+
+
+async def test_events_for_a_settled_visit_are_refused(api, clinic: Clinic) -> None:  # type: ignore[no-untyped-def]
+    patient_id, _ = await clinic.enrolled_patient()
+    visit_id = (await clinic.register(patient_id, fee=400))["visit_id"]
+    await clinic.event(visit_id, "discharged")
+    await api.ops_post("/v1/ops/payments", {"patient_id": patient_id, "amount_fen": 400, "method": "cash"})
+    for _ in range(100):
+        if (await api.his_get(f"/v1/his/visits/{visit_id}")).json()["payment_status"] == "settled":
+            break
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # the workflow sends its receipt and completes
+    r = await api.his_post(f"/v1/his/visits/{visit_id}/events",
+                           {"event_id": uid("late"), "type": "checked_in", "channel": "app", "occurred_at": now_iso()})
+    assert_problem(r, 409, "invalid_transition")
