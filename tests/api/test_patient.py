@@ -219,3 +219,23 @@ async def test_hourly_and_ip_limits_hold_before_any_text(api, clinic: Clinic, se
     other = random_phone()
     assert_problem(await api.http.post("/v1/patient/sms-code", json={"phone": other}), 429, "rate_limited")
     assert (await api.http.get(f"/v1/sandbox/sms?phone={other}")).json() == []
+
+
+async def test_fifty_concurrent_requests_with_one_key_make_one_payment(api, clinic: Clinic, settings) -> None:  # type: ignore[no-untyped-def]
+    patient_id, phone = await clinic.enrolled_patient()
+    v = (await clinic.register(patient_id, fee=2500))["visit_id"]
+    auth, _ = await sign_in(api, clinic, phone)
+    key = {"Idempotency-Key": uid("fifty-")}
+    answers = await asyncio.gather(*(api.http.post("/v1/patient/payments", json={"channel": "sandbox"},
+                                                   headers={**auth, **key}) for _ in range(50)))
+    assert {r.status_code for r in answers} == {201}
+    assert len({r.json()["payment_id"] for r in answers}) == 1
+    payment_id = answers[0].json()["payment_id"]
+    # the channel's notification, twenty times at once, lands the money once
+    body = (f'{{"payment_id":"{payment_id}","trade_no":"T20","amount_fen":2500,"status":"success"}}').encode()
+    good = {"X-Sandbox-Signature": sandbox_signature(settings.sandbox_channel_secret, body)}
+    notes = await asyncio.gather(*(api.http.post("/v1/payments/notify/sandbox", content=body, headers=good)
+                                   for _ in range(20)))
+    assert {r.status_code for r in notes} == {200}
+    visit = (await api.his_get(f"/v1/his/visits/{v}")).json()
+    assert visit["bill"]["paid_fen"] == 2500 and len(visit["bill"]["payments"]) == 1
