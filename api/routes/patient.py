@@ -3,11 +3,12 @@ visits, see the merged bill and pay it. A patient sees only their own data."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from api import payments
 from api import schemas as s
@@ -15,10 +16,11 @@ from api import services as svc
 from api import tokens
 from api.deps import PatientDep, PatientSessionDep, SessionDep, StateDep
 from api.errors import ApiError, responses
-from db.models import Patient, PatientSession, Payment, SmsMessage, Visit
+from db.models import AuditLog, Patient, PatientSession, Payment, SmsMessage, Visit
 from db.repositories import active_enrolment, audit, open_visits, utcnow
 
 router = APIRouter(prefix="/v1/patient", tags=["patients"])
+IDENTITY_TRIES = 5
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=8, max_length=200)]
 
 
@@ -64,11 +66,20 @@ async def logout(login: PatientSessionDep) -> Response:
 
 @router.post("/identity", response_model=s.IdentityOut, responses=responses(401, 404, 409, 422))
 async def identity(body: s.IdentityRequest, login: PatientSessionDep, state: StateDep, session: SessionDep) -> Any:
-    """Link the signed-in phone to the hospital's record of this person (name + ID number)."""
+    """Link the signed-in phone to the hospital's record of this person (name + ID number).
+    Five wrong tries an hour per sign-in, so ID numbers cannot be guessed through it."""
+    failures = await session.scalar(select(func.count()).select_from(AuditLog).where(
+        AuditLog.subject_type == "session", AuditLog.subject_id == login.id, AuditLog.action == "identity_failed",
+        AuditLog.at > utcnow() - timedelta(hours=1)))
+    if failures >= IDENTITY_TRIES:
+        raise ApiError(429, "rate_limited", "too many wrong tries; try again in an hour",
+                       headers={"Retry-After": "3600"})
     candidates = (await session.scalars(select(Patient).where(
         Patient.id_number_hash == state.pii.lookup("id_number", body.id_number)))).all()
     match = next((p for p in candidates if state.pii.decrypt(p.name_cipher) == body.name.strip()), None)
     if match is None:
+        audit(session, actor="patient", action="identity_failed", subject_type="session", subject_id=login.id)
+        await session.commit()  # counted even though this request fails
         raise ApiError(404, "patient_not_found", "no hospital record matches this name and ID number")
     if login.patient_id not in (None, match.id):
         raise ApiError(409, "identity_conflict", "this phone is already linked to another patient")

@@ -239,3 +239,14 @@ async def test_fifty_concurrent_requests_with_one_key_make_one_payment(api, clin
     assert {r.status_code for r in notes} == {200}
     visit = (await api.his_get(f"/v1/his/visits/{v}")).json()
     assert visit["bill"]["paid_fen"] == 2500 and len(visit["bill"]["payments"]) == 1
+
+
+async def test_identity_cannot_be_guessed(api, clinic: Clinic) -> None:  # type: ignore[no-untyped-def]
+    auth, _ = await sign_in(api, clinic, random_phone())
+    for _ in range(5):
+        r = await api.http.post("/v1/patient/identity", json={"name": "某人", "id_number": random_id_number()},
+                                headers=auth)
+        assert_problem(r, 404, "patient_not_found")
+    r = await api.http.post("/v1/patient/identity", json={"name": "某人", "id_number": random_id_number()},
+                            headers=auth)
+    assert_problem(r, 429, "rate_limited")
