@@ -6,8 +6,8 @@ import asyncio
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -108,3 +108,25 @@ async def rows(factory: async_sessionmaker[AsyncSession], model: type, **where: 
         for key, value in where.items():
             stmt = stmt.where(getattr(model, key) == value)
         return list((await session.scalars(stmt.order_by(model.id))).all())
+
+
+@contextmanager
+def served(app: object) -> Iterator[str]:
+    """An ASGI app on a free local port, in a thread, for clients that speak real HTTP."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

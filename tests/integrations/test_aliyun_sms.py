@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-import uvicorn
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import SmsMessage
 from integrations.aliyun_sms import AliyunSmsSender, SmsRejected, SmsThrottled, dysms_simulator_app, rpc_signature
 from integrations.sms import OutgoingSms
 from tests.flows import random_phone
-from tests.support import PII, free_port, rows, uid
+from tests.support import PII, rows, served, uid
 
 AK, SECRET = "LTAI5tYhfTestKey", "test-secret-0123456789"
 
@@ -23,16 +21,8 @@ AK, SECRET = "LTAI5tYhfTestKey", "test-secret-0123456789"
 @pytest.fixture(scope="module")
 def dysms() -> Iterator[tuple[str, object]]:
     app = dysms_simulator_app({AK: SECRET})
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    yield f"127.0.0.1:{port}", app.state.dysms
-    server.should_exit = True
-    thread.join(timeout=10)
+    with served(app) as endpoint:
+        yield endpoint, app.state.dysms
 
 
 def sender(factory: async_sessionmaker[AsyncSession], endpoint: str, secret: str = SECRET) -> AliyunSmsSender:

@@ -1,0 +1,306 @@
+"""WeChat Pay API v3: H5 orders, queries and result notifications through the wechatpayv3
+SDK, and a local simulator of WeChat's side that checks what WeChat checks.
+
+The client signs every request with the merchant's RSA key (WECHATPAY2-SHA256-RSA2048) and
+verifies every answer with WeChat's platform public key ("微信支付公钥" mode, so no
+certificate download). `verify_notification` adds what the SDK leaves to us: the timestamp
+within 5 minutes, and the decrypted transaction's appid, mchid and amount matching our order.
+
+`wechat_simulator_app` verifies the merchant's signature (serial, timestamp, nonce, RSA),
+the parameters of an order, answers signed, and on `/_sim/pay` posts a signed notification
+with an AES-256-GCM encrypted resource to the order's notify_url, as WeChat does."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import httpx
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from wechatpayv3 import WeChatPay, WeChatPayType
+
+MAX_SKEW_SECONDS = 300
+SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeChatConfig:
+    mchid: str
+    appid: str
+    merchant_private_key: str  # PEM
+    merchant_serial: str
+    apiv3_key: str  # 32 bytes
+    platform_public_key: str  # PEM
+    platform_public_key_id: str
+    notify_url: str
+    gateway: str = "https://api.mch.weixin.qq.com"
+
+
+class WeChatPayError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code = status, code
+
+
+@dataclass(frozen=True, kw_only=True)
+class Paid:
+    out_trade_no: str
+    transaction_id: str
+    amount_fen: int
+    trade_state: str
+
+
+class WeChatPayClient:
+    def __init__(self, config: WeChatConfig) -> None:
+        self.config = config
+        self._wx = WeChatPay(wechatpay_type=WeChatPayType.H5, mchid=config.mchid,
+                             private_key=config.merchant_private_key, cert_serial_no=config.merchant_serial,
+                             appid=config.appid, apiv3_key=config.apiv3_key, notify_url=config.notify_url,
+                             public_key=config.platform_public_key, public_key_id=config.platform_public_key_id,
+                             timeout=(5, 15))
+        self._wx._core._gate_way = config.gateway.rstrip("/")  # the SDK has no setting for it
+
+    async def create_h5(self, *, out_trade_no: str, description: str, amount_fen: int, client_ip: str) -> str:
+        """An H5 order; answers the URL the patient's browser opens to pay."""
+        code, message = await asyncio.to_thread(
+            self._wx.pay, description=description, out_trade_no=out_trade_no,
+            amount={"total": amount_fen, "currency": "CNY"},
+            scene_info={"payer_client_ip": client_ip, "h5_info": {"type": "Wap"}})
+        data = _json(message)
+        if code != 200:
+            raise WeChatPayError(code, str(data.get("code")), str(data.get("message")))
+        return str(data["h5_url"])
+
+    async def query(self, out_trade_no: str) -> Paid:
+        code, message = await asyncio.to_thread(self._wx.query, out_trade_no=out_trade_no)
+        data = _json(message)
+        if code != 200:
+            raise WeChatPayError(code, str(data.get("code")), str(data.get("message")))
+        return Paid(out_trade_no=data["out_trade_no"], transaction_id=str(data.get("transaction_id") or ""),
+                    amount_fen=int(data["amount"]["total"]), trade_state=str(data["trade_state"]))
+
+    def verify_notification(self, headers: dict[str, str], body: bytes, *, now: float | None = None) -> Paid | None:
+        """A notification's transaction, or None when it is forged, stale, or not for this merchant."""
+        h = {k.lower(): v for k, v in headers.items()}
+        stamp = h.get("wechatpay-timestamp", "")
+        if not stamp.isdigit() or abs((now or time.time()) - int(stamp)) > MAX_SKEW_SECONDS:
+            return None
+        if h.get("wechatpay-serial") != self.config.platform_public_key_id:
+            return None
+        try:
+            result = self._wx.callback(h, body)
+        except Exception:  # noqa: BLE001 - the SDK raises bare Exception on an unknown algorithm
+            return None
+        if not result or not isinstance(result.get("resource"), dict):
+            return None
+        tx = result["resource"]
+        if tx.get("appid") != self.config.appid or tx.get("mchid") != self.config.mchid:
+            return None
+        total = tx.get("amount", {}).get("total")
+        if not isinstance(total, int) or isinstance(total, bool):
+            return None
+        return Paid(out_trade_no=str(tx.get("out_trade_no")), transaction_id=str(tx.get("transaction_id")),
+                    amount_fen=total, trade_state=str(tx.get("trade_state")))
+
+
+def _json(message: Any) -> dict[str, Any]:
+    try:
+        data = json.loads(message)
+    except (TypeError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+# --- keys for the sandbox and the tests ----------------------------------------------
+
+
+def new_rsa_pair() -> tuple[str, str]:
+    """(private PEM, public PEM), 2048-bit, as WeChat issues them."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return private, public
+
+
+def _sign(private_pem: str, message: str) -> str:
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return base64.b64encode(key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+
+
+def _verify(public_pem: str, message: str, signature: str) -> bool:
+    key = serialization.load_pem_public_key(public_pem.encode())
+    assert isinstance(key, rsa.RSAPublicKey)
+    try:
+        key.verify(base64.b64decode(signature), message.encode(), padding.PKCS1v15(), hashes.SHA256())
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+# --- the other side ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Merchant:
+    mchid: str
+    appid: str
+    serial: str
+    public_key: str  # the merchant's, registered with WeChat
+
+
+@dataclass
+class SimState:
+    orders: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    nonces: set[str] = field(default_factory=set)
+    notifications: list[tuple[str, int]] = field(default_factory=list)  # (out_trade_no, our HTTP answer)
+
+
+AUTH = re.compile(r'(\w+)="([^"]*)"')
+
+
+def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str, platform_public_key_id: str,
+                         apiv3_key: str) -> FastAPI:
+    app = FastAPI(title="WeChat Pay v3 (simulated)", docs_url=None, redoc_url=None, openapi_url=None)
+    state = SimState()
+    app.state.wechat = state
+    by_mchid = {m.mchid: m for m in merchants}
+
+    def signed(data: dict[str, Any], status: int = 200) -> JSONResponse:
+        body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+        stamp, nonce = str(int(time.time())), secrets.token_hex(16)
+        headers = {"Wechatpay-Timestamp": stamp, "Wechatpay-Nonce": nonce,
+                   "Wechatpay-Signature": _sign(platform_private_key, f"{stamp}\n{nonce}\n{body}\n"),
+                   "Wechatpay-Serial": platform_public_key_id, "Wechatpay-Signature-Type": SIGNATURE_TYPE}
+        return JSONResponse(content=data, status_code=status, headers=headers)
+
+    def error(status: int, code: str, message: str) -> JSONResponse:
+        return JSONResponse({"code": code, "message": message}, status_code=status)
+
+    def authenticate(request: Request, raw: bytes) -> Merchant | JSONResponse:
+        header = request.headers.get("authorization", "")
+        if not header.startswith(SIGNATURE_TYPE + " "):
+            return error(401, "SIGN_ERROR", "Authorization 头缺失或签名类型错误")
+        fields = dict(AUTH.findall(header))
+        merchant = by_mchid.get(fields.get("mchid", ""))
+        if merchant is None:
+            return error(401, "SIGN_ERROR", "商户号不存在")
+        if fields.get("serial_no") != merchant.serial:
+            return error(401, "SIGN_ERROR", "商户证书序列号有误")
+        stamp, nonce = fields.get("timestamp", ""), fields.get("nonce_str", "")
+        if not stamp.isdigit() or abs(time.time() - int(stamp)) > MAX_SKEW_SECONDS:
+            return error(401, "SIGN_ERROR", "请求时间戳已过期")
+        if not nonce or nonce in state.nonces:
+            return error(401, "SIGN_ERROR", "随机串重复")
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        message = f"{request.method}\n{path}\n{stamp}\n{nonce}\n{raw.decode()}\n"
+        if not _verify(merchant.public_key, message, fields.get("signature", "")):
+            return error(401, "SIGN_ERROR", "签名错误")
+        state.nonces.add(nonce)
+        return merchant
+
+    def transaction(order: dict[str, Any]) -> dict[str, Any]:
+        tx = {"appid": order["appid"], "mchid": order["mchid"], "out_trade_no": order["out_trade_no"],
+              "trade_state": order["trade_state"], "trade_type": "MWEB",
+              "amount": {"total": order["total"], "currency": "CNY"}}
+        if order["trade_state"] == "SUCCESS":
+            tx.update(transaction_id=order["transaction_id"], success_time=order["success_time"],
+                      bank_type="OTHERS", trade_state_desc="支付成功",
+                      amount={"total": order["total"], "payer_total": order["total"], "currency": "CNY",
+                              "payer_currency": "CNY"})
+        return tx
+
+    @app.post("/v3/pay/transactions/h5")
+    async def create(request: Request) -> JSONResponse:
+        raw = await request.body()
+        merchant = authenticate(request, raw)
+        if isinstance(merchant, JSONResponse):
+            return merchant
+        try:
+            body = json.loads(raw)
+            total = body["amount"]["total"]
+            out_trade_no = body["out_trade_no"]
+            ip = body["scene_info"]["payer_client_ip"]
+            notify_url = body["notify_url"]
+            description = body["description"]
+        except (ValueError, KeyError, TypeError):
+            return error(400, "PARAM_ERROR", "缺少必填参数")
+        if body.get("mchid") != merchant.mchid or body.get("appid") != merchant.appid:
+            return error(400, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配")
+        if not isinstance(total, int) or isinstance(total, bool) or total < 1:
+            return error(400, "PARAM_ERROR", "amount.total 应为正整数（分）")
+        if not re.fullmatch(r"[0-9A-Za-z_\-|*]{6,32}", str(out_trade_no)):
+            return error(400, "PARAM_ERROR", "out_trade_no 格式错误")
+        if not str(notify_url).startswith(("https://", "http://")) or not ip or not description:
+            return error(400, "PARAM_ERROR", "参数格式错误")
+        key = (merchant.mchid, out_trade_no)
+        existing = state.orders.get(key)
+        if existing is not None:
+            if existing["trade_state"] == "SUCCESS":
+                return error(403, "ORDERPAID", "该订单已支付")
+            if existing["total"] != total or existing["description"] != description:
+                return error(400, "INVALID_REQUEST", "201 商户订单号重复")
+        else:
+            state.orders[key] = {"appid": merchant.appid, "mchid": merchant.mchid, "out_trade_no": out_trade_no,
+                                 "total": total, "description": description, "notify_url": notify_url,
+                                 "trade_state": "NOTPAY"}
+        prepay = "wx" + secrets.token_hex(14)
+        return signed({"h5_url": f"https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id={prepay}"})
+
+    @app.get("/v3/pay/transactions/out-trade-no/{out_trade_no}")
+    async def query(out_trade_no: str, request: Request) -> JSONResponse:
+        merchant = authenticate(request, b"")
+        if isinstance(merchant, JSONResponse):
+            return merchant
+        order = state.orders.get((request.query_params.get("mchid", ""), out_trade_no))
+        if order is None or order["mchid"] != merchant.mchid:
+            return error(404, "ORDER_NOT_EXIST", "订单不存在")
+        return signed(transaction(order))
+
+    @app.post("/_sim/pay/{mchid}/{out_trade_no}")
+    async def pay(mchid: str, out_trade_no: str) -> JSONResponse:
+        """The patient pays: WeChat marks the order paid and notifies the merchant."""
+        order = state.orders.get((mchid, out_trade_no))
+        if order is None:
+            return error(404, "ORDER_NOT_EXIST", "订单不存在")
+        if order["trade_state"] != "SUCCESS":
+            order.update(trade_state="SUCCESS", transaction_id="42" + f"{secrets.randbelow(10**26):026d}",
+                         success_time=datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="seconds"))
+        status = await notify(order)
+        return JSONResponse({"notified": status})
+
+    async def notify(order: dict[str, Any]) -> int:
+        nonce = secrets.token_hex(6)  # 12 characters: the GCM nonce
+        plain = json.dumps(transaction(order), ensure_ascii=False).encode()
+        cipher = AESGCM(apiv3_key.encode()).encrypt(nonce.encode(), plain, b"transaction")
+        body = json.dumps({
+            "id": secrets.token_hex(18), "create_time": order["success_time"],
+            "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
+            "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
+                         "ciphertext": base64.b64encode(cipher).decode(), "associated_data": "transaction",
+                         "nonce": nonce}}, ensure_ascii=False, separators=(",", ":"))
+        stamp, sig_nonce = str(int(time.time())), secrets.token_hex(16)
+        headers = {"Wechatpay-Timestamp": stamp, "Wechatpay-Nonce": sig_nonce,
+                   "Wechatpay-Signature": _sign(platform_private_key, f"{stamp}\n{sig_nonce}\n{body}\n"),
+                   "Wechatpay-Serial": platform_public_key_id, "Wechatpay-Signature-Type": SIGNATURE_TYPE,
+                   "Content-Type": "application/json"}
+        async with httpx.AsyncClient(timeout=10) as http:
+            response = await http.post(order["notify_url"], content=body.encode(), headers=headers)
+        state.notifications.append((order["out_trade_no"], response.status_code))
+        return response.status_code
+
+    return app
