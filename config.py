@@ -108,6 +108,18 @@ class Settings(BaseSettings):
     aliyun_sms_protocol: Literal["https", "http"] = "https"
     aliyun_sms_sign_name: str = "医后付"
 
+    # WeChat Pay API v3 (the channel is offered when the merchant id is set)
+    wechat_mchid: str = ""
+    wechat_appid: str = ""
+    wechat_merchant_serial: str = ""
+    wechat_merchant_key_path: str = ""
+    wechat_apiv3_key: str = ""
+    wechat_platform_public_key_path: str = ""
+    wechat_platform_public_key_id: str = ""
+    wechat_gateway: str = "https://api.mch.weixin.qq.com"
+    # where the payment channels reach this API (their notify URLs)
+    public_base_url: str = "http://127.0.0.1:8000"
+
     sms_code_ttl: Duration = timedelta(minutes=5)
     sms_code_max_attempts: int = 5
     sms_code_min_interval: Duration = timedelta(minutes=1)
@@ -151,3 +163,19 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
+
+
+def wechat_config(settings: Settings):  # type: ignore[no-untyped-def]
+    """The WeChat Pay merchant configuration, or None when the channel is not set up."""
+    if not settings.wechat_mchid:
+        return None
+    from integrations.payments.wechat import WeChatConfig
+
+    return WeChatConfig(
+        mchid=settings.wechat_mchid, appid=settings.wechat_appid,
+        merchant_private_key=Path(settings.wechat_merchant_key_path).read_text(),
+        merchant_serial=settings.wechat_merchant_serial, apiv3_key=settings.wechat_apiv3_key,
+        platform_public_key=Path(settings.wechat_platform_public_key_path).read_text(),
+        platform_public_key_id=settings.wechat_platform_public_key_id,
+        notify_url=f"{settings.public_base_url.rstrip('/')}/v1/payments/notify/wechat",
+        gateway=settings.wechat_gateway)

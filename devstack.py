@@ -46,6 +46,7 @@ class Stack:
     ui_port: int = 8233
     headless: bool = False
     dysms_port: int | None = None
+    wechat_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -117,9 +118,30 @@ class Stack:
         self._spawn("dysms", [sys.executable, "-m", "integrations.aliyun_sms", str(port), key_id, secret])
         wait_for_port(port)
 
+    def start_wechat_simulator(self) -> None:
+        """In the sandbox WeChat Pay is offered against a local WeChat that checks signatures."""
+        env = self.child_env()
+        if env.get("YHF_WECHAT_MCHID") or env.get("YHF_WECHAT_SANDBOX", "1") != "1":
+            return
+        from integrations.payments import wechat
+
+        keys = wechat.sandbox_keys(self.data_dir / "keys")
+        port = self.wechat_port or 8020
+        self.env.update({
+            "YHF_WECHAT_MCHID": wechat.SANDBOX_MCHID, "YHF_WECHAT_APPID": wechat.SANDBOX_APPID,
+            "YHF_WECHAT_MERCHANT_SERIAL": wechat.SANDBOX_SERIAL,
+            "YHF_WECHAT_MERCHANT_KEY_PATH": keys["merchant_key_path"], "YHF_WECHAT_APIV3_KEY": keys["apiv3_key"],
+            "YHF_WECHAT_PLATFORM_PUBLIC_KEY_PATH": keys["platform_public_key_path"],
+            "YHF_WECHAT_PLATFORM_PUBLIC_KEY_ID": wechat.SANDBOX_PUBLIC_KEY_ID,
+            "YHF_WECHAT_GATEWAY": f"http://127.0.0.1:{port}", "YHF_PUBLIC_BASE_URL": self.api_url})
+        self._spawn("wechat", [sys.executable, "-m", "integrations.payments.wechat", str(port),
+                               str(self.data_dir / "keys")])
+        wait_for_port(port)
+
     def start(self) -> Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.start_dysms_simulator()
+        self.start_wechat_simulator()
         self.start_temporal()
         self.migrate()
         self.start_worker()
@@ -142,7 +164,7 @@ class Stack:
         self.stop_one(name, sig=signal.SIGKILL)
 
     def stop(self) -> None:
-        for name in ("api", "worker", "temporal", "dysms"):
+        for name in ("api", "worker", "temporal", "dysms", "wechat"):
             self.stop_one(name)
 
     def __enter__(self) -> Stack:

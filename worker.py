@@ -57,15 +57,33 @@ def create_worker(client: Client, settings: Settings, factory: async_sessionmake
     )
 
 
+async def connect(settings: Settings, stop: asyncio.Event) -> Client | None:
+    """Connect to Temporal, waiting for it if it is not up yet (or restarting)."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        except RuntimeError as err:
+            log.warning("Temporal at %s not reachable (%s); retrying in %.1fs", settings.temporal_address,
+                        str(err).split(":")[0], delay)
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        except asyncio.TimeoutError:
+            delay = min(delay * 2, 10)
+    return None
+
+
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
-    engine = create_engine(settings.database_url)
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    client = await connect(settings, stop)
+    if client is None:
+        return
+    engine = create_engine(settings.database_url)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         worker = create_worker(client, settings, session_factory(engine), stack)

@@ -17,10 +17,11 @@ from temporalio.client import Client
 from api import errors, metrics
 from api.deps import AppState
 from api.routes import his, ops, patient, payments, sandbox
-from config import Settings, get_settings
+from config import Settings, get_settings, wechat_config
 from db.pii import Pii
 from db.session import create_engine, session_factory
 from integrations.factory import build_integrations
+from integrations.payments.wechat import WeChatPayClient
 
 log = logging.getLogger("yihoufu.api")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -35,11 +36,14 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             engine = create_engine(settings.database_url)
             stack.push_async_callback(engine.dispose)
             factory = session_factory(engine)
-            client = temporal or await Client.connect(settings.temporal_address,
+            # lazy: the API starts (and /healthz says so) while Temporal is still coming up
+            client = temporal or await Client.connect(settings.temporal_address, lazy=True,
                                                       namespace=settings.temporal_namespace)
             integrations = build_integrations(settings, factory, stack)
+            wx = wechat_config(settings)
             app.state.yhf = AppState(settings=settings, factory=factory, temporal=client,
-                                     pii=Pii(settings.data_key), sms=integrations.sms, credit=integrations.credit)
+                                     pii=Pii(settings.data_key), sms=integrations.sms, credit=integrations.credit,
+                                     wechat=WeChatPayClient(wx) if wx else None)
             yield
 
     app = FastAPI(

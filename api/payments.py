@@ -107,10 +107,19 @@ async def sandbox_notified(state: AppState, session: AsyncSession, body: bytes,
         payment_id, trade_no, amount = str(data["payment_id"]), str(data["trade_no"]), data["amount_fen"]
     except (ValueError, KeyError, TypeError):
         raise ApiError(400, "invalid_notification", "the notification is not well formed") from None
+    if data.get("status") != "success":
+        raise ApiError(400, "amount_mismatch", "the notified amount or status does not match the order")
+    return await channel_paid(session, channel="sandbox", payment_id=payment_id, amount_fen=amount,
+                              trade_no=trade_no)
+
+
+async def channel_paid(session: AsyncSession, *, channel: str, payment_id: str, amount_fen: object,
+                       trade_no: str) -> tuple[Payment, list[tuple[str, int]]]:
+    """A verified notification (or query) says the order is paid: land the money once."""
     payment = await session.get(Payment, payment_id, with_for_update=True)
-    if payment is None or payment.method != "sandbox":
-        raise ApiError(404, "payment_not_found", f"no sandbox payment {payment_id}")
-    if isinstance(amount, bool) or amount != payment.amount_fen or data.get("status") != "success":
+    if payment is None or payment.method != channel:
+        raise ApiError(404, "payment_not_found", f"no {channel} payment {payment_id}")
+    if isinstance(amount_fen, bool) or amount_fen != payment.amount_fen:
         raise ApiError(400, "amount_mismatch", "the notified amount or status does not match the order")
     moved = apply(PaymentState(status=PaymentStatus(payment.status), amount_fen=payment.amount_fen),
                   PaymentEvent.succeeded)
@@ -124,7 +133,7 @@ async def sandbox_notified(state: AppState, session: AsyncSession, body: bytes,
     payment.completed_at = utcnow()
     payment.channel_trade_no = trade_no
     parts = book(session, payment, bills or await _any_visit(session, payment))
-    audit(session, actor="channel:sandbox", action="payment_succeeded", subject_type="patient",
+    audit(session, actor=f"channel:{channel}", action="payment_succeeded", subject_type="patient",
           subject_id=payment.patient_id, payment_id=payment.id, amount_fen=payment.amount_fen, trade_no=trade_no)
     return payment, parts
 

@@ -18,6 +18,7 @@ from api.deps import PatientDep, PatientSessionDep, SessionDep, StateDep
 from api.errors import ApiError, responses
 from db.models import AuditLog, Patient, PatientSession, Payment, SmsMessage, Visit
 from db.repositories import active_enrolment, audit, open_visits, utcnow
+from integrations.payments.wechat import WeChatPayError
 
 router = APIRouter(prefix="/v1/patient", tags=["patients"])
 IDENTITY_TRIES = 5
@@ -138,8 +139,9 @@ async def merged_bill(patient: PatientDep, session: SessionDep) -> Any:
     return s.MergedBill(visits=visits, balance_fen=sum(t.balance_fen for _, t in bills))
 
 
-@router.post("/payments", response_model=s.ChannelPayment, status_code=201, responses=responses(401, 403, 404, 409, 422))
-async def pay(body: s.PatientPaymentIn, patient: PatientDep, state: StateDep, session: SessionDep,
+@router.post("/payments", response_model=s.ChannelPayment, status_code=201,
+             responses=responses(401, 403, 404, 409, 422, 502))
+async def pay(body: s.PatientPaymentIn, patient: PatientDep, state: StateDep, session: SessionDep, request: Request,
               idempotency_key: IdempotencyKey = None) -> Any:
     """Start paying the merged bill (or chosen visits) at a channel; the money lands when the
     channel notifies us."""
@@ -151,14 +153,23 @@ async def pay(body: s.PatientPaymentIn, patient: PatientDep, state: StateDep, se
     owed = sum(t.balance_fen for _, t in bills)
     if owed <= 0:
         raise ApiError(409, "nothing_to_pay", "nothing is owed on these visits")
+    if body.channel == "wechat" and state.wechat is None:
+        raise ApiError(409, "channel_unavailable", "WeChat Pay is not set up at this hospital")
     now = utcnow()
     payment = Payment(id=svc.new_id("pay_"), patient_id=patient.id, method=body.channel, amount_fen=owed,
                       status="pending", actor="patient", created_at=now, completed_at=None,
                       visit_ids=[v.id for v, _ in bills])
     session.add(payment)
+    pay_url = f"/v1/sandbox/payments/{payment.id}/complete"
+    if body.channel == "wechat":
+        assert state.wechat is not None
+        try:  # the order is created while this patient's payments are locked: one at a time
+            pay_url = await state.wechat.create_h5(out_trade_no=payment.id, description="医后付-就诊费用",
+                                                   amount_fen=owed, client_ip=client_ip(request) or "127.0.0.1")
+        except WeChatPayError as err:
+            raise ApiError(502, "channel_error", f"WeChat Pay refused the order ({err.code})") from None
     out = s.ChannelPayment(payment_id=payment.id, channel=body.channel, status="pending", amount_fen=owed,
-                           visit_ids=payment.visit_ids, pay_url=f"/v1/sandbox/payments/{payment.id}/complete",
-                           created_at=now)
+                           visit_ids=payment.visit_ids, pay_url=pay_url, created_at=now)
     data = out.model_dump(mode="json")
     if key:
         svc.remember(session, key, request_hash, 201, data)

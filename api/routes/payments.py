@@ -17,9 +17,19 @@ router = APIRouter(prefix="/v1/payments", tags=["payment channels"])
 async def notify(channel: str, request: Request, state: StateDep, session: SessionDep) -> Any:
     """Verified by the channel's own signature; unverified notifications change nothing,
     duplicates are harmless."""
-    if channel != "sandbox" or not state.settings.sandbox:
+    body = await request.body()
+    if channel == "wechat" and state.wechat is not None:
+        paid = state.wechat.verify_notification(dict(request.headers), body)
+        if paid is None:
+            raise ApiError(401, "invalid_signature", "the notification does not verify")
+        if paid.trade_state != "SUCCESS":
+            return {"code": "SUCCESS"}  # nothing landed; the order stays as it is
+        payment, parts = await payments.channel_paid(session, channel="wechat", payment_id=paid.out_trade_no,
+                                                     amount_fen=paid.amount_fen, trade_no=paid.transaction_id)
+    elif channel == "sandbox" and state.settings.sandbox:
+        payment, parts = await payments.sandbox_notified(state, session, body, dict(request.headers))
+    else:
         raise ApiError(404, "unknown_channel", f"no payment channel {channel}")
-    payment, parts = await payments.sandbox_notified(state, session, await request.body(), dict(request.headers))
     await session.commit()
     await payments.tell_workflows(state, payment.id, parts)
-    return {"code": "SUCCESS", "payment_id": payment.id}
+    return {"code": "SUCCESS"}

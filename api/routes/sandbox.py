@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
@@ -12,7 +13,7 @@ from api import payments
 from api import schemas as s
 from api.deps import SessionDep, StateDep
 from api.errors import ApiError, responses
-from db.models import Payment, SimCreditRecord, SimCreditScore, SmsMessage
+from db.models import LedgerEntry, Payment, SimCreditRecord, SimCreditScore, SmsMessage
 from db.repositories import utcnow
 from integrations.credit_platform import score_key
 from integrations.insurance_bureau import card_state
@@ -59,6 +60,17 @@ async def credit_reports(session: SessionDep, patient_id: str = Query(min_length
 async def complete_payment(payment_id: str, state: StateDep, session: SessionDep) -> Any:
     """The patient pays at the sandbox channel: the channel sends its signed notification."""
     payment = await session.get(Payment, payment_id)
+    if payment is not None and payment.method == "wechat" and state.wechat is not None:
+        # the patient pays at the simulated WeChat, which notifies us as WeChat does
+        await session.commit()
+        cfg = state.wechat.config
+        async with httpx.AsyncClient(timeout=30) as http:
+            r = await http.post(f"{cfg.gateway}/_sim/pay/{cfg.mchid}/{payment_id}")
+        if r.status_code != 200:
+            raise ApiError(502, "channel_error", f"the WeChat simulator answered {r.status_code}")
+        await session.refresh(payment)
+        entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.payment_id == payment_id))).all()
+        return payments.out(payment, [(e.visit_id, e.amount_fen) for e in entries])
     if payment is None or payment.method != "sandbox":
         raise ApiError(404, "payment_not_found", f"no sandbox payment {payment_id}")
     body, headers = payments.sandbox_notification(state.settings.sandbox_channel_secret, payment)

@@ -20,6 +20,7 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -304,3 +305,39 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
         return response.status_code
 
     return app
+
+
+# --- the sandbox merchant --------------------------------------------------------------
+
+SANDBOX_MCHID, SANDBOX_APPID, SANDBOX_SERIAL = "1900000109", "wx8888888888888888", "5157F09EFDC0"
+SANDBOX_PUBLIC_KEY_ID = "PUB_KEY_ID_0119000001092026"
+
+
+def sandbox_keys(folder: Path) -> dict[str, str]:
+    """Keys of the sandbox merchant and of the simulated WeChat, made once per data folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "wechat-sandbox.json"
+    if not spec.exists():
+        merchant_private, merchant_public = new_rsa_pair()
+        platform_private, platform_public = new_rsa_pair()
+        (folder / "wechat-merchant-key.pem").write_text(merchant_private)
+        (folder / "wechat-platform-public.pem").write_text(platform_public)
+        spec.write_text(json.dumps({"merchant_public": merchant_public, "platform_private": platform_private,
+                                    "apiv3_key": secrets.token_hex(16)}))
+        spec.chmod(0o600)
+    data = json.loads(spec.read_text())
+    return {"merchant_key_path": str(folder / "wechat-merchant-key.pem"),
+            "platform_public_key_path": str(folder / "wechat-platform-public.pem"), **data}
+
+
+if __name__ == "__main__":  # python -m integrations.payments.wechat PORT DATA_FOLDER
+    import sys
+
+    import uvicorn
+
+    keys = sandbox_keys(Path(sys.argv[2]))
+    sim = wechat_simulator_app(
+        [Merchant(mchid=SANDBOX_MCHID, appid=SANDBOX_APPID, serial=SANDBOX_SERIAL, public_key=keys["merchant_public"])],
+        platform_private_key=keys["platform_private"], platform_public_key_id=SANDBOX_PUBLIC_KEY_ID,
+        apiv3_key=keys["apiv3_key"])
+    uvicorn.run(sim, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")

@@ -1,0 +1,52 @@
+"""WeChat Pay end to end: the patient's order is created at the (simulated) WeChat through
+the SDK, WeChat notifies the running API over HTTP, the ledger and the visit follow."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.test_stack import HIS, until
+from tests.flows import Clinic, assert_problem
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_pay_the_merged_bill_with_wechat(http: httpx.AsyncClient, clinic: Clinic) -> None:
+    patient_id, phone = await clinic.enrolled_patient()
+    visit_id = (await clinic.register(patient_id, fee=3300))["visit_id"]
+    await clinic.event(visit_id, "discharged")
+    await asyncio.sleep(1.1)  # codes to one phone are a second apart in the stack under test
+    assert (await http.post("/v1/patient/sms-code", json={"phone": phone})).status_code == 202
+    login = (await http.post("/v1/patient/login", json={"phone": phone, "code": await clinic.last_code(phone)})).json()
+    auth = {"Authorization": f"Bearer {login['token']}"}
+    r = await http.post("/v1/patient/payments", json={"channel": "wechat"},
+                        headers={**auth, "Idempotency-Key": "wechat-e2e-0001"})
+    assert r.status_code == 201, r.text
+    payment = r.json()
+    assert payment["pay_url"].startswith("https://wx.tenpay.com/") and payment["amount_fen"] == 3300
+
+    # a notification that is not WeChat's changes nothing
+    forged = await http.post("/v1/payments/notify/wechat", content=b'{"id":"x"}', headers={
+        "Wechatpay-Timestamp": str(int(time.time())), "Wechatpay-Nonce": "n", "Wechatpay-Signature": "c2ln",
+        "Wechatpay-Serial": "PUB_KEY_ID_0119000001092026", "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048"})
+    assert_problem(forged, 401, "invalid_signature")
+
+    done = await http.post(f"/v1/sandbox/payments/{payment['payment_id']}/complete")
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "succeeded" and done.json()["allocations"] == [
+        {"visit_id": visit_id, "amount_fen": 3300}]
+
+    async def visit() -> dict[str, Any]:
+        return (await http.get(f"/v1/his/visits/{visit_id}", headers=HIS)).json()
+
+    settled = await until(visit, lambda v: v["payment_status"] == "settled")
+    assert settled["bill"]["paid_fen"] == 3300 and len(settled["bill"]["payments"]) == 1
+    # WeChat retries its notification: nothing lands twice
+    again = await http.post(f"/v1/sandbox/payments/{payment['payment_id']}/complete")
+    assert again.status_code == 200
+    assert (await visit())["bill"]["paid_fen"] == 3300
