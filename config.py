@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     wechat_platform_public_key_path: str = ""
     wechat_platform_public_key_id: str = ""
     wechat_gateway: str = "https://api.mch.weixin.qq.com"
+    # reconciliation: every so often, ask the channels about payments pending longer than this
+    reconcile_every: Duration = timedelta(minutes=5)
+    reconcile_after: Duration = timedelta(minutes=2)
     # where the payment channels reach this API (their notify URLs)
     public_base_url: str = "http://127.0.0.1:8000"
 

@@ -11,7 +11,10 @@ import signal
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio.client import Client
+from temporalio.client import (
+    Client, Schedule, ScheduleActionStartWorkflow, ScheduleAlreadyRunningError, ScheduleIntervalSpec,
+    ScheduleOverlapPolicy, SchedulePolicy, ScheduleSpec, ScheduleUpdate,
+)
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -19,10 +22,14 @@ from activities.credit import CreditActivities
 from activities.insurance import InsuranceActivities
 from activities.ledger import LedgerActivities
 from activities.notify import NotifyActivities
-from config import Settings, get_settings
+from activities.payments import PaymentActivities
+from config import Settings, get_settings, wechat_config
 from db.pii import Pii
 from db.session import create_engine, session_factory
 from integrations.factory import Integrations, build_integrations
+from integrations.payments.wechat import WeChatPayClient
+from workflows import contracts as c
+from workflows.reconcile import ReconcileWorkflow
 from workflows.visit import VisitWorkflow
 
 log = logging.getLogger("yihoufu.worker")
@@ -36,13 +43,15 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSession],
                        integrations: Integrations) -> Sequence[object]:
+    wx = wechat_config(settings)
+    payments = PaymentActivities(factory, WeChatPayClient(wx) if wx else None)
     ledger = LedgerActivities(factory)
     notify = NotifyActivities(factory, integrations.sms, Pii(settings.data_key))
     insurance = InsuranceActivities(factory, integrations.bureau)
     credit = CreditActivities(factory, integrations.credit)
     return [ledger.book_registration, ledger.apply_visit_event, ledger.get_balance,
             ledger.record_payment_status, notify.send_sms, insurance.lock_card, insurance.unlock_card,
-            credit.report_credit]
+            credit.report_credit, payments.find_stale_payments, payments.reconcile_payment]
 
 
 def create_worker(client: Client, settings: Settings, factory: async_sessionmaker[AsyncSession],
@@ -51,7 +60,7 @@ def create_worker(client: Client, settings: Settings, factory: async_sessionmake
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[VisitWorkflow],
+        workflows=[VisitWorkflow, ReconcileWorkflow],
         workflow_runner=WORKFLOW_RUNNER,
         activities=activity_functions(settings, factory, integrations),
     )
@@ -73,6 +82,21 @@ async def connect(settings: Settings, stop: asyncio.Event) -> Client | None:
     return None
 
 
+async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
+    """The schedule that runs ReconcileWorkflow; created once, its interval kept up to date."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            ReconcileWorkflow.run, c.ReconcileInput(older_than_seconds=settings.reconcile_after.total_seconds()),
+            id="reconcile-payments-run", task_queue=settings.task_queue),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.reconcile_every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP))
+    try:
+        await client.create_schedule(c.RECONCILE_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+        await client.get_schedule_handle(c.RECONCILE_SCHEDULE_ID).update(
+            lambda _: ScheduleUpdate(schedule=schedule))
+
+
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
@@ -87,6 +111,7 @@ async def main() -> None:
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
         worker = create_worker(client, settings, session_factory(engine), stack)
+        await ensure_reconcile_schedule(client, settings)
         async with worker:
             log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
             await stop.wait()

@@ -56,6 +56,12 @@ def install(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return problem(exc.status, exc.code, exc.detail, exc.title, exc.headers, **exc.extra)
 
+    from db.payments import PaymentProblem
+
+    @app.exception_handler(PaymentProblem)
+    async def _payment_problem(_: Request, exc: PaymentProblem) -> JSONResponse:
+        return problem(exc.status, exc.code, exc.detail, **exc.extra)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         fields = [{"loc": list(e.get("loc", ())), "message": e.get("msg", ""), "type": e.get("type", "")}

@@ -14,7 +14,8 @@ LATENCY = Histogram("yhf_http_request_seconds", "HTTP request latency by route",
                     registry=REGISTRY, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 PROBLEMS = Counter("yhf_problems_total", "problem+json answers by stable code", ["code"], registry=REGISTRY)
 EVENTS = Counter("yhf_visit_events_total", "clinical events accepted by type", ["type"], registry=REGISTRY)
-PAYMENTS = Counter("yhf_payments_fen_total", "money landed, in fen, by method", ["method"], registry=REGISTRY)
+PAYMENTS = Counter("yhf_window_payments_fen_total", "money taken at the window, in fen, by method", ["method"],
+                   registry=REGISTRY)
 
 
 def install(app: FastAPI) -> None:

@@ -159,3 +159,44 @@ class ReportCreditInput:
 @dataclass(frozen=True, kw_only=True)
 class ReportCreditResult:
     record_id: str
+
+
+# --- reconciliation ------------------------------------------------------------------
+
+RECONCILE_SCHEDULE_ID = "reconcile-payments"
+FIND_STALE_PAYMENTS = "find_stale_payments"
+RECONCILE_PAYMENT = "reconcile_payment"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconcileInput:
+    older_than_seconds: float  # a channel payment pending this long is asked about
+
+
+@dataclass(frozen=True, kw_only=True)
+class StalePaymentsResult:
+    payment_ids: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconcilePaymentInput:
+    payment_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AllocationResult:
+    visit_id: str
+    amount_fen: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconcilePaymentResult:
+    payment_id: str
+    status: str  # the payment's status after asking the channel
+    landed: list[AllocationResult] = field(default_factory=list)  # money that landed just now
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconcileResult:
+    checked: int
+    landed: int

@@ -14,6 +14,7 @@ from api import schemas as s
 from api import services as svc
 from api.deps import OpsDep, SessionDep, StateDep
 from api.errors import ApiError, responses
+from api.metrics import PAYMENTS
 from db.models import AuditLog, Payment, Visit
 from db.repositories import audit, totals_by_visit, utcnow
 from domain.policy import PaymentStatus
@@ -47,6 +48,7 @@ async def window_payment(body: s.OpsPaymentIn, state: StateDep, session: Session
     session.add(payment)
     await session.flush()
     parts = payments.book(session, payment, bills)
+    PAYMENTS.labels(payment.method).inc(payment.amount_fen)
     audit(session, actor=actor, action="window_payment", subject_type="patient", subject_id=patient.id, at=now,
           payment_id=payment.id, amount_fen=body.amount_fen, method=body.method)
     data = payments.out(payment, parts).model_dump(mode="json")

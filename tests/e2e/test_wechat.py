@@ -50,3 +50,30 @@ async def test_pay_the_merged_bill_with_wechat(http: httpx.AsyncClient, clinic: 
     again = await http.post(f"/v1/sandbox/payments/{payment['payment_id']}/complete")
     assert again.status_code == 200
     assert (await visit())["bill"]["paid_fen"] == 3300
+
+
+async def test_a_lost_notification_is_found_by_reconciliation(stack, http: httpx.AsyncClient,  # type: ignore[no-untyped-def]
+                                                              clinic: Clinic) -> None:
+    patient_id, phone = await clinic.enrolled_patient()
+    visit_id = (await clinic.register(patient_id, fee=1800))["visit_id"]
+    await clinic.event(visit_id, "discharged")
+    await asyncio.sleep(1.1)
+    assert (await http.post("/v1/patient/sms-code", json={"phone": phone})).status_code == 202
+    login = (await http.post("/v1/patient/login", json={"phone": phone, "code": await clinic.last_code(phone)})).json()
+    auth = {"Authorization": f"Bearer {login['token']}"}
+    payment = (await http.post("/v1/patient/payments", json={"channel": "wechat"}, headers=auth)).json()
+    # the patient pays at WeChat, but WeChat's notification never reaches us
+    async with httpx.AsyncClient() as wx:
+        r = await wx.post(f"http://127.0.0.1:{stack.wechat_port}/_sim/pay/1900000109/{payment['payment_id']}",
+                          params={"notify": "false"})
+    assert r.json() == {"notified": None}
+
+    async def visit() -> dict[str, Any]:
+        return (await http.get(f"/v1/his/visits/{visit_id}", headers=HIS)).json()
+
+    # the reconciliation schedule asks WeChat, lands the money and stops the dunning
+    settled = await until(visit, lambda v: v["payment_status"] == "settled", timeout=60)
+    assert settled["bill"]["paid_fen"] == 1800 and len(settled["bill"]["payments"]) == 1
+    audit = (await http.get(f"/v1/ops/audit?subject_type=patient&subject_id={patient_id}",
+                            headers={"Authorization": "Bearer dev-ops-key"})).json()
+    assert any(e["actor"] == "channel:wechat" and e["action"] == "payment_succeeded" for e in audit)
