@@ -17,7 +17,13 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent
-SEARCH_ATTRIBUTES = ("VisitStage", "PaymentStatus", "PatientId")
+
+
+def search_attribute_args() -> list[str]:
+    """`--search-attribute Name=Keyword` for every search attribute the workflows set."""
+    from workflows.visit import SEARCH_ATTRIBUTES
+
+    return [arg for key in SEARCH_ATTRIBUTES for arg in ("--search-attribute", f"{key.name}=Keyword")]
 
 
 def temporal_cli() -> str:
@@ -75,8 +81,7 @@ class Stack:
         args = [temporal_cli(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.temporal_port),
                 "--db-filename", str(self.data_dir / "temporal.db"), "--log-level", "warn"]
         args += ["--headless"] if self.headless else ["--ui-port", str(self.ui_port)]
-        for name in SEARCH_ATTRIBUTES:
-            args += ["--search-attribute", f"{name}=Keyword"]
+        args += search_attribute_args()
         self._spawn("temporal", args)
         wait_for_port(self.temporal_port)
 

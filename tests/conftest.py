@@ -13,7 +13,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from config import Settings
 from db.session import create_engine, session_factory
-from tests.support import SEARCH_ATTRIBUTE_ARGS, fresh_database, uid
+from devstack import search_attribute_args
+from tests.support import fresh_database, uid
 
 
 def temporal_cli() -> str:
@@ -42,7 +43,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_extra_args=[
             "--dynamic-config-value", "frontend.WorkflowTimeSkippingEnabled=true",
             "--log-level", "error",
-            *SEARCH_ATTRIBUTE_ARGS,
+            *search_attribute_args(),
         ],
     )
     async with env:

@@ -21,9 +21,6 @@ from db.pii import Pii, mask_name, mask_phone
 from db.session import create_engine
 
 PII = Pii("dev-data-key-change-me")
-SEARCH_ATTRIBUTE_ARGS = [
-    arg for name in ("VisitStage", "PaymentStatus", "PatientId") for arg in ("--search-attribute", f"{name}=Keyword")
-]
 
 
 def free_port() -> int:
@@ -48,8 +45,7 @@ async def fresh_database(tmp: Path) -> AsyncIterator[str]:
         return
     parsed = make_url(base)
     name = f"yhf_test_{secrets.token_hex(4)}"
-    admin = create_engine(base.replace("+asyncpg", "+asyncpg"))
-    admin = admin.execution_options(isolation_level="AUTOCOMMIT")
+    admin = create_engine(base).execution_options(isolation_level="AUTOCOMMIT")
     async with admin.connect() as conn:
         await conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = parsed.set(database=name).render_as_string(hide_password=False)
