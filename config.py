@@ -117,6 +117,12 @@ class Settings(BaseSettings):
     wechat_platform_public_key_path: str = ""
     wechat_platform_public_key_id: str = ""
     wechat_gateway: str = "https://api.mch.weixin.qq.com"
+    # Alipay (the channel is offered when the app id is set)
+    alipay_app_id: str = ""
+    alipay_seller_id: str = ""
+    alipay_app_private_key_path: str = ""
+    alipay_public_key_path: str = ""
+    alipay_gateway: str = "https://openapi.alipay.com/gateway.do"
     # reconciliation: every so often, ask the channels about payments pending longer than this
     reconcile_every: Duration = timedelta(minutes=5)
     reconcile_after: Duration = timedelta(minutes=2)
@@ -182,3 +188,17 @@ def wechat_config(settings: Settings):  # type: ignore[no-untyped-def]
         platform_public_key_id=settings.wechat_platform_public_key_id,
         notify_url=f"{settings.public_base_url.rstrip('/')}/v1/payments/notify/wechat",
         gateway=settings.wechat_gateway)
+
+
+def alipay_config(settings: Settings):  # type: ignore[no-untyped-def]
+    """The Alipay app configuration, or None when the channel is not set up."""
+    if not settings.alipay_app_id:
+        return None
+    from integrations.payments.alipay import AlipayConfig
+
+    return AlipayConfig(
+        app_id=settings.alipay_app_id, seller_id=settings.alipay_seller_id,
+        app_private_key=Path(settings.alipay_app_private_key_path).read_text(),
+        alipay_public_key=Path(settings.alipay_public_key_path).read_text(),
+        notify_url=f"{settings.public_base_url.rstrip('/')}/v1/payments/notify/alipay",
+        gateway=settings.alipay_gateway)

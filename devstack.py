@@ -53,6 +53,7 @@ class Stack:
     headless: bool = False
     dysms_port: int | None = None
     wechat_port: int | None = None
+    alipay_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     log_dir: Path | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -143,10 +144,29 @@ class Stack:
                                str(self.data_dir / "keys")])
         wait_for_port(port)
 
+    def start_alipay_simulator(self) -> None:
+        """In the sandbox Alipay is offered against a local gateway that checks signatures."""
+        env = self.child_env()
+        if env.get("YHF_ALIPAY_APP_ID") or env.get("YHF_ALIPAY_SANDBOX", "1") != "1":
+            return
+        from integrations.payments import alipay
+
+        keys = alipay.sandbox_keys(self.data_dir / "keys")
+        port = self.alipay_port or 8030
+        self.env.update({
+            "YHF_ALIPAY_APP_ID": alipay.SANDBOX_APP_ID, "YHF_ALIPAY_SELLER_ID": alipay.SANDBOX_SELLER_ID,
+            "YHF_ALIPAY_APP_PRIVATE_KEY_PATH": keys["app_private_key_path"],
+            "YHF_ALIPAY_PUBLIC_KEY_PATH": keys["alipay_public_key_path"],
+            "YHF_ALIPAY_GATEWAY": f"http://127.0.0.1:{port}/gateway.do", "YHF_PUBLIC_BASE_URL": self.api_url})
+        self._spawn("alipay", [sys.executable, "-m", "integrations.payments.alipay", str(port),
+                               str(self.data_dir / "keys")])
+        wait_for_port(port)
+
     def start(self) -> Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.start_dysms_simulator()
         self.start_wechat_simulator()
+        self.start_alipay_simulator()
         self.start_temporal()
         self.migrate()
         self.start_worker()
@@ -169,7 +189,7 @@ class Stack:
         self.stop_one(name, sig=signal.SIGKILL)
 
     def stop(self) -> None:
-        for name in ("api", "worker", "temporal", "dysms", "wechat"):
+        for name in ("api", "worker", "temporal", "dysms", "wechat", "alipay"):
             self.stop_one(name)
 
     def __enter__(self) -> Stack:

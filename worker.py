@@ -23,10 +23,11 @@ from activities.insurance import InsuranceActivities
 from activities.ledger import LedgerActivities
 from activities.notify import NotifyActivities
 from activities.payments import PaymentActivities
-from config import Settings, get_settings, wechat_config
+from config import Settings, alipay_config, get_settings, wechat_config
 from db.pii import Pii
 from db.session import create_engine, session_factory
 from integrations.factory import Integrations, build_integrations
+from integrations.payments.alipay import AlipayClient
 from integrations.payments.wechat import WeChatPayClient
 from workflows import contracts as c
 from workflows.reconcile import ReconcileWorkflow
@@ -43,8 +44,8 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSession],
                        integrations: Integrations) -> Sequence[object]:
-    wx = wechat_config(settings)
-    payments = PaymentActivities(factory, WeChatPayClient(wx) if wx else None)
+    wx, ali = wechat_config(settings), alipay_config(settings)
+    payments = PaymentActivities(factory, WeChatPayClient(wx) if wx else None, AlipayClient(ali) if ali else None)
     ledger = LedgerActivities(factory)
     notify = NotifyActivities(factory, integrations.sms, Pii(settings.data_key))
     insurance = InsuranceActivities(factory, integrations.bureau)

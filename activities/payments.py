@@ -12,16 +12,36 @@ from temporalio import activity
 from db.models import LedgerEntry, Payment
 from db.payments import channel_paid
 from db.repositories import utcnow
-from integrations.payments.wechat import WeChatPayClient, WeChatPayError
+from integrations.payments.alipay import AlipayClient, AlipayError
+from integrations.payments.wechat import Paid, WeChatPayClient, WeChatPayError
 from workflows import contracts as c
 
-QUERYABLE = ("wechat",)
+QUERYABLE = ("wechat", "alipay")
 
 
 class PaymentActivities:
-    def __init__(self, factory: async_sessionmaker[AsyncSession], wechat: WeChatPayClient | None) -> None:
+    def __init__(self, factory: async_sessionmaker[AsyncSession], wechat: WeChatPayClient | None,
+                 alipay: AlipayClient | None = None) -> None:
         self._factory = factory
         self._wechat = wechat
+        self._alipay = alipay
+
+    async def _ask(self, payment: Payment) -> Paid | None:
+        """What the channel says about this order; None when it has nothing (yet)."""
+        try:
+            if payment.method == "wechat" and self._wechat is not None:
+                return await self._wechat.query(payment.id)
+            if payment.method == "alipay" and self._alipay is not None:
+                return await self._alipay.query(payment.id)
+        except WeChatPayError as err:
+            if err.status == 404:  # the order never reached WeChat: nothing was paid
+                return None
+            raise
+        except AlipayError as err:
+            if err.code == "ACQ.TRADE_NOT_EXIST":  # the patient never opened the cashier
+                return None
+            raise
+        return None
 
     @activity.defn(name=c.FIND_STALE_PAYMENTS)
     async def find_stale_payments(self, inp: c.ReconcileInput) -> c.StalePaymentsResult:
@@ -36,19 +56,14 @@ class PaymentActivities:
     async def reconcile_payment(self, inp: c.ReconcilePaymentInput) -> c.ReconcilePaymentResult:
         async with self._factory() as session:
             payment = await session.get(Payment, inp.payment_id)
-        if payment is None or payment.method != "wechat" or self._wechat is None:
-            return c.ReconcilePaymentResult(payment_id=inp.payment_id, status=payment.status if payment else "")
-        try:
-            paid = await self._wechat.query(payment.id)
-        except WeChatPayError as err:
-            if err.status == 404:  # the order never reached WeChat: nothing was paid
-                return c.ReconcilePaymentResult(payment_id=payment.id, status=payment.status)
-            raise
-        if paid.trade_state != "SUCCESS":
+        if payment is None:
+            return c.ReconcilePaymentResult(payment_id=inp.payment_id, status="")
+        paid = await self._ask(payment)
+        if paid is None or paid.trade_state not in ("SUCCESS", "TRADE_SUCCESS", "TRADE_FINISHED"):
             return c.ReconcilePaymentResult(payment_id=payment.id, status=payment.status)
         async with self._factory() as session, session.begin():
             before = await session.scalar(select(LedgerEntry.id).where(LedgerEntry.payment_id == payment.id).limit(1))
-            landed_payment, parts = await channel_paid(session, channel="wechat", payment_id=payment.id,
+            landed_payment, parts = await channel_paid(session, channel=payment.method, payment_id=payment.id,
                                               amount_fen=paid.amount_fen, trade_no=paid.transaction_id)
         landed = [] if before is not None else [c.AllocationResult(visit_id=v, amount_fen=a) for v, a in parts]
         return c.ReconcilePaymentResult(payment_id=payment.id, status=landed_payment.status, landed=landed)

@@ -18,6 +18,7 @@ from db.repositories import utcnow
 from config import Settings
 from db.pii import Pii
 from integrations.credit_platform import CreditPlatformClient
+from integrations.payments.alipay import AlipayClient
 from integrations.payments.wechat import WeChatPayClient
 from integrations.sms import SmsSender
 
@@ -31,6 +32,7 @@ class AppState:
     sms: SmsSender
     credit: CreditPlatformClient
     wechat: WeChatPayClient | None = None
+    alipay: AlipayClient | None = None
 
 
 def get_state(request: Request) -> AppState:

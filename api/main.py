@@ -17,10 +17,11 @@ from temporalio.client import Client
 from api import errors, metrics
 from api.deps import AppState
 from api.routes import his, ops, patient, payments, sandbox
-from config import Settings, get_settings, wechat_config
+from config import Settings, alipay_config, get_settings, wechat_config
 from db.pii import Pii
 from db.session import create_engine, session_factory
 from integrations.factory import build_integrations
+from integrations.payments.alipay import AlipayClient
 from integrations.payments.wechat import WeChatPayClient
 
 log = logging.getLogger("yihoufu.api")
@@ -40,10 +41,11 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             client = temporal or await Client.connect(settings.temporal_address, lazy=True,
                                                       namespace=settings.temporal_namespace)
             integrations = build_integrations(settings, factory, stack)
-            wx = wechat_config(settings)
+            wx, ali = wechat_config(settings), alipay_config(settings)
             app.state.yhf = AppState(settings=settings, factory=factory, temporal=client,
                                      pii=Pii(settings.data_key), sms=integrations.sms, credit=integrations.credit,
-                                     wechat=WeChatPayClient(wx) if wx else None)
+                                     wechat=WeChatPayClient(wx) if wx else None,
+                                     alipay=AlipayClient(ali) if ali else None)
             yield
 
     app = FastAPI(

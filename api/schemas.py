@@ -342,7 +342,7 @@ class MergedBill(BaseModel):
 
 class PatientPaymentIn(Request):
     visit_ids: Annotated[list[Id], Field(min_length=1, max_length=100)] | None = None
-    channel: Literal["sandbox", "wechat"]
+    channel: Literal["sandbox", "wechat", "alipay"]
 
 
 class ChannelPayment(BaseModel):

@@ -56,7 +56,7 @@ async def one_visit(clinic: Clinic, patient_id: str, latencies: list[float]) -> 
 async def bench_stack() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stack = Stack(data_dir=Path(tmp) / "data", api_port=free_port(), temporal_port=free_port(), headless=True,
-                      wechat_port=free_port(),
+                      wechat_port=free_port(), alipay_port=free_port(),
                       log_dir=Path(tmp) / "logs")
         await asyncio.to_thread(stack.start)
         try:

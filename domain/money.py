@@ -26,3 +26,14 @@ def yuan(fen: int) -> str:
     sign = "-" if fen < 0 else ""
     whole, rest = divmod(abs(fen), 100)
     return f"{sign}{whole}.{rest:02d}"
+
+
+def fen_from_yuan(text: str) -> int | None:
+    """A channel's yuan string, exactly: '12.30' -> 1230, '12.3' -> 1230, '12' -> 1200;
+    None for anything else (a third decimal, a sign, an exponent, spaces, NaN)."""
+    import re
+
+    if not isinstance(text, str) or not re.fullmatch(r"(0|[1-9]\d{0,11})(\.\d{1,2})?", text):
+        return None
+    whole, _, frac = text.partition(".")
+    return int(whole) * 100 + int(frac.ljust(2, "0") or 0)

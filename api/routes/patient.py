@@ -153,8 +153,8 @@ async def pay(body: s.PatientPaymentIn, patient: PatientDep, state: StateDep, se
     owed = sum(t.balance_fen for _, t in bills)
     if owed <= 0:
         raise ApiError(409, "nothing_to_pay", "nothing is owed on these visits")
-    if body.channel == "wechat" and state.wechat is None:
-        raise ApiError(409, "channel_unavailable", "WeChat Pay is not set up at this hospital")
+    if (body.channel == "wechat" and state.wechat is None) or (body.channel == "alipay" and state.alipay is None):
+        raise ApiError(409, "channel_unavailable", f"{body.channel} is not set up at this hospital")
     now = utcnow()
     payment = Payment(id=svc.new_id("pay_"), patient_id=patient.id, method=body.channel, amount_fen=owed,
                       status="pending", actor="patient", created_at=now, completed_at=None,
@@ -168,6 +168,9 @@ async def pay(body: s.PatientPaymentIn, patient: PatientDep, state: StateDep, se
                                                    amount_fen=owed, client_ip=client_ip(request) or "127.0.0.1")
         except WeChatPayError as err:
             raise ApiError(502, "channel_error", f"WeChat Pay refused the order ({err.code})") from None
+    if body.channel == "alipay":
+        assert state.alipay is not None  # a signed URL: Alipay learns of the order when the phone opens it
+        pay_url = state.alipay.wap_pay_url(out_trade_no=payment.id, subject="医后付-就诊费用", amount_fen=owed)
     out = s.ChannelPayment(payment_id=payment.id, channel=body.channel, status="pending", amount_fen=owed,
                            visit_ids=payment.visit_ids, pay_url=pay_url, created_at=now)
     data = out.model_dump(mode="json")

@@ -58,3 +58,14 @@ def test_eligibility_thresholds_are_hospital_policy() -> None:
     facts = EligibilityFacts(insured_locally=False, bank_score=120)
     assert decide(facts, Thresholds(bank_score=121)).eligible is False
     assert decide(facts, Thresholds(bank_score=120)).eligible is True
+
+
+@pytest.mark.parametrize(("text", "fen"), [("12.30", 1230), ("12.3", 1230), ("12", 1200), ("0.01", 1), ("0", 0),
+                                           ("12.345", None), ("-1.00", None), ("1e3", None), (" 1.00", None),
+                                           ("NaN", None), ("012.00", None), ("1.", None), ("", None)])
+def test_yuan_strings_convert_exactly(text: str, fen: int | None) -> None:
+    from domain.money import fen_from_yuan, yuan
+
+    assert fen_from_yuan(text) == fen
+    if fen:
+        assert fen_from_yuan(yuan(fen)) == fen

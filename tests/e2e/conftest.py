@@ -31,7 +31,7 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
     tmp = tmp_path_factory.mktemp("stack")
     async with fresh_database(tmp) as url:
         s = Stack(data_dir=tmp / "data", api_port=free_port(), temporal_port=free_port(), headless=True,
-                  wechat_port=free_port(),
+                  wechat_port=free_port(), alipay_port=free_port(),
                   env={**SHORT, "YHF_DATABASE_URL": url}, log_dir=tmp / "logs")
         await asyncio.to_thread(s.start)
         try:

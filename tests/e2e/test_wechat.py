@@ -77,3 +77,38 @@ async def test_a_lost_notification_is_found_by_reconciliation(stack, http: httpx
     audit = (await http.get(f"/v1/ops/audit?subject_type=patient&subject_id={patient_id}",
                             headers={"Authorization": "Bearer dev-ops-key"})).json()
     assert any(e["actor"] == "channel:wechat" and e["action"] == "payment_succeeded" for e in audit)
+
+
+async def test_pay_with_alipay_and_reconcile_a_lost_notify(stack, http: httpx.AsyncClient,  # type: ignore[no-untyped-def]
+                                                           clinic: Clinic) -> None:
+    patient_id, phone = await clinic.enrolled_patient()
+    v1 = (await clinic.register(patient_id, fee=1234))["visit_id"]
+    await clinic.event(v1, "discharged")
+    await asyncio.sleep(1.1)
+    assert (await http.post("/v1/patient/sms-code", json={"phone": phone})).status_code == 202
+    login = (await http.post("/v1/patient/login", json={"phone": phone, "code": await clinic.last_code(phone)})).json()
+    auth = {"Authorization": f"Bearer {login['token']}"}
+    payment = (await http.post("/v1/patient/payments", json={"channel": "alipay"}, headers=auth)).json()
+    assert "alipay.trade.wap.pay" in payment["pay_url"] and "12.34" in payment["pay_url"]
+    done = await http.post(f"/v1/sandbox/payments/{payment['payment_id']}/complete")
+    assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
+
+    async def visit(v: str) -> dict[str, Any]:
+        return (await http.get(f"/v1/his/visits/{v}", headers=HIS)).json()
+
+    assert (await until(lambda: visit(v1), lambda v: v["payment_status"] == "settled"))["bill"]["paid_fen"] == 1234
+    forged = await http.post("/v1/payments/notify/alipay", data={"out_trade_no": payment["payment_id"],
+                                                                  "total_amount": "12.34", "sign": "Zm9yZ2Vk"})
+    assert_problem(forged, 401, "invalid_signature")
+
+    # a second visit; the patient pays at Alipay but the notify is lost: reconciliation finds it
+    v2 = (await clinic.register(patient_id, fee=999))["visit_id"]
+    await clinic.event(v2, "discharged")
+    second = (await http.post("/v1/patient/payments", json={"channel": "alipay"}, headers=auth)).json()
+    async with httpx.AsyncClient() as ali:
+        await ali.get(second["pay_url"])  # the phone opens the cashier
+        r = await ali.post(f"http://127.0.0.1:{stack.alipay_port}/_sim/pay/{second['payment_id']}",
+                           params={"notify": "false"})
+    assert r.json() == {"notified": None}
+    settled = await until(lambda: visit(v2), lambda v: v["payment_status"] == "settled", timeout=60)
+    assert settled["bill"]["paid_fen"] == 999

@@ -1,0 +1,211 @@
+"""Alipay: mobile-site payment (alipay.trade.wap.pay), query, and the asynchronous notify,
+through python-alipay-sdk (RSA2), and a local simulator of Alipay's gateway.
+
+`verify_notification` adds what the SDK leaves to us: app_id and seller_id are ours, the
+trade status is a paid one, and total_amount (a yuan string) converts to fen exactly.
+The simulator verifies the app's RSA2 signature over the sorted parameters, answers queries
+signed with Alipay's key, and on `/_sim/pay` posts a signed form notification to the
+order's notify_url, as Alipay does; it expects the body `success` back."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+from alipay import AliPay
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+
+from domain.money import fen_from_yuan, yuan
+from integrations.payments.wechat import Paid, _sign, _verify, new_rsa_pair
+
+PAID_STATES = ("TRADE_SUCCESS", "TRADE_FINISHED")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlipayConfig:
+    app_id: str
+    seller_id: str
+    app_private_key: str  # PEM
+    alipay_public_key: str  # PEM
+    notify_url: str
+    gateway: str = "https://openapi.alipay.com/gateway.do"
+
+
+class AlipayError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+
+
+def unsigned_string(params: dict[str, str], *, request: bool = False) -> str:
+    """What is signed: the parameters sorted, k=v joined by &, without `sign` — and, in
+    Alipay's notifications (not in requests to it), without `sign_type`."""
+    skip = ("sign",) if request else ("sign", "sign_type")
+    return "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in skip and v != "")
+
+
+class AlipayClient:
+    def __init__(self, config: AlipayConfig) -> None:
+        self.config = config
+        self._ali = AliPay(appid=config.app_id, app_notify_url=config.notify_url,
+                           app_private_key_string=config.app_private_key,
+                           alipay_public_key_string=config.alipay_public_key, sign_type="RSA2")
+        self._ali._gateway = config.gateway  # the SDK has no setting for it
+
+    def wap_pay_url(self, *, out_trade_no: str, subject: str, amount_fen: int) -> str:
+        """The URL the patient's phone browser opens to pay."""
+        order = self._ali.api_alipay_trade_wap_pay(subject=subject, out_trade_no=out_trade_no,
+                                                   total_amount=yuan(amount_fen), notify_url=self.config.notify_url)
+        return f"{self.config.gateway}?{order}"
+
+    async def query(self, out_trade_no: str) -> Paid:
+        answer = await asyncio.to_thread(self._ali.api_alipay_trade_query, out_trade_no=out_trade_no)
+        if answer.get("code") != "10000":
+            raise AlipayError(str(answer.get("sub_code") or answer.get("code")), str(answer.get("sub_msg", "")))
+        fen = fen_from_yuan(str(answer.get("total_amount")))
+        return Paid(out_trade_no=str(answer["out_trade_no"]), transaction_id=str(answer.get("trade_no", "")),
+                    amount_fen=fen if fen is not None else -1, trade_state=str(answer.get("trade_status")))
+
+    def verify_notification(self, form: dict[str, str]) -> Paid | None:
+        data = dict(form)
+        signature = data.pop("sign", "")
+        if not signature or data.get("sign_type", "RSA2") != "RSA2":
+            return None
+        try:
+            if not self._ali.verify(dict(data), signature):
+                return None
+        except Exception:  # noqa: BLE001 - the SDK raises on a malformed signature
+            return None
+        if data.get("app_id") != self.config.app_id or data.get("seller_id") != self.config.seller_id:
+            return None
+        fen = fen_from_yuan(data.get("total_amount", ""))
+        if fen is None or not data.get("out_trade_no"):
+            return None
+        return Paid(out_trade_no=data["out_trade_no"], transaction_id=data.get("trade_no", ""), amount_fen=fen,
+                    trade_state=data.get("trade_status", ""))
+
+
+# --- the other side ------------------------------------------------------------------
+
+
+@dataclass
+class AlipaySimState:
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notifications: list[tuple[str, str]] = field(default_factory=list)  # (out_trade_no, our answer)
+
+
+def alipay_simulator_app(*, app_id: str, seller_id: str, app_public_key: str, alipay_private_key: str) -> FastAPI:
+    app = FastAPI(title="Alipay gateway (simulated)", docs_url=None, redoc_url=None, openapi_url=None)
+    state = AlipaySimState()
+    app.state.alipay = state
+
+    def signed(name: str, body: dict[str, Any]) -> JSONResponse:
+        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        text = f'{{"{name}":{raw},"sign":"{_sign(alipay_private_key, raw)}"}}'
+        return JSONResponse(content=json.loads(text))
+
+    @app.api_route("/gateway.do", methods=["GET", "POST"])
+    async def gateway(request: Request) -> Any:
+        params = dict(request.query_params)
+        if request.method == "POST":
+            params.update(parse_qsl((await request.body()).decode(), keep_blank_values=True))
+        method = params.get("method", "")
+        name = method.replace(".", "_") + "_response"
+        if params.get("app_id") != app_id:
+            return signed(name, {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-app-id",
+                                 "sub_msg": "无效的AppID参数"})
+        if params.get("sign_type") != "RSA2" or not _verify(app_public_key, unsigned_string(params, request=True),
+                                                             params.get("sign", "")):
+            return signed(name, {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature",
+                                 "sub_msg": "验签出错"})
+        try:
+            biz = json.loads(params.get("biz_content") or "{}")
+        except ValueError:
+            biz = None
+        if not isinstance(biz, dict):
+            return signed(name, {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-biz-content",
+                                 "sub_msg": "biz_content 不是合法的 JSON"})
+        if method == "alipay.trade.wap.pay":
+            fen = fen_from_yuan(str(biz.get("total_amount")))
+            no = str(biz.get("out_trade_no", ""))
+            if fen is None or fen < 1 or not no or not biz.get("subject") or not params.get("notify_url"):
+                return HTMLResponse("<h1>参数错误</h1>", status_code=400)
+            order = state.orders.setdefault(no, {"out_trade_no": no, "total_fen": fen, "subject": biz["subject"],
+                                                 "notify_url": params["notify_url"], "trade_status": "WAIT_BUYER_PAY"})
+            if order["total_fen"] != fen:
+                return HTMLResponse("<h1>交易信息被篡改</h1>", status_code=400)
+            return HTMLResponse(f"<h1>支付宝收银台（模拟）</h1><p>{order['subject']}：¥{yuan(fen)}</p>")
+        if method == "alipay.trade.query":
+            order = state.orders.get(str(biz.get("out_trade_no", "")))
+            if order is None:
+                return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST",
+                                     "sub_msg": "交易不存在"})
+            return signed(name, {"code": "10000", "msg": "Success", "out_trade_no": order["out_trade_no"],
+                                 "trade_no": order.get("trade_no", ""), "trade_status": order["trade_status"],
+                                 "total_amount": yuan(order["total_fen"])})
+        return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "isv.invalid-method",
+                             "sub_msg": "不存在的方法名"})
+
+    @app.post("/_sim/pay/{out_trade_no}")
+    async def pay(out_trade_no: str, notify: bool = True) -> JSONResponse:
+        order = state.orders.get(out_trade_no)
+        if order is None:
+            return JSONResponse({"error": "ACQ.TRADE_NOT_EXIST"}, status_code=404)
+        if order["trade_status"] != "TRADE_SUCCESS":
+            order.update(trade_status="TRADE_SUCCESS", trade_no=datetime.now().strftime("%Y%m%d") + "2200"
+                         + f"{secrets.randbelow(10**14):014d}",
+                         gmt_payment=datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S"))
+        if not notify:
+            return JSONResponse({"notified": None})
+        form = {"notify_time": order["gmt_payment"], "notify_type": "trade_status_sync",
+                "notify_id": secrets.token_hex(16), "charset": "utf-8", "version": "1.0", "app_id": app_id,
+                "seller_id": seller_id, "trade_no": order["trade_no"], "out_trade_no": out_trade_no,
+                "total_amount": yuan(order["total_fen"]), "receipt_amount": yuan(order["total_fen"]),
+                "trade_status": "TRADE_SUCCESS", "gmt_payment": order["gmt_payment"], "subject": order["subject"],
+                "sign_type": "RSA2"}
+        form["sign"] = _sign(alipay_private_key, unsigned_string(form))
+        async with httpx.AsyncClient(timeout=10) as http:
+            r = await http.post(order["notify_url"], data=form)
+        state.notifications.append((out_trade_no, r.text))
+        return JSONResponse({"notified": r.text})
+
+    return app
+
+
+# --- the sandbox app -----------------------------------------------------------------
+
+SANDBOX_APP_ID, SANDBOX_SELLER_ID = "2021000000000001", "2088000000000001"
+
+
+def sandbox_keys(folder: Path) -> dict[str, str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = folder / "alipay-sandbox.json"
+    if not spec.exists():
+        app_private, app_public = new_rsa_pair()
+        alipay_private, alipay_public = new_rsa_pair()
+        (folder / "alipay-app-key.pem").write_text(app_private)
+        (folder / "alipay-public.pem").write_text(alipay_public)
+        spec.write_text(json.dumps({"app_public": app_public, "alipay_private": alipay_private}))
+        spec.chmod(0o600)
+    return {"app_private_key_path": str(folder / "alipay-app-key.pem"),
+            "alipay_public_key_path": str(folder / "alipay-public.pem"), **json.loads(spec.read_text())}
+
+
+if __name__ == "__main__":  # python -m integrations.payments.alipay PORT DATA_FOLDER
+    import sys
+
+    import uvicorn
+
+    keys = sandbox_keys(Path(sys.argv[2]))
+    uvicorn.run(alipay_simulator_app(app_id=SANDBOX_APP_ID, seller_id=SANDBOX_SELLER_ID,
+                                     app_public_key=keys["app_public"], alipay_private_key=keys["alipay_private"]),
+                host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+
