@@ -124,49 +124,39 @@ class Stack:
         self._spawn("dysms", [sys.executable, "-m", "integrations.aliyun_sms", str(port), key_id, secret])
         wait_for_port(port)
 
-    def start_wechat_simulator(self) -> None:
-        """In the sandbox WeChat Pay is offered against a local WeChat that checks signatures."""
-        env = self.child_env()
-        if env.get("YHF_WECHAT_MCHID") or env.get("YHF_WECHAT_SANDBOX", "1") != "1":
-            return
-        from integrations.payments import wechat
+    def _start_channel_simulator(self, channel: str, port: int, settings: dict[str, str]) -> None:
+        """Point the API at a local simulator of a payment channel, with sandbox keys."""
+        from integrations.payments.sandbox import sandbox_keys
 
-        keys = wechat.sandbox_keys(self.data_dir / "keys")
-        port = self.wechat_port or 8020
-        self.env.update({
-            "YHF_WECHAT_MCHID": wechat.SANDBOX_MCHID, "YHF_WECHAT_APPID": wechat.SANDBOX_APPID,
-            "YHF_WECHAT_MERCHANT_SERIAL": wechat.SANDBOX_SERIAL,
-            "YHF_WECHAT_MERCHANT_KEY_PATH": keys["merchant_key_path"], "YHF_WECHAT_APIV3_KEY": keys["apiv3_key"],
-            "YHF_WECHAT_PLATFORM_PUBLIC_KEY_PATH": keys["platform_public_key_path"],
-            "YHF_WECHAT_PLATFORM_PUBLIC_KEY_ID": wechat.SANDBOX_PUBLIC_KEY_ID,
-            "YHF_WECHAT_GATEWAY": f"http://127.0.0.1:{port}", "YHF_PUBLIC_BASE_URL": self.api_url})
-        self._spawn("wechat", [sys.executable, "-m", "integrations.payments.wechat", str(port),
-                               str(self.data_dir / "keys")])
+        prefix = f"YHF_{channel.upper()}_"
+        env = self.child_env()
+        configured = env.get(prefix + ("MCHID" if channel == "wechat" else "APP_ID"))
+        if configured or env.get(f"{prefix}SANDBOX", "1") != "1":
+            return  # a real channel is configured, or its simulator is switched off
+        keys = sandbox_keys(self.data_dir / "keys", channel)
+        self.env.update({f"{prefix}{k}": v.format(keys=keys, port=port) for k, v in settings.items()})
+        self.env["YHF_PUBLIC_BASE_URL"] = self.api_url
+        self._spawn(channel, [sys.executable, "-m", f"integrations.payments.{channel}", str(port),
+                              str(self.data_dir / "keys")])
         wait_for_port(port)
 
-    def start_alipay_simulator(self) -> None:
-        """In the sandbox Alipay is offered against a local gateway that checks signatures."""
-        env = self.child_env()
-        if env.get("YHF_ALIPAY_APP_ID") or env.get("YHF_ALIPAY_SANDBOX", "1") != "1":
-            return
-        from integrations.payments import alipay
+    def start_payment_simulators(self) -> None:
+        from integrations.payments import alipay, wechat
 
-        keys = alipay.sandbox_keys(self.data_dir / "keys")
-        port = self.alipay_port or 8030
-        self.env.update({
-            "YHF_ALIPAY_APP_ID": alipay.SANDBOX_APP_ID, "YHF_ALIPAY_SELLER_ID": alipay.SANDBOX_SELLER_ID,
-            "YHF_ALIPAY_APP_PRIVATE_KEY_PATH": keys["app_private_key_path"],
-            "YHF_ALIPAY_PUBLIC_KEY_PATH": keys["alipay_public_key_path"],
-            "YHF_ALIPAY_GATEWAY": f"http://127.0.0.1:{port}/gateway.do", "YHF_PUBLIC_BASE_URL": self.api_url})
-        self._spawn("alipay", [sys.executable, "-m", "integrations.payments.alipay", str(port),
-                               str(self.data_dir / "keys")])
-        wait_for_port(port)
+        self._start_channel_simulator("wechat", self.wechat_port or 8020, {
+            "MCHID": wechat.SANDBOX_MCHID, "APPID": wechat.SANDBOX_APPID, "MERCHANT_SERIAL": wechat.SANDBOX_SERIAL,
+            "MERCHANT_KEY_PATH": "{keys.our_private_key_path}", "APIV3_KEY": "{keys.secret}",
+            "PLATFORM_PUBLIC_KEY_PATH": "{keys.their_public_key_path}",
+            "PLATFORM_PUBLIC_KEY_ID": wechat.SANDBOX_PUBLIC_KEY_ID, "GATEWAY": "http://127.0.0.1:{port}"})
+        self._start_channel_simulator("alipay", self.alipay_port or 8030, {
+            "APP_ID": alipay.SANDBOX_APP_ID, "SELLER_ID": alipay.SANDBOX_SELLER_ID,
+            "APP_PRIVATE_KEY_PATH": "{keys.our_private_key_path}", "PUBLIC_KEY_PATH": "{keys.their_public_key_path}",
+            "GATEWAY": "http://127.0.0.1:{port}/gateway.do"})
 
     def start(self) -> Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.start_dysms_simulator()
-        self.start_wechat_simulator()
-        self.start_alipay_simulator()
+        self.start_payment_simulators()
         self.start_temporal()
         self.migrate()
         self.start_worker()

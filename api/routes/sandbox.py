@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
@@ -17,6 +16,8 @@ from db.models import LedgerEntry, Payment, SimCreditRecord, SimCreditScore, Sms
 from db.repositories import utcnow
 from integrations.credit_platform import score_key
 from integrations.insurance_bureau import card_state
+from integrations.payments.alipay import AlipayError
+from integrations.payments.wechat import WeChatPayError
 
 router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
 
@@ -60,27 +61,16 @@ async def credit_reports(session: SessionDep, patient_id: str = Query(min_length
 async def complete_payment(payment_id: str, state: StateDep, session: SessionDep) -> Any:
     """The patient pays at the sandbox channel: the channel sends its signed notification."""
     payment = await session.get(Payment, payment_id)
-    if payment is not None and payment.method == "wechat" and state.wechat is not None:
-        # the patient pays at the simulated WeChat, which notifies us as WeChat does
+    if payment is not None and payment.method in ("wechat", "alipay"):
+        # the patient pays at the simulated channel, which notifies us as the real one does
         await session.commit()
-        cfg = state.wechat.config
-        async with httpx.AsyncClient(timeout=30) as http:
-            r = await http.post(f"{cfg.gateway}/_sim/pay/{cfg.mchid}/{payment_id}")
-        if r.status_code != 200:
-            raise ApiError(502, "channel_error", f"the WeChat simulator answered {r.status_code}")
-        await session.refresh(payment)
-        entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.payment_id == payment_id))).all()
-        return payments.out(payment, [(e.visit_id, e.amount_fen) for e in entries])
-    if payment is not None and payment.method == "alipay" and state.alipay is not None:
-        await session.commit()
-        gateway = state.alipay.config.gateway.rsplit("/", 1)[0]
-        async with httpx.AsyncClient(timeout=30) as http:
-            # the phone opens the cashier (Alipay learns the order), then the patient pays
-            await http.get(state.alipay.wap_pay_url(out_trade_no=payment.id, subject="医后付-就诊费用",
-                                                    amount_fen=payment.amount_fen))
-            r = await http.post(f"{gateway}/_sim/pay/{payment_id}")
-        if r.status_code != 200:
-            raise ApiError(502, "channel_error", f"the Alipay simulator answered {r.status_code}")
+        try:
+            if payment.method == "wechat" and state.wechat is not None:
+                await state.wechat.simulate_payment(payment.id)
+            elif payment.method == "alipay" and state.alipay is not None:
+                await state.alipay.simulate_payment(payment.id, payment.amount_fen)
+        except (WeChatPayError, AlipayError) as err:
+            raise ApiError(502, "channel_error", f"the {payment.method} simulator refused: {err}") from None
         await session.refresh(payment)
         entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.payment_id == payment_id))).all()
         return payments.out(payment, [(e.visit_id, e.amount_fen) for e in entries])

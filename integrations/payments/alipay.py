@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from domain.money import fen_from_yuan, yuan
-from integrations.payments.wechat import Paid, _sign, _verify, new_rsa_pair
+from integrations.payments.wechat import Paid, _sign, _verify
 
 PAID_STATES = ("TRADE_SUCCESS", "TRADE_FINISHED")
 
@@ -73,6 +73,16 @@ class AlipayClient:
         fen = fen_from_yuan(str(answer.get("total_amount")))
         return Paid(out_trade_no=str(answer["out_trade_no"]), transaction_id=str(answer.get("trade_no", "")),
                     amount_fen=fen if fen is not None else -1, trade_state=str(answer.get("trade_status")))
+
+    async def simulate_payment(self, out_trade_no: str, amount_fen: int) -> None:
+        """Sandbox only: the phone opens the cashier (the simulated Alipay learns the order),
+        the patient pays, and Alipay notifies us."""
+        async with httpx.AsyncClient(timeout=30) as http:
+            await http.get(self.wap_pay_url(out_trade_no=out_trade_no, subject="医后付-就诊费用",
+                                            amount_fen=amount_fen))
+            r = await http.post(f"{self.config.gateway.rsplit('/', 1)[0]}/_sim/pay/{out_trade_no}")
+        if r.status_code != 200:
+            raise AlipayError("SIMULATOR", r.text)
 
     def verify_notification(self, form: dict[str, str]) -> Paid | None:
         data = dict(form)
@@ -185,27 +195,15 @@ def alipay_simulator_app(*, app_id: str, seller_id: str, app_public_key: str, al
 SANDBOX_APP_ID, SANDBOX_SELLER_ID = "2021000000000001", "2088000000000001"
 
 
-def sandbox_keys(folder: Path) -> dict[str, str]:
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = folder / "alipay-sandbox.json"
-    if not spec.exists():
-        app_private, app_public = new_rsa_pair()
-        alipay_private, alipay_public = new_rsa_pair()
-        (folder / "alipay-app-key.pem").write_text(app_private)
-        (folder / "alipay-public.pem").write_text(alipay_public)
-        spec.write_text(json.dumps({"app_public": app_public, "alipay_private": alipay_private}))
-        spec.chmod(0o600)
-    return {"app_private_key_path": str(folder / "alipay-app-key.pem"),
-            "alipay_public_key_path": str(folder / "alipay-public.pem"), **json.loads(spec.read_text())}
-
-
 if __name__ == "__main__":  # python -m integrations.payments.alipay PORT DATA_FOLDER
     import sys
 
     import uvicorn
 
-    keys = sandbox_keys(Path(sys.argv[2]))
+    from integrations.payments.sandbox import sandbox_keys
+
+    keys = sandbox_keys(Path(sys.argv[2]), "alipay")
     uvicorn.run(alipay_simulator_app(app_id=SANDBOX_APP_ID, seller_id=SANDBOX_SELLER_ID,
-                                     app_public_key=keys["app_public"], alipay_private_key=keys["alipay_private"]),
+                                     app_public_key=keys.our_public_key, alipay_private_key=keys.their_private_key),
                 host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 

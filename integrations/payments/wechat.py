@@ -92,6 +92,13 @@ class WeChatPayClient:
         return Paid(out_trade_no=data["out_trade_no"], transaction_id=str(data.get("transaction_id") or ""),
                     amount_fen=int(data["amount"]["total"]), trade_state=str(data["trade_state"]))
 
+    async def simulate_payment(self, out_trade_no: str) -> None:
+        """Sandbox only: the patient pays at the simulated WeChat, which then notifies us."""
+        async with httpx.AsyncClient(timeout=30) as http:
+            r = await http.post(f"{self.config.gateway}/_sim/pay/{self.config.mchid}/{out_trade_no}")
+        if r.status_code != 200:
+            raise WeChatPayError(r.status_code, "SIMULATOR", r.text)
+
     def verify_notification(self, headers: dict[str, str], body: bytes, *, now: float | None = None) -> Paid | None:
         """A notification's transaction, or None when it is forged, stale, or not for this merchant."""
         h = {k.lower(): v for k, v in headers.items()}
@@ -314,31 +321,16 @@ SANDBOX_MCHID, SANDBOX_APPID, SANDBOX_SERIAL = "1900000109", "wx8888888888888888
 SANDBOX_PUBLIC_KEY_ID = "PUB_KEY_ID_0119000001092026"
 
 
-def sandbox_keys(folder: Path) -> dict[str, str]:
-    """Keys of the sandbox merchant and of the simulated WeChat, made once per data folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    spec = folder / "wechat-sandbox.json"
-    if not spec.exists():
-        merchant_private, merchant_public = new_rsa_pair()
-        platform_private, platform_public = new_rsa_pair()
-        (folder / "wechat-merchant-key.pem").write_text(merchant_private)
-        (folder / "wechat-platform-public.pem").write_text(platform_public)
-        spec.write_text(json.dumps({"merchant_public": merchant_public, "platform_private": platform_private,
-                                    "apiv3_key": secrets.token_hex(16)}))
-        spec.chmod(0o600)
-    data = json.loads(spec.read_text())
-    return {"merchant_key_path": str(folder / "wechat-merchant-key.pem"),
-            "platform_public_key_path": str(folder / "wechat-platform-public.pem"), **data}
-
-
 if __name__ == "__main__":  # python -m integrations.payments.wechat PORT DATA_FOLDER
     import sys
 
     import uvicorn
 
-    keys = sandbox_keys(Path(sys.argv[2]))
+    from integrations.payments.sandbox import sandbox_keys
+
+    keys = sandbox_keys(Path(sys.argv[2]), "wechat")
     sim = wechat_simulator_app(
-        [Merchant(mchid=SANDBOX_MCHID, appid=SANDBOX_APPID, serial=SANDBOX_SERIAL, public_key=keys["merchant_public"])],
-        platform_private_key=keys["platform_private"], platform_public_key_id=SANDBOX_PUBLIC_KEY_ID,
-        apiv3_key=keys["apiv3_key"])
+        [Merchant(mchid=SANDBOX_MCHID, appid=SANDBOX_APPID, serial=SANDBOX_SERIAL, public_key=keys.our_public_key)],
+        platform_private_key=keys.their_private_key, platform_public_key_id=SANDBOX_PUBLIC_KEY_ID,
+        apiv3_key=keys.secret)
     uvicorn.run(sim, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
