@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     default_after: Duration = timedelta(days=7)
     dunning_every: Duration = timedelta(days=1)
     pre_default_notice: Duration = timedelta(days=1)
+    # a settled visit accepts cancellations (退费) this long, refunding what they free
+    refund_window: Duration = timedelta(days=7)
     sms_quiet_hours: Annotated[QuietHours | None, BeforeValidator(parse_quiet_hours)] = Field(
         default_factory=lambda: QuietHours.of(time(21, 0), time(8, 0))
     )
@@ -165,6 +167,7 @@ class Settings(BaseSettings):
             default_after_seconds=self.default_after.total_seconds(),
             dunning_every_seconds=self.dunning_every.total_seconds(),
             notice_before_seconds=self.pre_default_notice.total_seconds(),
+            refund_window_seconds=self.refund_window.total_seconds(),
             quiet_hours=self.sms_quiet_hours,
         )
 

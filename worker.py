@@ -23,6 +23,7 @@ from activities.insurance import InsuranceActivities
 from activities.ledger import LedgerActivities
 from activities.notify import NotifyActivities
 from activities.payments import PaymentActivities
+from activities.refunds import RefundActivities
 from config import Settings, alipay_config, get_settings, wechat_config
 from db.pii import Pii
 from db.session import create_engine, session_factory
@@ -31,6 +32,7 @@ from integrations.payments.alipay import AlipayClient
 from integrations.payments.wechat import WeChatPayClient
 from workflows import contracts as c
 from workflows.reconcile import ReconcileWorkflow
+from workflows.refund import RefundWorkflow
 from workflows.visit import VisitWorkflow
 
 log = logging.getLogger("yihoufu.worker")
@@ -45,14 +47,17 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSession],
                        integrations: Integrations) -> Sequence[object]:
     wx, ali = wechat_config(settings), alipay_config(settings)
-    payments = PaymentActivities(factory, WeChatPayClient(wx) if wx else None, AlipayClient(ali) if ali else None)
+    wechat, alipay = WeChatPayClient(wx) if wx else None, AlipayClient(ali) if ali else None
+    payments = PaymentActivities(factory, wechat, alipay)
+    refunds = RefundActivities(factory, wechat, alipay)
     ledger = LedgerActivities(factory)
     notify = NotifyActivities(factory, integrations.sms, Pii(settings.data_key))
     insurance = InsuranceActivities(factory, integrations.bureau)
     credit = CreditActivities(factory, integrations.credit)
     return [ledger.book_registration, ledger.apply_visit_event, ledger.get_balance,
             ledger.record_payment_status, notify.send_sms, insurance.lock_card, insurance.unlock_card,
-            credit.report_credit, payments.find_stale_payments, payments.reconcile_payment]
+            credit.report_credit, payments.find_stale_payments, payments.reconcile_payment,
+            refunds.refund_credit, refunds.submit_refund, refunds.check_refund, refunds.find_stale_refunds]
 
 
 def create_worker(client: Client, settings: Settings, factory: async_sessionmaker[AsyncSession],
@@ -61,7 +66,7 @@ def create_worker(client: Client, settings: Settings, factory: async_sessionmake
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[VisitWorkflow, ReconcileWorkflow],
+        workflows=[VisitWorkflow, ReconcileWorkflow, RefundWorkflow],
         workflow_runner=WORKFLOW_RUNNER,
         activities=activity_functions(settings, factory, integrations),
     )

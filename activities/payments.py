@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
-from db.models import LedgerEntry, Payment
+from db.models import Payment
+from activities.refunds import refund_input
 from db.payments import channel_paid
 from db.repositories import utcnow
 from integrations.payments.alipay import AlipayClient, AlipayError
@@ -62,8 +63,9 @@ class PaymentActivities:
         if paid is None or paid.trade_state not in ("SUCCESS", "TRADE_SUCCESS", "TRADE_FINISHED"):
             return c.ReconcilePaymentResult(payment_id=payment.id, status=payment.status)
         async with self._factory() as session, session.begin():
-            before = await session.scalar(select(LedgerEntry.id).where(LedgerEntry.payment_id == payment.id).limit(1))
-            landed_payment, parts = await channel_paid(session, channel=payment.method, payment_id=payment.id,
-                                              amount_fen=paid.amount_fen, trade_no=paid.transaction_id)
-        landed = [] if before is not None else [c.AllocationResult(visit_id=v, amount_fen=a) for v, a in parts]
-        return c.ReconcilePaymentResult(payment_id=payment.id, status=landed_payment.status, landed=landed)
+            landed = await channel_paid(session, channel=payment.method, payment_id=payment.id,
+                                        amount_fen=paid.amount_fen, trade_no=paid.transaction_id)
+            refunds = [refund_input(r) for r in landed.refunds]
+        parts = [c.AllocationResult(visit_id=v, amount_fen=a) for v, a in landed.parts] if landed.new else []
+        return c.ReconcilePaymentResult(payment_id=payment.id, status=landed.payment.status, landed=parts,
+                                        refunds=refunds)

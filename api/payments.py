@@ -17,9 +17,15 @@ from temporalio.service import RPCError
 from api import schemas as s
 from api.deps import AppState
 from api.errors import ApiError
-from db.models import Payment
-from db.payments import book, channel_paid, unpaid  # noqa: F401 - the API's names for them
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+
+from activities.refunds import refund_input
+from db.models import Payment, Refund
+from db.payments import Landed, book, channel_paid, unpaid  # noqa: F401 - the API's names for them
+from domain.money import format_fen
 from workflows import contracts as c
+from workflows.refund import RefundWorkflow
 from workflows.visit import VisitWorkflow
 
 log = logging.getLogger("yihoufu.api.payments")
@@ -32,6 +38,36 @@ async def tell_workflows(state: AppState, payment_id: str, parts: list[tuple[str
                 VisitWorkflow.payment_received, c.PaymentReceivedInput(payment_id=payment_id, amount_fen=amount))
         except RPCError as err:  # a settled visit's workflow has ended; nothing waits for this money
             log.warning("payment %s: could not signal visit %s: %s", payment_id, visit_id, err.message)
+
+
+async def start_refunds(state: AppState, refunds: list[Refund]) -> None:
+    """After the commit: each refund's workflow (a crash before this is picked up by the
+    reconciliation, which starts refunds left waiting)."""
+    for refund in refunds:
+        try:
+            await start_refund(state, refund)
+        except RPCError as err:
+            log.warning("refund %s: workflow not started (the reconciliation will): %s", refund.id, err.message)
+
+
+async def start_refund(state: AppState, refund: Refund) -> WorkflowHandle:
+    return await state.temporal.start_workflow(
+        RefundWorkflow.run, refund_input(refund), id=c.refund_workflow_id(refund.id),
+        task_queue=state.settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"Refund {format_fen(refund.amount_fen)} · visit {refund.visit_id}")
+
+
+async def wake_refund(state: AppState, refund_id: str) -> None:
+    try:
+        await state.temporal.get_workflow_handle(c.refund_workflow_id(refund_id)).signal(RefundWorkflow.refund_updated)
+    except RPCError as err:  # finished already, or not started: the reconciliation looks after it
+        log.info("refund %s: workflow not told: %s", refund_id, err.message)
+
+
+async def landed(state: AppState, money: Landed) -> None:
+    """After the commit: tell the visits, start the refunds."""
+    await tell_workflows(state, money.payment.id, money.parts)  # told again on a repeat: harmless
+    await start_refunds(state, money.refunds)
 
 
 def out(payment: Payment, parts: list[tuple[str, int]]) -> s.PaymentOut:
@@ -56,7 +92,7 @@ def sandbox_notification(secret: str, payment: Payment) -> tuple[bytes, dict[str
 
 
 async def sandbox_notified(state: AppState, session: AsyncSession, body: bytes,
-                           headers: dict[str, str]) -> tuple[Payment, list[tuple[str, int]]]:
+                           headers: dict[str, str]) -> Landed:
     """Verify and apply a sandbox-channel notification. A duplicate changes nothing."""
     expected = sandbox_signature(state.settings.sandbox_channel_secret, body)
     if not hmac.compare_digest(expected, headers.get("x-sandbox-signature", "")):

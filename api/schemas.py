@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
 
 from domain.money import MAX_AMOUNT_FEN
+from domain.payment import RefundStatus
 from domain.policy import PaymentStatus, ServiceStatus
 from domain.visit import Category, EventType, Stage
 
@@ -170,7 +171,7 @@ class BillLine(BaseModel):
 
 
 class PaymentLine(BaseModel):
-    kind: Literal["payment", "refund"]
+    kind: Literal["payment", "refund", "refund_reversal"]
     payment_id: str | None
     amount_fen: int
     at: datetime
@@ -232,6 +233,25 @@ class PaymentOut(BaseModel):
     status: str
     allocations: list[Allocation]
     created_at: datetime
+
+
+class RefundOut(BaseModel):
+    refund_id: str
+    payment_id: str
+    patient_id: str
+    visit_id: str
+    method: str
+    amount_fen: int
+    reason: str
+    status: RefundStatus
+    detail: str | None
+    channel_refund_no: str | None
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class VisitRefundIn(Request):
+    reason: str = Field("operator", min_length=1, max_length=20)
 
 
 class VisitSummary(BaseModel):

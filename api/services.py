@@ -22,7 +22,7 @@ from api import schemas as s
 from api.deps import AppState
 from api.errors import ApiError
 from db.models import (
-    Enrolment, IdempotencyRecord, Patient, SmsCode, Visit, VisitEvent,
+    Enrolment, IdempotencyRecord, Patient, Refund, SmsCode, Visit, VisitEvent,
 )
 from db.pii import mask_phone
 from db.repositories import (
@@ -77,7 +77,7 @@ async def visit_view(session: AsyncSession, visit: Visit) -> s.VisitOut:
                         booked_at=e.created_at)
              for e in entries if e.kind in ("charge", "reversal")]
     payments = [s.PaymentLine(kind=e.kind, payment_id=e.payment_id, amount_fen=e.amount_fen, at=e.created_at)
-                for e in entries if e.kind in ("payment", "refund")]
+                for e in entries if e.kind in ("payment", "refund", "refund_reversal")]
     return s.VisitOut(
         visit_id=visit.id, patient_id=visit.patient_id, department=visit.department, doctor=visit.doctor,
         channel=visit.channel, stage=visit.stage, payment_status=visit.payment_status,
@@ -294,3 +294,11 @@ def require_normal_service(status: ServiceStatus) -> None:
         raise ApiError(409, "service_suspended", f"post-pay is suspended while the patient is in {status}",
                        service_status=str(status))
 
+
+
+def refund_out(refund: Refund) -> s.RefundOut:
+    return s.RefundOut(refund_id=refund.id, payment_id=refund.payment_id, patient_id=refund.patient_id,
+                       visit_id=refund.visit_id, method=refund.method, amount_fen=refund.amount_fen,
+                       reason=refund.reason, status=refund.status, detail=refund.detail,
+                       channel_refund_no=refund.channel_refund_no, created_at=refund.created_at,
+                       completed_at=refund.completed_at)

@@ -178,13 +178,91 @@ class Payment(Base):
     patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
     method: Mapped[str] = mapped_column(String(20))
     amount_fen: Mapped[int] = mapped_column(Money)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(20))
     actor: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime]
     completed_at: Mapped[datetime | None]
     # channel payments: the visits asked for (allocated when the money lands)
     visit_ids: Mapped[list[Any] | None]
     channel_trade_no: Mapped[str | None] = mapped_column(String(64))
+    refunded_fen: Mapped[int] = mapped_column(Money, default=0, server_default="0")  # refunds that went through
+    # insurance card-less payment: the settlement this self-pay part belongs to
+    insurance_settlement_id: Mapped[str | None] = mapped_column(String(40), index=True)
+
+
+class Refund(Base):
+    """Money going back to the patient through the channel it came from. The ledger's
+    `refund` entry is booked when the refund is asked for (so a credit is returned once);
+    a refused refund books a `refund_reversal` and the credit is back for an operator."""
+
+    __tablename__ = "refund"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # our out_refund_no / out_request_no
+    payment_id: Mapped[str] = mapped_column(ForeignKey("payment.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(String(40), index=True)
+    visit_id: Mapped[str] = mapped_column(ForeignKey("visit.id"), index=True)
+    method: Mapped[str] = mapped_column(String(20))
+    amount_fen: Mapped[int] = mapped_column(Money)
+    reason: Mapped[str] = mapped_column(String(20))  # overpayment | cancellation | operator
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    channel_refund_no: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime]
+    completed_at: Mapped[datetime | None]
+
+
+class InsuranceSettlement(Base):
+    """医保脱卡支付: the bureau's pre-settlement split of a bill, its settlement of the
+    insurance part, and the reversal (冲正) when the self-pay half does not complete."""
+
+    __tablename__ = "insurance_settlement"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
+    visit_ids: Mapped[list[Any]]
+    total_fen: Mapped[int] = mapped_column(Money)
+    pooled_fen: Mapped[int] = mapped_column(Money)  # 统筹基金
+    personal_fen: Mapped[int] = mapped_column(Money)  # 个人账户
+    self_pay_fen: Mapped[int] = mapped_column(Money)  # 自付
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    channel: Mapped[str] = mapped_column(String(20))  # where the self-pay part is paid
+    bureau_settlement_no: Mapped[str | None] = mapped_column(String(64))
+    insurance_payment_id: Mapped[str | None] = mapped_column(String(40))
+    self_pay_payment_id: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class Receipt(Base):
+    """电子票据: issued when a visit settles; a later refund voids it and issues the next
+    version (红冲), so every version stays downloadable."""
+
+    __tablename__ = "receipt"
+    __table_args__ = (UniqueConstraint("visit_id", "version"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the receipt number
+    visit_id: Mapped[str] = mapped_column(ForeignKey("visit.id"), index=True)
+    patient_id: Mapped[str] = mapped_column(String(40), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    total_fen: Mapped[int] = mapped_column(Money)
+    paid_fen: Mapped[int] = mapped_column(Money)
+    content: Mapped[dict[str, Any]]  # the lines and payments as issued
+    check_code: Mapped[str] = mapped_column(String(64))  # HMAC over the content: verifies a copy
+    issued_at: Mapped[datetime]
+    voided_at: Mapped[datetime | None]
+
+
+class StatementRun(Base):
+    """One day's reconciliation of a channel's statement against the ledger."""
+
+    __tablename__ = "statement_run"
+    __table_args__ = (UniqueConstraint("channel", "day"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(20))
+    day: Mapped[str] = mapped_column(String(10))  # YYYY-MM-DD, local
+    matched: Mapped[int] = mapped_column(Integer)
+    mismatches: Mapped[list[Any]]
+    channel_total_fen: Mapped[int] = mapped_column(Money)
+    ledger_total_fen: Mapped[int] = mapped_column(Money)
+    created_at: Mapped[datetime]
 
 
 class IdempotencyRecord(Base):

@@ -5,12 +5,14 @@ the caller's transaction, once: a repeat finds the payment already moved and boo
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from db.models import LedgerEntry, Payment, Visit
+from db.models import LedgerEntry, Payment, Refund, Visit
+from db.refunds import refund_credit
 from db.repositories import audit, lock_patient, open_visits, utcnow
 from domain.bill import OpenBill, Totals, allocate
 from domain.payment import Illegal, PaymentEvent, PaymentState, PaymentStatus, apply
@@ -39,10 +41,17 @@ async def unpaid(session: AsyncSession, patient_id: str, visit_ids: list[str] | 
     return [(v, t) for v, t in bills if v.id in wanted]
 
 
+@dataclass
+class Landed:
+    payment: Payment
+    parts: list[tuple[str, int]]  # (visit_id, fen): the payment's allocations
+    refunds: list[Refund] = field(default_factory=list)  # money beyond the bill, on its way back
+    new: bool = True  # False: told again, nothing booked this time
+
+
 def book(session: AsyncSession, payment: Payment, bills: list[tuple[Visit, Totals]]) -> list[tuple[str, int]]:
     """Ledger entries for a payment that landed; they always add up to its amount. Money
-    beyond what is owed stays on the newest visit as a credit (refunded by the channel
-    refund flow)."""
+    beyond what is owed lands on the newest visit as a credit, which the caller refunds."""
     parts = allocate(payment.amount_fen, [OpenBill(visit_id=v.id, balance_fen=t.balance_fen) for v, t in bills])
     rest = payment.amount_fen - sum(a for _, a in parts)
     if rest > 0:
@@ -61,8 +70,9 @@ def book(session: AsyncSession, payment: Payment, bills: list[tuple[Visit, Total
 
 
 async def channel_paid(session: AsyncSession, *, channel: str, payment_id: str, amount_fen: object,
-                       trade_no: str) -> tuple[Payment, list[tuple[str, int]]]:
-    """A verified notification (or query) says the order is paid: land the money once."""
+                       trade_no: str) -> Landed:
+    """A verified notification (or query) says the order is paid: land the money once, and
+    ask back at once whatever it paid beyond the bill (paid twice, or the bill shrank)."""
     payment = await session.get(Payment, payment_id, with_for_update=True)
     if payment is None or payment.method != channel:
         raise PaymentProblem(404, "payment_not_found", f"no {channel} payment {payment_id}")
@@ -73,8 +83,9 @@ async def channel_paid(session: AsyncSession, *, channel: str, payment_id: str, 
     if isinstance(moved, Illegal):
         raise PaymentProblem(409, "payment_conflict", moved.detail)
     if not moved.changed:  # told again: the money landed once already
-        entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.payment_id == payment.id))).all()
-        return payment, [(e.visit_id, e.amount_fen) for e in entries]
+        entries = (await session.scalars(select(LedgerEntry).where(
+            LedgerEntry.payment_id == payment.id, LedgerEntry.kind == "payment"))).all()
+        return Landed(payment=payment, parts=[(e.visit_id, e.amount_fen) for e in entries], new=False)
     bills = await unpaid(session, payment.patient_id, payment.visit_ids)
     payment.status = str(moved.state.status)
     payment.completed_at = utcnow()
@@ -82,7 +93,11 @@ async def channel_paid(session: AsyncSession, *, channel: str, payment_id: str, 
     parts = book(session, payment, bills or await _any_visit(session, payment))
     audit(session, actor=f"channel:{channel}", action="payment_succeeded", subject_type="patient",
           subject_id=payment.patient_id, payment_id=payment.id, amount_fen=payment.amount_fen, trade_no=trade_no)
-    return payment, parts
+    refunds = []
+    for visit_id, _ in parts:
+        refunds += await refund_credit(session, visit_id=visit_id, patient_id=payment.patient_id,
+                                       reason="overpayment", actor=f"channel:{channel}")
+    return Landed(payment=payment, parts=parts, refunds=refunds)
 
 
 async def _any_visit(session: AsyncSession, payment: Payment) -> list[tuple[Visit, Totals]]:

@@ -12,11 +12,13 @@ class EntryKind(StrEnum):
     charge = "charge"
     reversal = "reversal"
     payment = "payment"
-    refund = "refund"
+    refund = "refund"  # money on its way back to the patient (booked when the refund is asked for)
+    refund_reversal = "refund_reversal"  # the channel refused the refund: the credit is back
 
 
 # How each kind moves what the patient owes.
-SIGN = {EntryKind.charge: 1, EntryKind.reversal: -1, EntryKind.payment: -1, EntryKind.refund: 1}
+SIGN = {EntryKind.charge: 1, EntryKind.reversal: -1, EntryKind.payment: -1, EntryKind.refund: 1,
+        EntryKind.refund_reversal: -1}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,7 +41,7 @@ def totals(entries: Iterable[Entry]) -> Totals:
             raise ValueError("ledger amounts are positive; the kind gives the direction")
         sums[entry.kind] += entry.amount_fen
     total = sums[EntryKind.charge] - sums[EntryKind.reversal]
-    paid = sums[EntryKind.payment] - sums[EntryKind.refund]
+    paid = sums[EntryKind.payment] - sums[EntryKind.refund] + sums[EntryKind.refund_reversal]
     return Totals(total_fen=total, paid_fen=paid, balance_fen=total - paid)
 
 
@@ -62,4 +64,28 @@ def allocate(amount_fen: int, bills: Iterable[OpenBill]) -> list[tuple[str, int]
         part = min(left, bill.balance_fen)
         out.append((bill.visit_id, part))
         left -= part
+    return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refundable:
+    payment_id: str
+    fen: int  # what this payment put on the visit and has not yet had back
+
+
+def plan_refunds(credit_fen: int, sources: Iterable[Refundable]) -> list[tuple[str, int]]:
+    """Return a visit's credit to the payments that made it, newest first (the caller orders
+    them), never more than a payment put on the visit. Returns (payment_id, fen) pairs; a
+    credit no payment can carry (misuse) raises."""
+    out: list[tuple[str, int]] = []
+    left = credit_fen
+    for source in sources:
+        if left <= 0:
+            break
+        part = min(left, source.fen)
+        if part > 0:
+            out.append((source.payment_id, part))
+            left -= part
+    if left > 0:
+        raise ValueError(f"a credit of {credit_fen} fen is more than its payments can return")
     return out

@@ -102,3 +102,31 @@ def apply(state: PaymentState, event: PaymentEvent, *, amount_fen: int = 0) -> M
             return illegal(f"refunds would exceed the payment ({total} > {state.amount_fen} fen)")
         return to(S.refunded if total == state.amount_fen else S.partially_refunded, refunded_fen=total)
     raise AssertionError(f"unhandled payment event {event}")  # pragma: no cover
+
+
+class RefundStatus(StrEnum):
+    created = "created"  # booked in the ledger, not yet at the channel
+    processing = "processing"  # the channel took it; money on its way
+    manual = "manual"  # paid at the window: an operator hands the money back and confirms
+    succeeded = "succeeded"
+    failed = "failed"  # the channel refused for good: the credit is back, an operator decides
+
+
+REFUND_FINAL = frozenset({RefundStatus.succeeded, RefundStatus.failed})
+_REFUND_MOVES = {
+    RefundStatus.created: {RefundStatus.processing, RefundStatus.manual, RefundStatus.succeeded, RefundStatus.failed},
+    RefundStatus.processing: {RefundStatus.succeeded, RefundStatus.failed},
+    RefundStatus.manual: {RefundStatus.succeeded},
+}
+
+
+def refund_move(status: RefundStatus, to: RefundStatus) -> bool | None:
+    """True: move; False: nothing to do (told again, or a later answer no newer than ours);
+    None: illegal (a final refund never changes its outcome)."""
+    if to is status:
+        return False
+    if status in REFUND_FINAL:
+        return None
+    if to in _REFUND_MOVES.get(status, set()):
+        return True
+    return False  # e.g. "processing" after "manual": no news

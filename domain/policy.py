@@ -79,6 +79,9 @@ class PaymentPolicy:
     quiet_hours: QuietHours | None = QuietHours(start_minute=21 * 60, end_minute=8 * 60)
     # the pre-default notice goes out this long before the deadline (not before arrears)
     notice_before_seconds: float = 86400
+    # a settled visit stays open this long for cancellations (退费) and late money to refund;
+    # 0 (visits started before refunds existed): it closes when settled
+    refund_window_seconds: float = 0
 
     def deadlines(self, discharged_at: datetime) -> Deadlines:
         _require_aware(discharged_at)

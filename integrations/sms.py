@@ -29,6 +29,8 @@ TEMPLATES: dict[str, tuple[str, str]] = {
     "card_locked": ("SMS_480100005", "您的就诊欠费${amount}元已逾期，医保卡已锁定，欠费已上报征信平台。支付后自动解锁并更正。"),
     "payment_received": ("SMS_480100006", "已收到您的付款，本次就诊费用${amount}元已结清。"),
     "payment_received_unlocked": ("SMS_480100007", "已收到您的付款，就诊费用${amount}元已结清，医保卡已解锁，征信记录已更正。"),
+    "refund_sent": ("SMS_480100009", "您的退费${amount}元已按原支付方式退回，请注意查收。"),
+    "refund_at_window": ("SMS_480100010", "您有退费${amount}元，请携带就诊卡到医院收费窗口办理。"),
 }
 
 

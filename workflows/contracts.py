@@ -15,6 +15,10 @@ def workflow_id(visit_id: str) -> str:
     return f"visit-{visit_id}"
 
 
+def refund_workflow_id(refund_id: str) -> str:
+    return f"refund-{refund_id}"
+
+
 # --- the workflow ----------------------------------------------------------------------
 
 
@@ -161,6 +165,53 @@ class ReportCreditResult:
     record_id: str
 
 
+# --- refunds -----------------------------------------------------------------------------
+
+REFUND_CREDIT = "refund_credit"
+SUBMIT_REFUND = "submit_refund"
+CHECK_REFUND = "check_refund"
+FIND_STALE_REFUNDS = "find_stale_refunds"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundInput:
+    refund_id: str
+    patient_id: str
+    visit_id: str
+    payment_id: str
+    method: str
+    amount_fen: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundCreditInput:
+    visit_id: str
+    patient_id: str
+    reason: str  # cancellation | overpayment
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundCreditResult:
+    refunds: list[RefundInput] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundStatusInput:
+    refund_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefundStatusResult:
+    refund_id: str
+    status: str  # domain.payment.RefundStatus
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StaleRefundsResult:
+    refunds: list[RefundInput] = field(default_factory=list)
+
+
 # --- reconciliation ------------------------------------------------------------------
 
 RECONCILE_SCHEDULE_ID = "reconcile-payments"
@@ -194,9 +245,11 @@ class ReconcilePaymentResult:
     payment_id: str
     status: str  # the payment's status after asking the channel
     landed: list[AllocationResult] = field(default_factory=list)  # money that landed just now
+    refunds: list[RefundInput] = field(default_factory=list)  # what it paid beyond the bill, to send back
 
 
 @dataclass(frozen=True, kw_only=True)
 class ReconcileResult:
     checked: int
     landed: int
+    refunds_resumed: int = 0

@@ -1,5 +1,6 @@
 """ReconcileWorkflow: run by the `reconcile-payments` schedule. Asks the channels about every
-stale pending payment and tells the visits about money that landed."""
+stale pending payment, tells the visits about money that landed, sends back what it paid
+beyond the bill, and restarts refunds whose workflow never started."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from workflows import contracts as c
+    from workflows.refund import start_refunds
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30),
                     maximum_attempts=5)
@@ -36,4 +38,11 @@ class ReconcileWorkflow:
                                                                                    amount_fen=part.amount_fen))
                 except Exception:  # noqa: BLE001 - a settled visit's workflow is gone; its money is booked
                     workflow.logger.info("visit %s no longer waits for payment %s", part.visit_id, payment_id)
-        return c.ReconcileResult(checked=len(stale.payment_ids), landed=landed)
+            await start_refunds(result.refunds)
+        resumed = 0
+        if workflow.patched("reconcile-refunds"):
+            stale_refunds = await workflow.execute_activity(
+                c.FIND_STALE_REFUNDS, inp, result_type=c.StaleRefundsResult,
+                start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY, summary="find stalled refunds")
+            resumed = await start_refunds(stale_refunds.refunds)
+        return c.ReconcileResult(checked=len(stale.payment_ids), landed=landed, refunds_resumed=resumed)

@@ -21,6 +21,10 @@ with workflow.unsafe.imports_passed_through():
     from domain.policy import Action, PaymentPolicy, PaymentState, PaymentStatus
     from domain.visit import Category, Event, EventType, Item, Refusal, Stage, VisitState, apply
     from workflows import contracts as c
+    from workflows.refund import start_refunds
+
+# patch ids: visits that began waiting before refunds existed keep their old shape
+REFUND_CREDIT_PATCH, REFUND_WINDOW_PATCH = "refund-credit", "refund-window"
 
 VISIT_STAGE = SearchAttributeKey.for_keyword("VisitStage")
 PAYMENT_STATUS = SearchAttributeKey.for_keyword("PaymentStatus")
@@ -80,6 +84,8 @@ class VisitWorkflow:
         self._reported_fen = 0
         self._notice_sent_at: datetime | None = None
         self._wake = False  # a payment or a change of the bill arrived: look at the balance again
+        self._refunded_fen = 0
+        self._refunds_until: datetime | None = None
 
     # --- the run ------------------------------------------------------------------------
 
@@ -102,6 +108,8 @@ class VisitWorkflow:
 
         await workflow.wait_condition(lambda: self._discharged_at is not None)
         await self._payment_phase(inp.policy)
+        if inp.policy.refund_window_seconds > 0 and workflow.patched(REFUND_WINDOW_PATCH):
+            await self._refund_window(inp.policy)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
 
@@ -119,6 +127,8 @@ class VisitWorkflow:
         while True:
             if self._wake:
                 await self._refresh_balance()
+            if self._balance < 0 and workflow.patched(REFUND_CREDIT_PATCH):
+                await self._return_credit("cancellation")
             state = PaymentState(discharged_at=self._discharged_at, balance_fen=self._balance,
                                  in_arrears=self._in_arrears, defaulted=self._defaulted,
                                  last_dunning_at=self._last_dunning_at,
@@ -208,6 +218,34 @@ class VisitWorkflow:
         if bill.total_fen > 0:
             await self._sms("payment_received_unlocked" if undo else "payment_received",
                             {"amount": yuan(bill.total_fen)})
+
+    async def _return_credit(self, reason: str) -> None:
+        """The ledger shows a credit (an order cancelled after payment, 退费): send it back
+        to the payments that made it, each refund in its own workflow."""
+        result = await workflow.execute_activity(
+            c.REFUND_CREDIT,
+            c.RefundCreditInput(visit_id=self._input.visit_id, patient_id=self._input.patient_id, reason=reason),
+            result_type=c.RefundCreditResult, start_to_close_timeout=TIMEOUT, retry_policy=RETRY,
+            summary=f"refund the credit of {format_fen(-self._balance)}")
+        await start_refunds(result.refunds)
+        self._refunded_fen += sum(r.amount_fen for r in result.refunds)
+        await self._refresh_balance()
+
+    async def _refund_window(self, policy: PaymentPolicy) -> None:
+        """Settled, the visit stays open a while: a cancellation now (退费) is refunded."""
+        self._refunds_until = workflow.now() + timedelta(seconds=policy.refund_window_seconds)
+        self._describe()
+        while (left := self._refunds_until - workflow.now()) > timedelta(0):
+            try:
+                await workflow.wait_condition(lambda: self._wake, timeout=left,
+                                              timeout_summary="refund window closes")
+            except asyncio.TimeoutError:
+                break
+            await self._refresh_balance()
+            if self._balance < 0:
+                await self._return_credit("cancellation")
+        self._refunds_until = None
+        self._describe()
 
     # --- clinical events ----------------------------------------------------------------
 
@@ -331,4 +369,8 @@ class VisitWorkflow:
             lines.append("**Credit platform:** default reported")
         if self._dunning_sent:
             lines.append(f"**Reminders sent:** {self._dunning_sent}")
+        if self._refunded_fen:
+            lines.append(f"**Refunds asked for:** {format_fen(self._refunded_fen)}")
+        if self._refunds_until is not None:
+            lines.append(f"**Open for cancellations (退费) until:** {self._refunds_until.isoformat()}")
         workflow.set_current_details("\n\n".join(lines))

@@ -15,8 +15,10 @@ from api import services as svc
 from api.deps import OpsDep, SessionDep, StateDep
 from api.errors import ApiError, responses
 from api.metrics import PAYMENTS
-from db.models import AuditLog, Payment, Visit
-from db.repositories import audit, totals_by_visit, utcnow
+from db.models import AuditLog, Payment, Refund, Visit
+from db.refunds import refund_credit, settle_refund
+from db.repositories import audit, lock_patient, totals_by_visit, utcnow
+from domain.payment import RefundStatus
 from domain.policy import PaymentStatus
 
 log = logging.getLogger("yihoufu.api.ops")
@@ -101,3 +103,65 @@ async def audit_trail(session: SessionDep, _: OpsDep,
         .order_by(AuditLog.id).limit(limit))).all()
     return [s.AuditEntry(at=r.at, actor=r.actor, action=r.action, subject_type=r.subject_type,
                          subject_id=r.subject_id, reason=r.reason, detail=r.detail) for r in rows]
+
+
+# --- refunds ---------------------------------------------------------------------------
+
+
+@router.get("/refunds", response_model=list[s.RefundOut], responses=responses(401, 422))
+async def list_refunds(session: SessionDep, _: OpsDep, status: RefundStatus | None = None,
+                       patient_id: str | None = None, visit_id: str | None = None,
+                       limit: int = Query(200, ge=1, le=1000)) -> Any:
+    """Refunds, newest first: `manual` ones wait for money handed back at the window,
+    `failed` ones for an operator's decision (their credit is back on the visit)."""
+    stmt = select(Refund).order_by(Refund.created_at.desc(), Refund.id).limit(limit)
+    if status is not None:
+        stmt = stmt.where(Refund.status == str(status))
+    if patient_id is not None:
+        stmt = stmt.where(Refund.patient_id == patient_id)
+    if visit_id is not None:
+        stmt = stmt.where(Refund.visit_id == visit_id)
+    return [svc.refund_out(r) for r in (await session.scalars(stmt)).all()]
+
+
+@router.post("/refunds/{refund_id}/complete", response_model=s.RefundOut, responses=responses(401, 404, 409))
+async def complete_refund(refund_id: str, state: StateDep, session: SessionDep, actor: OpsDep) -> Any:
+    """The money of a window refund was handed back: confirm it (a repeat is harmless)."""
+    refund = await session.get(Refund, refund_id)
+    if refund is None:
+        raise ApiError(404, "refund_not_found", f"no refund {refund_id}")
+    if refund.status not in (RefundStatus.manual, RefundStatus.succeeded):
+        raise ApiError(409, "refund_not_manual", f"refund {refund_id} is {refund.status}: the channel returns it")
+    refund = await settle_refund(session, refund_id, RefundStatus.succeeded, actor=actor,
+                                 detail="handed back at the window")
+    assert refund is not None
+    data = svc.refund_out(refund)
+    await session.commit()
+    await payments.wake_refund(state, refund_id)
+    return data
+
+
+@router.post("/visits/{visit_id}/refunds", response_model=list[s.RefundOut], status_code=201,
+             responses=responses(401, 404, 409, 422))
+async def refund_visit_credit(visit_id: str, body: s.VisitRefundIn, state: StateDep, session: SessionDep,
+                              actor: OpsDep, idempotency_key: IdempotencyKey = None) -> Any:
+    """Return a visit's credit now (after a refused refund, or money that arrived after the
+    visit closed): one refund per payment that made it, newest first."""
+    visit = await session.get(Visit, visit_id)
+    if visit is None:
+        raise ApiError(404, "visit_not_found", f"no visit {visit_id}")
+    await lock_patient(session, visit.patient_id)  # a concurrent retry waits, then sees the first answer
+    key = f"ops-refund:{idempotency_key}" if idempotency_key else None
+    request_hash = svc.body_hash({"visit_id": visit_id, **body.model_dump()})
+    if key and (stored := await svc.replay(session, key, request_hash)) is not None:
+        return JSONResponse(stored.response, status_code=stored.status_code)
+    refunds = await refund_credit(session, visit_id=visit_id, patient_id=visit.patient_id, reason=body.reason,
+                                  actor=actor)
+    if not refunds:
+        raise ApiError(409, "no_credit", f"visit {visit_id} has no credit to refund")
+    data = [svc.refund_out(r).model_dump(mode="json") for r in refunds]
+    if key:
+        svc.remember(session, key, request_hash, 201, data)  # type: ignore[arg-type]
+    await session.commit()
+    await payments.start_refunds(state, refunds)
+    return JSONResponse(data, status_code=201)

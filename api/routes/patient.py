@@ -16,7 +16,7 @@ from api import services as svc
 from api import tokens
 from api.deps import PatientDep, PatientSessionDep, SessionDep, StateDep
 from api.errors import ApiError, responses
-from db.models import AuditLog, Patient, PatientSession, Payment, SmsMessage, Visit
+from db.models import AuditLog, Patient, PatientSession, Payment, Refund, SmsMessage, Visit
 from db.repositories import active_enrolment, audit, open_visits, utcnow
 from integrations.payments.wechat import WeChatPayError
 
@@ -186,3 +186,11 @@ async def notifications(patient: PatientDep, session: SessionDep, limit: int = Q
                                   .order_by(SmsMessage.id.desc()).limit(limit))).all()
     return [s.Notification(template=m.template, text=m.text, visit_id=m.visit_id, sent_at=m.created_at)
             for m in rows]
+
+
+@router.get("/refunds", response_model=list[s.RefundOut], responses=responses(401, 403))
+async def my_refunds(patient: PatientDep, session: SessionDep) -> Any:
+    """Money on its way back: refunds of overpayments and of cancelled orders (退费)."""
+    rows = (await session.scalars(select(Refund).where(Refund.patient_id == patient.id)
+                                  .order_by(Refund.created_at.desc()))).all()
+    return [svc.refund_out(r) for r in rows]

@@ -72,12 +72,13 @@ async def complete_payment(payment_id: str, state: StateDep, session: SessionDep
         except (WeChatPayError, AlipayError) as err:
             raise ApiError(502, "channel_error", f"the {payment.method} simulator refused: {err}") from None
         await session.refresh(payment)
-        entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.payment_id == payment_id))).all()
+        entries = (await session.scalars(select(LedgerEntry).where(
+            LedgerEntry.payment_id == payment_id, LedgerEntry.kind == "payment"))).all()
         return payments.out(payment, [(e.visit_id, e.amount_fen) for e in entries])
     if payment is None or payment.method != "sandbox":
         raise ApiError(404, "payment_not_found", f"no sandbox payment {payment_id}")
     body, headers = payments.sandbox_notification(state.settings.sandbox_channel_secret, payment)
-    payment, parts = await payments.sandbox_notified(state, session, body, {k.lower(): v for k, v in headers.items()})
+    money = await payments.sandbox_notified(state, session, body, {k.lower(): v for k, v in headers.items()})
     await session.commit()
-    await payments.tell_workflows(state, payment.id, parts)
-    return payments.out(payment, parts)
+    await payments.landed(state, money)
+    return payments.out(money.payment, money.parts)

@@ -24,9 +24,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from domain.money import fen_from_yuan, yuan
-from integrations.payments.wechat import Paid, _sign, _verify
+from integrations.payments.wechat import Paid, RefundAnswer, _sign, _verify
 
 PAID_STATES = ("TRADE_SUCCESS", "TRADE_FINISHED")
+# Alipay's refusals of a refund that a retry will not change (others, e.g. ACQ.SYSTEM_ERROR
+# or ACQ.SELLER_BALANCE_NOT_ENOUGH, are worth asking again)
+FINAL_REFUND_ERRORS = frozenset({"ACQ.TRADE_NOT_EXIST", "ACQ.TRADE_STATUS_ERROR", "ACQ.TRADE_HAS_CLOSE",
+                                 "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "ACQ.BUYER_ERROR", "ACQ.INVALID_PARAMETER"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +77,34 @@ class AlipayClient:
         fen = fen_from_yuan(str(answer.get("total_amount")))
         return Paid(out_trade_no=str(answer["out_trade_no"]), transaction_id=str(answer.get("trade_no", "")),
                     amount_fen=fen if fen is not None else -1, trade_state=str(answer.get("trade_status")))
+
+    async def refund(self, *, out_request_no: str, out_trade_no: str, refund_fen: int, reason: str) -> RefundAnswer:
+        """alipay.trade.refund; the same out_request_no is the same refund. A repeat answers
+        fund_change=N although the money went back, so anything but Y is confirmed by a query."""
+        answer = await asyncio.to_thread(self._ali.api_alipay_trade_refund, refund_amount=yuan(refund_fen),
+                                         out_trade_no=out_trade_no, out_request_no=out_request_no,
+                                         refund_reason=reason)
+        code = str(answer.get("sub_code") or answer.get("code"))
+        if answer.get("code") != "10000":
+            if code in FINAL_REFUND_ERRORS:
+                return RefundAnswer(out_refund_no=out_request_no, status="failed", detail=f"{code}: "
+                                    f"{answer.get('sub_msg', '')}")
+            raise AlipayError(code, str(answer.get("sub_msg", "")))
+        if answer.get("fund_change") == "Y":
+            return RefundAnswer(out_refund_no=out_request_no, status="succeeded", amount_fen=refund_fen,
+                                channel_refund_no=str(answer.get("trade_no", "")))
+        return await self.query_refund(out_request_no, out_trade_no=out_trade_no)
+
+    async def query_refund(self, out_request_no: str, *, out_trade_no: str) -> RefundAnswer:
+        answer = await asyncio.to_thread(self._ali.api_alipay_trade_fastpay_refund_query,
+                                         out_request_no=out_request_no, out_trade_no=out_trade_no)
+        if answer.get("code") != "10000":
+            raise AlipayError(str(answer.get("sub_code") or answer.get("code")), str(answer.get("sub_msg", "")))
+        if answer.get("refund_status") == "REFUND_SUCCESS":
+            fen = fen_from_yuan(str(answer.get("refund_amount")))
+            return RefundAnswer(out_refund_no=out_request_no, status="succeeded", amount_fen=-1 if fen is None else fen,
+                                channel_refund_no=str(answer.get("trade_no", "")))
+        return RefundAnswer(out_refund_no=out_request_no, status="processing")
 
     async def simulate_payment(self, out_trade_no: str, amount_fen: int) -> None:
         """Sandbox only: the phone opens the cashier (the simulated Alipay learns the order),
@@ -161,8 +193,51 @@ def alipay_simulator_app(*, app_id: str, seller_id: str, app_public_key: str, al
             return signed(name, {"code": "10000", "msg": "Success", "out_trade_no": order["out_trade_no"],
                                  "trade_no": order.get("trade_no", ""), "trade_status": order["trade_status"],
                                  "total_amount": yuan(order["total_fen"])})
+        if method == "alipay.trade.refund":
+            return signed(name, refund(biz))
+        if method == "alipay.trade.fastpay.refund.query":
+            order = state.orders.get(str(biz.get("out_trade_no", "")))
+            if order is None:
+                return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST",
+                                     "sub_msg": "交易不存在"})
+            done = order.setdefault("refunds", {}).get(str(biz.get("out_request_no", "")))
+            if done is None:  # Alipay answers success with no refund fields: no such refund
+                return signed(name, {"code": "10000", "msg": "Success"})
+            return signed(name, {"code": "10000", "msg": "Success", "out_trade_no": order["out_trade_no"],
+                                 "trade_no": order["trade_no"], "out_request_no": biz["out_request_no"],
+                                 "total_amount": yuan(order["total_fen"]), "refund_amount": yuan(done),
+                                 "refund_status": "REFUND_SUCCESS"})
         return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "isv.invalid-method",
                              "sub_msg": "不存在的方法名"})
+
+    def refund(biz: dict[str, Any]) -> dict[str, Any]:
+        def failed(sub_code: str, sub_msg: str) -> dict[str, Any]:
+            return {"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg}
+
+        order = state.orders.get(str(biz.get("out_trade_no", "")))
+        if order is None:
+            return failed("ACQ.TRADE_NOT_EXIST", "交易不存在")
+        if order["trade_status"] != "TRADE_SUCCESS":
+            return failed("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
+        fen = fen_from_yuan(str(biz.get("refund_amount")))
+        if fen is None or fen < 1:
+            return {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-parameter",
+                    "sub_msg": "refund_amount 不合法"}
+        request_no = str(biz.get("out_request_no") or order["out_trade_no"])
+        refunds: dict[str, int] = order.setdefault("refunds", {})
+        fund_change = "N"
+        if request_no in refunds:
+            if refunds[request_no] != fen:
+                return failed("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "同一退款请求号的退款金额不一致")
+        else:
+            if sum(refunds.values()) + fen > order["total_fen"]:
+                return failed("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
+            refunds[request_no] = fen
+            fund_change = "Y"
+        return {"code": "10000", "msg": "Success", "trade_no": order["trade_no"], "out_trade_no": order["out_trade_no"],
+                "buyer_logon_id": "159****5620", "fund_change": fund_change,
+                "refund_fee": yuan(sum(refunds.values())),
+                "gmt_refund_pay": datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")}
 
     @app.post("/_sim/pay/{out_trade_no}")
     async def pay(out_trade_no: str, notify: bool = True) -> JSONResponse:

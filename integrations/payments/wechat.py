@@ -63,6 +63,29 @@ class Paid:
     trade_state: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class RefundAnswer:
+    """What a channel says about a refund, in our words (domain.payment.RefundStatus)."""
+    out_refund_no: str
+    status: str  # processing | succeeded | failed
+    channel_refund_no: str = ""
+    amount_fen: int = 0
+    detail: str = ""
+
+
+REFUND_STATES = {"SUCCESS": "succeeded", "PROCESSING": "processing", "CLOSED": "failed", "ABNORMAL": "failed"}
+
+
+def _refund_answer(data: dict[str, Any]) -> RefundAnswer:
+    status = str(data.get("status") or data.get("refund_status") or "")
+    refund = data.get("amount", {}).get("refund") if isinstance(data.get("amount"), dict) else None
+    detail = {"ABNORMAL": "退款异常：用户银行卡不可用，需线下处理", "CLOSED": "退款关闭"}.get(status, "")
+    return RefundAnswer(out_refund_no=str(data.get("out_refund_no", "")), status=REFUND_STATES.get(status, "processing"),
+                        channel_refund_no=str(data.get("refund_id", "")),
+                        amount_fen=refund if isinstance(refund, int) and not isinstance(refund, bool) else -1,
+                        detail=detail)
+
+
 class WeChatPayClient:
     def __init__(self, config: WeChatConfig) -> None:
         self.config = config
@@ -92,6 +115,24 @@ class WeChatPayClient:
         return Paid(out_trade_no=data["out_trade_no"], transaction_id=str(data.get("transaction_id") or ""),
                     amount_fen=int(data["amount"]["total"]), trade_state=str(data["trade_state"]))
 
+    async def refund(self, *, out_refund_no: str, out_trade_no: str, refund_fen: int, total_fen: int,
+                     reason: str) -> RefundAnswer:
+        """Ask WeChat to return money to the payer (same out_refund_no: the same refund)."""
+        code, message = await asyncio.to_thread(
+            self._wx.refund, out_refund_no=out_refund_no, out_trade_no=out_trade_no, reason=reason,
+            amount={"refund": refund_fen, "total": total_fen, "currency": "CNY"})
+        data = _json(message)
+        if code != 200:
+            raise WeChatPayError(code, str(data.get("code")), str(data.get("message")))
+        return _refund_answer(data)
+
+    async def query_refund(self, out_refund_no: str) -> RefundAnswer:
+        code, message = await asyncio.to_thread(self._wx.query_refund, out_refund_no=out_refund_no)
+        data = _json(message)
+        if code != 200:
+            raise WeChatPayError(code, str(data.get("code")), str(data.get("message")))
+        return _refund_answer(data)
+
     async def simulate_payment(self, out_trade_no: str) -> None:
         """Sandbox only: the patient pays at the simulated WeChat, which then notifies us."""
         async with httpx.AsyncClient(timeout=30) as http:
@@ -99,8 +140,10 @@ class WeChatPayClient:
         if r.status_code != 200:
             raise WeChatPayError(r.status_code, "SIMULATOR", r.text)
 
-    def verify_notification(self, headers: dict[str, str], body: bytes, *, now: float | None = None) -> Paid | None:
-        """A notification's transaction, or None when it is forged, stale, or not for this merchant."""
+    def verify_notification(self, headers: dict[str, str], body: bytes, *,
+                            now: float | None = None) -> Paid | RefundAnswer | None:
+        """A notification's transaction (or refund), or None when it is forged, stale, or not
+        for this merchant."""
         h = {k.lower(): v for k, v in headers.items()}
         stamp = h.get("wechatpay-timestamp", "")
         if not stamp.isdigit() or abs((now or time.time()) - int(stamp)) > MAX_SKEW_SECONDS:
@@ -114,6 +157,10 @@ class WeChatPayClient:
         if not result or not isinstance(result.get("resource"), dict):
             return None
         tx = result["resource"]
+        if str(result.get("event_type", "")).startswith("REFUND."):
+            if tx.get("mchid") != self.config.mchid or not tx.get("out_refund_no"):
+                return None
+            return _refund_answer(tx)
         if tx.get("appid") != self.config.appid or tx.get("mchid") != self.config.mchid:
             return None
         total = tx.get("amount", {}).get("total")
@@ -174,15 +221,18 @@ class Merchant:
 @dataclass
 class SimState:
     orders: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    refunds: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (mchid, out_refund_no)
     nonces: set[str] = field(default_factory=set)
     notifications: list[tuple[str, int]] = field(default_factory=list)  # (out_trade_no, our HTTP answer)
+    refund_outcome: dict[str, str] = field(default_factory=dict)  # out_trade_no -> SUCCESS | ABNORMAL | CLOSED
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 AUTH = re.compile(r'(\w+)="([^"]*)"')
 
 
 def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str, platform_public_key_id: str,
-                         apiv3_key: str) -> FastAPI:
+                         apiv3_key: str, refund_delay: float = 0.5) -> FastAPI:
     app = FastAPI(title="WeChat Pay v3 (simulated)", docs_url=None, redoc_url=None, openapi_url=None)
     state = SimState()
     app.state.wechat = state
@@ -279,6 +329,89 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
             return error(404, "ORDER_NOT_EXIST", "订单不存在")
         return signed(transaction(order))
 
+    def refund_view(refund: dict[str, Any]) -> dict[str, Any]:
+        return {"refund_id": refund["refund_id"], "out_refund_no": refund["out_refund_no"],
+                "transaction_id": refund["transaction_id"], "out_trade_no": refund["out_trade_no"],
+                "channel": "ORIGINAL", "user_received_account": "支付用户零钱", "status": refund["status"],
+                "create_time": refund["create_time"], "success_time": refund.get("success_time"),
+                "amount": {"total": refund["total"], "refund": refund["refund"], "payer_total": refund["total"],
+                           "payer_refund": refund["refund"], "currency": "CNY"}}
+
+    @app.post("/v3/refund/domestic/refunds")
+    async def create_refund(request: Request) -> JSONResponse:
+        raw = await request.body()
+        merchant = authenticate(request, raw)
+        if isinstance(merchant, JSONResponse):
+            return merchant
+        try:
+            body = json.loads(raw)
+            out_refund_no, amount = str(body["out_refund_no"]), body["amount"]
+            refund, total, currency = amount["refund"], amount["total"], amount["currency"]
+        except (ValueError, KeyError, TypeError):
+            return error(400, "PARAM_ERROR", "缺少必填参数")
+        order = state.orders.get((merchant.mchid, str(body.get("out_trade_no", ""))))
+        if order is None:
+            return error(404, "RESOURCE_NOT_EXISTS", "订单不存在")
+        if order["trade_state"] != "SUCCESS":
+            return error(403, "TRADE_ERROR", "订单未支付，不能退款")
+        if not re.fullmatch(r"[0-9A-Za-z_\-|*@]{1,64}", out_refund_no):
+            return error(400, "PARAM_ERROR", "out_refund_no 格式错误")
+        if (not isinstance(refund, int) or isinstance(refund, bool) or refund < 1 or total != order["total"]
+                or currency != "CNY"):
+            return error(400, "PARAM_ERROR", "退款金额或订单金额错误")
+        key = (merchant.mchid, out_refund_no)
+        if (existing := state.refunds.get(key)) is not None:
+            if existing["refund"] != refund or existing["out_trade_no"] != order["out_trade_no"]:
+                return error(400, "INVALID_REQUEST", "同一退款单号的退款金额或订单不一致")
+            return signed(refund_view(existing))
+        already = sum(r["refund"] for r in state.refunds.values()
+                      if r["out_trade_no"] == order["out_trade_no"] and r["status"] != "CLOSED")
+        if already + refund > order["total"]:
+            return error(400, "INVALID_REQUEST", "退款金额超过订单可退金额")
+        entry = {"refund_id": "50" + f"{secrets.randbelow(10**27):027d}", "out_refund_no": out_refund_no,
+                 "transaction_id": order["transaction_id"], "out_trade_no": order["out_trade_no"],
+                 "total": total, "refund": refund, "status": "PROCESSING", "mchid": merchant.mchid,
+                 "notify_url": body.get("notify_url") or order["notify_url"],
+                 "create_time": datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="seconds")}
+        state.refunds[key] = entry
+        task = asyncio.create_task(finish_refund(entry, state.refund_outcome.get(order["out_trade_no"], "SUCCESS")))
+        state.tasks.add(task)
+        task.add_done_callback(state.tasks.discard)
+        return signed(refund_view(entry))
+
+    async def finish_refund(refund: dict[str, Any], outcome: str) -> None:
+        """The money reaches the payer (or the bank refuses), then WeChat notifies the merchant."""
+        await asyncio.sleep(refund_delay)
+        refund["status"] = outcome
+        if outcome == "SUCCESS":
+            refund["success_time"] = datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="seconds")
+        resource = {"mchid": refund["mchid"], "out_trade_no": refund["out_trade_no"],
+                    "transaction_id": refund["transaction_id"], "out_refund_no": refund["out_refund_no"],
+                    "refund_id": refund["refund_id"], "refund_status": outcome,
+                    "success_time": refund.get("success_time"), "user_received_account": "支付用户零钱",
+                    "amount": {"total": refund["total"], "refund": refund["refund"], "payer_total": refund["total"],
+                               "payer_refund": refund["refund"]}}
+        try:
+            await post_notification(refund["notify_url"], resource, f"REFUND.{outcome}", "refund", "退款结果")
+        except httpx.HTTPError:
+            pass  # a lost notification: the merchant's query finds the outcome
+
+    @app.get("/v3/refund/domestic/refunds/{out_refund_no}")
+    async def query_refund(out_refund_no: str, request: Request) -> JSONResponse:
+        merchant = authenticate(request, b"")
+        if isinstance(merchant, JSONResponse):
+            return merchant
+        refund = state.refunds.get((merchant.mchid, out_refund_no))
+        if refund is None:
+            return error(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
+        return signed(refund_view(refund))
+
+    @app.post("/_sim/refund-outcome/{out_trade_no}")
+    async def set_refund_outcome(out_trade_no: str, outcome: str = "ABNORMAL") -> JSONResponse:
+        """Make refunds of this order end so (ABNORMAL: the payer's card was closed)."""
+        state.refund_outcome[out_trade_no] = outcome
+        return JSONResponse({"out_trade_no": out_trade_no, "outcome": outcome})
+
     @app.post("/_sim/pay/{mchid}/{out_trade_no}")
     async def pay(mchid: str, out_trade_no: str, notify: bool = True) -> JSONResponse:
         """The patient pays: WeChat marks the order paid and notifies the merchant (unless
@@ -293,14 +426,22 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
         return JSONResponse({"notified": status})
 
     async def send_notification(order: dict[str, Any]) -> int:
+        status = await post_notification(order["notify_url"], transaction(order), "TRANSACTION.SUCCESS",
+                                         "transaction", "支付成功")
+        state.notifications.append((order["out_trade_no"], status))
+        return status
+
+    async def post_notification(url: str, resource: dict[str, Any], event_type: str, original_type: str,
+                                summary: str) -> int:
         nonce = secrets.token_hex(6)  # 12 characters: the GCM nonce
-        plain = json.dumps(transaction(order), ensure_ascii=False).encode()
-        cipher = AESGCM(apiv3_key.encode()).encrypt(nonce.encode(), plain, b"transaction")
+        plain = json.dumps(resource, ensure_ascii=False).encode()
+        cipher = AESGCM(apiv3_key.encode()).encrypt(nonce.encode(), plain, original_type.encode())
         body = json.dumps({
-            "id": secrets.token_hex(18), "create_time": order["success_time"],
-            "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
-            "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
-                         "ciphertext": base64.b64encode(cipher).decode(), "associated_data": "transaction",
+            "id": secrets.token_hex(18), "create_time": datetime.now(timezone(timedelta(hours=8))).isoformat(
+                timespec="seconds"),
+            "resource_type": "encrypt-resource", "event_type": event_type, "summary": summary,
+            "resource": {"original_type": original_type, "algorithm": "AEAD_AES_256_GCM",
+                         "ciphertext": base64.b64encode(cipher).decode(), "associated_data": original_type,
                          "nonce": nonce}}, ensure_ascii=False, separators=(",", ":"))
         stamp, sig_nonce = str(int(time.time())), secrets.token_hex(16)
         headers = {"Wechatpay-Timestamp": stamp, "Wechatpay-Nonce": sig_nonce,
@@ -308,8 +449,7 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
                    "Wechatpay-Serial": platform_public_key_id, "Wechatpay-Signature-Type": SIGNATURE_TYPE,
                    "Content-Type": "application/json"}
         async with httpx.AsyncClient(timeout=10) as http:
-            response = await http.post(order["notify_url"], content=body.encode(), headers=headers)
-        state.notifications.append((order["out_trade_no"], response.status_code))
+            response = await http.post(url, content=body.encode(), headers=headers)
         return response.status_code
 
     return app

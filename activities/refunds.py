@@ -1,0 +1,124 @@
+"""Refunds: ask the channel to send money back, and find out whether it went.
+
+Every call to a channel carries the refund's id as the channel's own refund number
+(WeChat `out_refund_no`, Alipay `out_request_no`), so a retried call is the same refund.
+A window payment (cash, card, insurance) is handed back by an operator, who confirms it."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from db.models import Payment, Refund
+from db.refunds import WINDOW_METHODS, refund_credit, settle_refund
+from db.repositories import utcnow
+from domain.payment import RefundStatus
+from integrations.payments.alipay import AlipayClient, AlipayError
+from integrations.payments.wechat import RefundAnswer, WeChatPayClient, WeChatPayError
+from workflows import contracts as c
+
+REASON = "医后付退费"
+
+
+def refund_input(refund: Refund) -> c.RefundInput:
+    return c.RefundInput(refund_id=refund.id, patient_id=refund.patient_id, visit_id=refund.visit_id,
+                         payment_id=refund.payment_id, method=refund.method, amount_fen=refund.amount_fen)
+
+
+class RefundActivities:
+    def __init__(self, factory: async_sessionmaker[AsyncSession], wechat: WeChatPayClient | None,
+                 alipay: AlipayClient | None) -> None:
+        self._factory = factory
+        self._wechat = wechat
+        self._alipay = alipay
+
+    @activity.defn(name=c.REFUND_CREDIT)
+    async def refund_credit(self, inp: c.RefundCreditInput) -> c.RefundCreditResult:
+        async with self._factory() as session, session.begin():
+            refunds = await refund_credit(session, visit_id=inp.visit_id, patient_id=inp.patient_id,
+                                          reason=inp.reason, actor="workflow")
+            return c.RefundCreditResult(refunds=[refund_input(r) for r in refunds])
+
+    async def _load(self, refund_id: str) -> tuple[Refund, Payment]:
+        async with self._factory() as session:
+            refund = await session.get(Refund, refund_id)
+            payment = None if refund is None else await session.get(Payment, refund.payment_id)
+        if refund is None or payment is None:
+            raise ApplicationError(f"refund {refund_id} is not in the database", type="invalid_input",
+                                   non_retryable=True)
+        return refund, payment
+
+    async def _record(self, refund_id: str, to: RefundStatus, *, actor: str, channel_refund_no: str = "",
+                      detail: str = "") -> c.RefundStatusResult:
+        async with self._factory() as session, session.begin():
+            refund = await settle_refund(session, refund_id, to, actor=actor,
+                                         channel_refund_no=channel_refund_no or None, detail=detail or None)
+            assert refund is not None
+            return c.RefundStatusResult(refund_id=refund_id, status=refund.status, detail=refund.detail or "")
+
+    async def _answer(self, refund: Refund, answer: RefundAnswer) -> c.RefundStatusResult:
+        if answer.status == RefundStatus.succeeded and answer.amount_fen not in (refund.amount_fen, -1):
+            raise ApplicationError(f"the channel refunded {answer.amount_fen} fen for a {refund.amount_fen} fen "
+                                   "refund: reconcile by hand", type="refund_mismatch", non_retryable=True)
+        return await self._record(refund.id, RefundStatus(answer.status), actor=f"channel:{refund.method}",
+                                  channel_refund_no=answer.channel_refund_no, detail=answer.detail)
+
+    @activity.defn(name=c.SUBMIT_REFUND)
+    async def submit_refund(self, inp: c.RefundInput) -> c.RefundStatusResult:
+        refund, payment = await self._load(inp.refund_id)
+        if refund.status in (RefundStatus.succeeded, RefundStatus.failed, RefundStatus.manual):
+            return c.RefundStatusResult(refund_id=refund.id, status=refund.status, detail=refund.detail or "")
+        if refund.method == "sandbox":  # the sandbox channel returns money at once
+            return await self._record(refund.id, RefundStatus.succeeded, actor="channel:sandbox",
+                                      channel_refund_no=f"SBXR{refund.id[-12:].upper()}")
+        if refund.method in WINDOW_METHODS:
+            return await self._record(refund.id, RefundStatus.manual, actor="workflow",
+                                      detail="paid at the window: hand the money back and confirm")
+        if refund.method == "wechat" and self._wechat is not None:
+            try:
+                answer = await self._wechat.refund(out_refund_no=refund.id, out_trade_no=payment.id,
+                                                   refund_fen=refund.amount_fen, total_fen=payment.amount_fen,
+                                                   reason=REASON)
+            except WeChatPayError as err:
+                if err.status in (400, 403, 404) and err.code not in ("NOT_ENOUGH", "FREQUENCY_LIMITED"):
+                    return await self._record(refund.id, RefundStatus.failed, actor="channel:wechat",
+                                              detail=f"{err.code}: {err}"[:300])
+                raise  # WeChat busy or our merchant balance short: ask again later
+            return await self._answer(refund, answer)
+        if refund.method == "alipay" and self._alipay is not None:
+            try:
+                answer = await self._alipay.refund(out_request_no=refund.id, out_trade_no=payment.id,
+                                                   refund_fen=refund.amount_fen, reason=REASON)
+            except AlipayError as err:
+                raise RuntimeError(f"Alipay: {err}") from err  # retried
+            return await self._answer(refund, answer)
+        raise ApplicationError(f"channel {refund.method} is not configured here", type="channel_unavailable")
+
+    @activity.defn(name=c.CHECK_REFUND)
+    async def check_refund(self, inp: c.RefundInput) -> c.RefundStatusResult:
+        refund, payment = await self._load(inp.refund_id)
+        if refund.status in (RefundStatus.succeeded, RefundStatus.failed, RefundStatus.manual):
+            return c.RefundStatusResult(refund_id=refund.id, status=refund.status, detail=refund.detail or "")
+        if refund.method == "wechat" and self._wechat is not None:
+            try:
+                return await self._answer(refund, await self._wechat.query_refund(refund.id))
+            except WeChatPayError as err:
+                if err.status == 404:  # our request never reached WeChat: send it (again)
+                    return await self.submit_refund(inp)
+                raise
+        return await self.submit_refund(inp)  # Alipay and the rest: asking again is the query
+
+    @activity.defn(name=c.FIND_STALE_REFUNDS)
+    async def find_stale_refunds(self, inp: c.ReconcileInput) -> c.StaleRefundsResult:
+        """Refunds not yet final whose workflow may never have started (a crash between the
+        commit and the start): the reconciliation starts them; a running one is left alone."""
+        cutoff = utcnow() - timedelta(seconds=inp.older_than_seconds)
+        async with self._factory() as session:
+            rows = (await session.scalars(select(Refund).where(
+                Refund.status.in_([RefundStatus.created, RefundStatus.processing]), Refund.created_at < cutoff)
+                .order_by(Refund.created_at).limit(500))).all()
+            return c.StaleRefundsResult(refunds=[refund_input(r) for r in rows])
