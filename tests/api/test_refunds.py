@@ -1,0 +1,152 @@
+"""Refunds through the API and the real worker: money paid twice, orders cancelled after
+payment (退费) before and after the visit settles, window refunds an operator confirms."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from db.models import LedgerEntry, Payment
+from tests.api.test_patient import sign_in
+from tests.flows import Clinic, assert_problem, item
+from tests.support import uid
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], *, tries: int = 150, pause: float = 0.1) -> Any:
+    """The probe's first truthy answer (workflows finish in the background)."""
+    for _ in range(tries):
+        if answer := await probe():
+            return answer
+        await asyncio.sleep(pause)
+    raise AssertionError("still not there")
+
+
+async def refunds(api, **query: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    r = await api.http.get("/v1/ops/refunds", params=query, headers=api.ops)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def ledger_of(factory, payment_id: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    async with factory() as session:
+        entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.payment_id == payment_id))).all()
+    sums: dict[str, int] = {}
+    for e in entries:
+        sums[e.kind] = sums.get(e.kind, 0) + e.amount_fen
+    return sums
+
+
+async def exam_visit(clinic: Clinic, patient_id: str) -> str:
+    """Registration 500 + an X-ray 12000, the patient still with the doctor."""
+    visit_id = (await clinic.register(patient_id, fee=500))["visit_id"]
+    await clinic.event(visit_id, "checked_in", channel="app")
+    await clinic.event(visit_id, "called")
+    await clinic.event(visit_id, "consultation_started")
+    await clinic.event(visit_id, "orders_placed", items=[item("xray", "exam", 12000)])
+    await clinic.event(visit_id, "consultation_ended")
+    return visit_id
+
+
+async def test_paid_twice_from_two_phones_the_second_comes_back(api, clinic: Clinic, factory) -> None:  # type: ignore[no-untyped-def]
+    patient_id, phone = await clinic.enrolled_patient()
+    visit_id = (await clinic.register(patient_id, fee=3000))["visit_id"]
+    await clinic.event(visit_id, "discharged")
+    auth, _ = await sign_in(api, clinic, phone)
+    first, second = [(await api.http.post("/v1/patient/payments", json={"channel": "sandbox"},
+                                          headers={**auth, "Idempotency-Key": uid("phone-")})).json()
+                     for _ in range(2)]
+    assert first["amount_fen"] == second["amount_fen"] == 3000 and first["payment_id"] != second["payment_id"]
+    for p in (first, second):
+        r = await api.http.post(f"/v1/sandbox/payments/{p['payment_id']}/complete")
+        assert r.status_code == 200, r.text
+
+    done = await eventually(lambda: _succeeded(api, patient_id))
+    assert [(r["payment_id"], r["amount_fen"], r["reason"]) for r in done] == [
+        (second["payment_id"], 3000, "overpayment")]
+    visit = (await api.his_get(f"/v1/his/visits/{visit_id}")).json()
+    assert visit["bill"]["balance_fen"] == 0 and visit["bill"]["paid_fen"] == 3000
+    assert await ledger_of(factory, second["payment_id"]) == {"payment": 3000, "refund": 3000}
+    async with factory() as session:
+        assert (await session.get(Payment, second["payment_id"])).status == "refunded"
+        assert (await session.get(Payment, first["payment_id"])).status == "succeeded"
+    mine = (await api.http.get("/v1/patient/refunds", headers=auth)).json()
+    assert [r["refund_id"] for r in mine] == [done[0]["refund_id"]]
+    texts = await eventually(lambda: _texts(api, phone, "refund_sent"))
+    assert "30.00" in texts[0]["text"]
+    # the second payment's repeated notification changes nothing
+    await api.http.post(f"/v1/sandbox/payments/{second['payment_id']}/complete")
+    assert len(await refunds(api, patient_id=patient_id)) == 1
+    assert await ledger_of(factory, second["payment_id"]) == {"payment": 3000, "refund": 3000}
+
+
+async def _succeeded(api, patient_id: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    found = await refunds(api, patient_id=patient_id)
+    return found if found and all(r["status"] == "succeeded" for r in found) else []
+
+
+async def _texts(api, phone: str, template: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    return [m for m in (await api.http.get(f"/v1/sandbox/sms?phone={phone}")).json() if m["template"] == template]
+
+
+async def test_order_cancelled_after_paying_mid_visit_is_refunded_at_discharge(api, clinic: Clinic, factory) -> None:  # type: ignore[no-untyped-def]
+    patient_id, phone = await clinic.enrolled_patient()
+    visit_id = await exam_visit(clinic, patient_id)
+    auth, _ = await sign_in(api, clinic, phone)
+    payment = (await api.http.post("/v1/patient/payments", json={"channel": "sandbox"},
+                                   headers={**auth, "Idempotency-Key": uid("mid-")})).json()
+    assert payment["amount_fen"] == 12500
+    await api.http.post(f"/v1/sandbox/payments/{payment['payment_id']}/complete")
+    # the X-ray is not done after all: the visit now holds a credit, kept until discharge
+    visit = await clinic.event(visit_id, "orders_cancelled", item_ids=["xray"])
+    assert visit["bill"]["balance_fen"] == -12000
+    assert await refunds(api, visit_id=visit_id) == []
+    await clinic.event(visit_id, "discharged")
+
+    done = await eventually(lambda: _succeeded(api, patient_id))
+    assert [(r["amount_fen"], r["reason"], r["method"]) for r in done] == [(12000, "cancellation", "sandbox")]
+    visit = await eventually(lambda: _settled(api, visit_id))
+    assert (visit["bill"]["total_fen"], visit["bill"]["paid_fen"], visit["bill"]["balance_fen"]) == (500, 500, 0)
+    async with factory() as session:
+        paid = await session.get(Payment, payment["payment_id"])
+        assert (paid.status, paid.refunded_fen) == ("partially_refunded", 12000)
+
+
+async def _settled(api, visit_id: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+    visit = (await api.his_get(f"/v1/his/visits/{visit_id}")).json()
+    return visit if visit["payment_status"] == "settled" else None
+
+
+async def test_cash_refund_after_settlement_waits_for_the_window(api, clinic: Clinic, factory) -> None:  # type: ignore[no-untyped-def]
+    patient_id, phone = await clinic.enrolled_patient()
+    visit_id = await exam_visit(clinic, patient_id)
+    await clinic.event(visit_id, "discharged")
+    r = await api.ops_post("/v1/ops/payments", {"patient_id": patient_id, "amount_fen": 12500, "method": "cash"})
+    assert r.status_code == 201, r.text
+    await eventually(lambda: _settled(api, visit_id))
+    # 退费 after the bill was settled: the visit's workflow is still open for it
+    await clinic.event(visit_id, "orders_cancelled", item_ids=["xray"])
+    waiting = await eventually(lambda: _with_status(api, visit_id, "manual"))
+    refund = waiting[0]
+    assert (refund["amount_fen"], refund["method"]) == (12000, "cash")
+    await eventually(lambda: _texts(api, phone, "refund_at_window"))
+    visit = (await api.his_get(f"/v1/his/visits/{visit_id}")).json()
+    assert visit["bill"]["balance_fen"] == 0 and visit["payment_status"] == "settled"
+
+    confirm = f"/v1/ops/refunds/{refund['refund_id']}/complete"
+    r = await api.ops_post(confirm, {})
+    assert r.status_code == 200 and r.json()["status"] == "succeeded", r.text
+    assert (await api.ops_post(confirm, {})).json()["status"] == "succeeded"  # a repeat is harmless
+    assert_problem(await api.ops_post("/v1/ops/refunds/rfd_nope/complete", {}), 404, "refund_not_found")
+    assert await ledger_of(factory, r.json()["payment_id"]) == {"payment": 12500, "refund": 12000}
+    async with factory() as session:
+        assert (await session.get(Payment, r.json()["payment_id"])).refunded_fen == 12000
+    # nothing left to give back
+    assert_problem(await api.ops_post(f"/v1/ops/visits/{visit_id}/refunds", {}), 409, "no_credit")
+    assert_problem(await api.ops_post("/v1/ops/visits/nope/refunds", {}), 404, "visit_not_found")
+
+
+async def _with_status(api, visit_id: str, status: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    return await refunds(api, visit_id=visit_id, status=status)
