@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.e2e.test_stack import HIS, until
-from tests.flows import Clinic, assert_problem
+from tests.flows import Clinic, assert_problem, item
 
 pytestmark = pytest.mark.e2e
 
@@ -112,3 +112,84 @@ async def test_pay_with_alipay_and_reconcile_a_lost_notify(stack, http: httpx.As
     assert r.json() == {"notified": None}
     settled = await until(lambda: visit(v2), lambda v: v["payment_status"] == "settled", timeout=60)
     assert settled["bill"]["paid_fen"] == 999
+
+
+OPS = {"Authorization": "Bearer dev-ops-key"}
+
+
+async def _login(http: httpx.AsyncClient, clinic: Clinic, phone: str) -> dict[str, str]:
+    await asyncio.sleep(1.1)  # codes to one phone are a second apart in the stack under test
+    assert (await http.post("/v1/patient/sms-code", json={"phone": phone})).status_code == 202
+    login = (await http.post("/v1/patient/login", json={"phone": phone, "code": await clinic.last_code(phone)})).json()
+    return {"Authorization": f"Bearer {login['token']}"}
+
+
+async def _paid_exam_visit(http: httpx.AsyncClient, clinic: Clinic, channel: str) -> tuple[str, str, dict[str, Any]]:
+    """An X-ray visit (500 + 8000) paid in full at `channel`, settled."""
+    patient_id, phone = await clinic.enrolled_patient()
+    visit_id = (await clinic.register(patient_id, fee=500))["visit_id"]
+    for event, fields in (("checked_in", {"channel": "app"}), ("called", {}), ("consultation_started", {}),
+                          ("orders_placed", {"items": [item("xray", "exam", 8000)]}), ("consultation_ended", {}),
+                          ("discharged", {})):
+        await clinic.event(visit_id, event, **fields)
+    auth = await _login(http, clinic, phone)
+    payment = (await http.post("/v1/patient/payments", json={"channel": channel}, headers=auth)).json()
+    done = await http.post(f"/v1/sandbox/payments/{payment['payment_id']}/complete")
+    assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
+    await until(lambda: _visit(http, visit_id), lambda v: v["payment_status"] == "settled")
+    return patient_id, visit_id, payment
+
+
+async def _visit(http: httpx.AsyncClient, visit_id: str) -> dict[str, Any]:
+    return (await http.get(f"/v1/his/visits/{visit_id}", headers=HIS)).json()
+
+
+async def _refunds(http: httpx.AsyncClient, visit_id: str) -> list[dict[str, Any]]:
+    return (await http.get("/v1/ops/refunds", params={"visit_id": visit_id}, headers=OPS)).json()
+
+
+async def test_cancelled_exam_is_refunded_through_wechat(http: httpx.AsyncClient, clinic: Clinic) -> None:
+    _, visit_id, payment = await _paid_exam_visit(http, clinic, "wechat")
+    await clinic.event(visit_id, "orders_cancelled", item_ids=["xray"])  # 退费 after settlement
+    # WeChat takes the refund (PROCESSING), then notifies REFUND.SUCCESS
+    done = await until(lambda: _refunds(http, visit_id), lambda rs: rs and rs[0]["status"] == "succeeded", timeout=30)
+    assert [(r["amount_fen"], r["method"], r["payment_id"]) for r in done] == [(8000, "wechat", payment["payment_id"])]
+    assert done[0]["channel_refund_no"].startswith("50")
+    visit = await _visit(http, visit_id)
+    assert (visit["bill"]["total_fen"], visit["bill"]["paid_fen"], visit["bill"]["balance_fen"]) == (500, 500, 0)
+
+
+async def test_a_refund_the_bank_refuses_puts_the_credit_back(stack, http: httpx.AsyncClient,  # type: ignore[no-untyped-def]
+                                                             clinic: Clinic) -> None:
+    _, visit_id, payment = await _paid_exam_visit(http, clinic, "wechat")
+    async with httpx.AsyncClient() as wx:  # the payer's card was closed: WeChat will end the refund ABNORMAL
+        await wx.post(f"http://127.0.0.1:{stack.wechat_port}/_sim/refund-outcome/{payment['payment_id']}",
+                      params={"outcome": "ABNORMAL"})
+    await clinic.event(visit_id, "orders_cancelled", item_ids=["xray"])
+    failed = await until(lambda: _refunds(http, visit_id), lambda rs: rs and rs[0]["status"] == "failed", timeout=30)
+    assert failed[0]["amount_fen"] == 8000 and "退款异常" in failed[0]["detail"]
+    visit = await _visit(http, visit_id)
+    # the credit is back on the visit for an operator, and listed as a failed refund
+    assert visit["bill"]["balance_fen"] == -8000
+    assert [p["kind"] for p in visit["bill"]["payments"]] == ["payment", "refund", "refund_reversal"]
+    listed = (await http.get("/v1/ops/refunds", params={"status": "failed"}, headers=OPS)).json()
+    assert failed[0]["refund_id"] in {r["refund_id"] for r in listed}
+
+
+async def test_paid_twice_with_alipay_the_second_is_refunded_at_alipay(http: httpx.AsyncClient,
+                                                                      clinic: Clinic) -> None:
+    patient_id, phone = await clinic.enrolled_patient()
+    visit_id = (await clinic.register(patient_id, fee=2468))["visit_id"]
+    await clinic.event(visit_id, "discharged")
+    auth = await _login(http, clinic, phone)
+    orders = [(await http.post("/v1/patient/payments", json={"channel": "alipay"}, headers=auth)).json()
+              for _ in range(2)]
+    for order in orders:
+        done = await http.post(f"/v1/sandbox/payments/{order['payment_id']}/complete")
+        assert done.status_code == 200, done.text
+    refunded = await until(lambda: _refunds(http, visit_id), lambda rs: rs and rs[0]["status"] == "succeeded",
+                           timeout=30)
+    assert [(r["payment_id"], r["amount_fen"], r["reason"]) for r in refunded] == [
+        (orders[1]["payment_id"], 2468, "overpayment")]
+    visit = await _visit(http, visit_id)
+    assert visit["bill"]["paid_fen"] == 2468 and visit["bill"]["balance_fen"] == 0
