@@ -87,3 +87,52 @@ def test_invariants_under_any_sequence(amount: int, steps: list[tuple[E, int]]) 
             assert state.refunded_fen == amount
         if not result.changed:
             assert state == before
+
+
+# --- refunds ---------------------------------------------------------------------------
+
+from domain.bill import Entry, EntryKind, Refundable, plan_refunds, totals  # noqa: E402
+from domain.payment import REFUND_FINAL, RefundStatus as R, refund_move  # noqa: E402
+
+# (from, to) -> True move / False nothing to do / None illegal
+REFUND_TABLE = {
+    (R.created, R.processing): True, (R.created, R.manual): True, (R.created, R.succeeded): True,
+    (R.created, R.failed): True, (R.created, R.created): False,
+    (R.processing, R.succeeded): True, (R.processing, R.failed): True, (R.processing, R.processing): False,
+    (R.processing, R.created): False, (R.processing, R.manual): False,
+    (R.manual, R.succeeded): True, (R.manual, R.manual): False, (R.manual, R.failed): False,
+    (R.manual, R.created): False, (R.manual, R.processing): False,
+    (R.succeeded, R.succeeded): False, (R.failed, R.failed): False,
+}
+
+
+@pytest.mark.parametrize("status", list(R))
+@pytest.mark.parametrize("to", list(R))
+def test_refund_moves(status: R, to: R) -> None:
+    expected = REFUND_TABLE.get((status, to))
+    if (status, to) not in REFUND_TABLE:
+        assert status in REFUND_FINAL  # every other pair leaves a final refund: refused
+    assert refund_move(status, to) is expected
+
+
+@pytest.mark.parametrize(("credit", "sources", "plan"), [
+    (300, [("p2", 500), ("p1", 1000)], [("p2", 300)]),
+    (700, [("p2", 500), ("p1", 1000)], [("p2", 500), ("p1", 200)]),
+    (500, [("p2", 0), ("p1", 500)], [("p1", 500)]),
+    (0, [("p1", 500)], []),
+])
+def test_a_credit_goes_back_to_the_newest_payments_first(credit: int, sources: list[tuple[str, int]],
+                                                        plan: list[tuple[str, int]]) -> None:
+    assert plan_refunds(credit, [Refundable(payment_id=p, fen=f) for p, f in sources]) == plan
+
+
+def test_a_credit_beyond_its_payments_is_misuse() -> None:
+    with pytest.raises(ValueError):
+        plan_refunds(600, [Refundable(payment_id="p1", fen=500)])
+
+
+def test_a_refused_refund_puts_the_credit_back() -> None:
+    kinds = [(EntryKind.charge, 500), (EntryKind.payment, 800), (EntryKind.refund, 300)]
+    assert totals(Entry(kind=k, amount_fen=a) for k, a in kinds).balance_fen == 0
+    back = totals(Entry(kind=k, amount_fen=a) for k, a in [*kinds, (EntryKind.refund_reversal, 300)])
+    assert (back.paid_fen, back.balance_fen) == (800, -300)

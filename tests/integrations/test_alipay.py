@@ -90,3 +90,25 @@ async def test_the_gateway_checks_the_app(alipay: dict[str, Any]) -> None:
     with pytest.raises(AlipayError) as err:
         await AlipayClient(alipay["config"]).query("never-created-order")
     assert err.value.code == "ACQ.TRADE_NOT_EXIST"
+
+
+async def test_refunds_at_the_gateway(alipay: dict[str, Any]) -> None:
+    client = AlipayClient(alipay["config"])
+    no = uid("YHF")
+    url = client.wap_pay_url(out_trade_no=no, subject="医后付-就诊费用", amount_fen=10001)
+    async with httpx.AsyncClient() as http:
+        await http.get(url)
+        unpaid = await client.refund(out_request_no=uid("rfd_"), out_trade_no=no, refund_fen=1, reason="退费")
+        assert unpaid.status == "failed" and "ACQ.TRADE_STATUS_ERROR" in unpaid.detail
+        await http.post(f"http://{alipay['gateway']}/_sim/pay/{no}")
+    request_no = uid("rfd_")
+    done = await client.refund(out_request_no=request_no, out_trade_no=no, refund_fen=6001, reason="退费")
+    assert (done.status, done.amount_fen) == ("succeeded", 6001)
+    # asked again, Alipay answers fund_change=N; the query confirms the money went back once
+    again = await client.refund(out_request_no=request_no, out_trade_no=no, refund_fen=6001, reason="退费")
+    assert (again.status, again.amount_fen) == ("succeeded", 6001)
+    beyond = await client.refund(out_request_no=uid("rfd_"), out_trade_no=no, refund_fen=4001, reason="退费")
+    assert beyond.status == "failed" and "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL" in beyond.detail
+    assert (await client.query_refund(uid("rfd_"), out_trade_no=no)).status == "processing"  # no such refund
+    rest = await client.refund(out_request_no=uid("rfd_"), out_trade_no=no, refund_fen=4000, reason="退费")
+    assert rest.status == "succeeded"

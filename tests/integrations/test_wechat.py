@@ -99,3 +99,45 @@ async def test_the_gateway_checks_the_merchant(wechat: dict[str, Any]) -> None:
         await honest.create_h5(out_trade_no=uid("YHF"), description="诊疗费", amount_fen=0, client_ip="10.0.0.8")
     assert err.value.code == "PARAM_ERROR"
 
+
+
+async def test_refunds_at_the_gateway(wechat: dict[str, Any]) -> None:
+    import asyncio
+
+    from integrations.payments.wechat import RefundAnswer
+
+    client = WeChatPayClient(wechat["config"])
+    no = uid("YHF")
+    await client.create_h5(out_trade_no=no, description="医后付-诊疗费", amount_fen=10000, client_ip="10.0.0.8")
+    with pytest.raises(WeChatPayError) as unpaid:  # nothing to refund before the payer pays
+        await client.refund(out_refund_no=uid("rfd_"), out_trade_no=no, refund_fen=100, total_fen=10000, reason="退费")
+    assert unpaid.value.code == "TRADE_ERROR"
+    async with httpx.AsyncClient() as http:
+        await http.post(f"http://{wechat['gateway']}/_sim/pay/1900000109/{no}")
+    first = uid("rfd_")
+    answer = await client.refund(out_refund_no=first, out_trade_no=no, refund_fen=6000, total_fen=10000, reason="退费")
+    assert (answer.status, answer.amount_fen) == ("processing", 6000)
+    # the same refund number is the same refund; with another amount it is refused
+    assert (await client.refund(out_refund_no=first, out_trade_no=no, refund_fen=6000, total_fen=10000,
+                                reason="退费")).channel_refund_no == answer.channel_refund_no
+    with pytest.raises(WeChatPayError) as other:
+        await client.refund(out_refund_no=first, out_trade_no=no, refund_fen=5000, total_fen=10000, reason="退费")
+    assert other.value.code == "INVALID_REQUEST"
+    with pytest.raises(WeChatPayError) as beyond:  # 6000 + 5000 > 10000
+        await client.refund(out_refund_no=uid("rfd_"), out_trade_no=no, refund_fen=5000, total_fen=10000,
+                            reason="退费")
+    assert beyond.value.code == "INVALID_REQUEST"
+    with pytest.raises(WeChatPayError) as wrong_total:
+        await client.refund(out_refund_no=uid("rfd_"), out_trade_no=no, refund_fen=100, total_fen=9999, reason="退费")
+    assert wrong_total.value.code == "PARAM_ERROR"
+    for _ in range(50):  # the money reaches the payer, and WeChat notifies the merchant
+        if (await client.query_refund(first)).status == "succeeded":
+            break
+        await asyncio.sleep(0.1)
+    assert (await client.query_refund(first)).status == "succeeded"
+    told = [client.verify_notification(h, b) for h, b in wechat["received"]]
+    refunds = [t for t in told if isinstance(t, RefundAnswer)]
+    assert refunds and refunds[-1].out_refund_no == first and refunds[-1].amount_fen == 6000
+    with pytest.raises(WeChatPayError) as missing:
+        await client.query_refund(uid("rfd_"))
+    assert missing.value.status == 404
