@@ -87,11 +87,12 @@ async def add_visit(factory: async_sessionmaker[AsyncSession], patient_id: str, 
     return visit_id
 
 
-async def pay(factory: async_sessionmaker[AsyncSession], patient_id: str, visit_id: str, amount_fen: int) -> str:
+async def pay(factory: async_sessionmaker[AsyncSession], patient_id: str, visit_id: str, amount_fen: int, *,
+              method: str = "cash") -> str:
     """Money lands in the ledger (as the ops and channel paths record it)."""
     payment_id = uid("pay_")
     async with factory() as session, session.begin():
-        session.add(Payment(id=payment_id, patient_id=patient_id, method="cash", amount_fen=amount_fen,
+        session.add(Payment(id=payment_id, patient_id=patient_id, method=method, amount_fen=amount_fen,
                             status="succeeded", actor="test", created_at=now(), completed_at=now()))
         session.add(LedgerEntry(idempotency_key=f"{payment_id}:{visit_id}", visit_id=visit_id, patient_id=patient_id,
                                 kind="payment", amount_fen=amount_fen, payment_id=payment_id, created_at=now()))

@@ -32,13 +32,13 @@ def item(item_id: str, category: str, price: int, qty: int = 1) -> c.ItemInput:
 
 
 async def start(env: WorkflowEnvironment, factory: Factory, queue: str, *, patient_id: str | None = None,
-                fee: int = 500) -> tuple[WorkflowHandle, str, str]:
+                fee: int = 500, policy: PaymentPolicy = POLICY) -> tuple[WorkflowHandle, str, str]:
     patient_id = patient_id or await add_patient(factory)
     visit_id = await add_visit(factory, patient_id, fee=fee)
     with env.with_time_skipping_disabled():  # time moves only when a test fast-forwards it
         handle = await env.client.start_workflow(
             VisitWorkflow.run,
-            c.VisitInput(visit_id=visit_id, patient_id=patient_id, registration_fee_fen=fee, policy=POLICY),
+            c.VisitInput(visit_id=visit_id, patient_id=patient_id, registration_fee_fen=fee, policy=policy),
             id=c.workflow_id(visit_id), task_queue=queue)
     return handle, visit_id, patient_id
 
@@ -230,3 +230,40 @@ async def test_two_overdue_visits_share_one_lock(temporal_env: WorkflowEnvironme
     for visit_id in (v1, v2):
         kinds = [r.kind for r in await rows(factory, SimCreditRecord, visit_id=visit_id)]
         assert kinds == ["report", "correction"]
+
+
+async def test_cancelled_after_settlement_is_refunded_then_the_visit_closes(
+        temporal_env: WorkflowEnvironment, factory: Factory, worker: str) -> None:
+    import asyncio
+
+    from db.models import Payment, Refund
+    from workflows.refund import RefundWorkflow
+
+    handle, visit_id, patient_id = await start(temporal_env, factory, worker,
+                                               policy=PaymentPolicy(refund_window_seconds=3 * 86400))
+    await quick_visit(handle, price=4500)
+    payment_id = await pay(factory, patient_id, visit_id, 5000, method="sandbox")
+    await handle.signal(VisitWorkflow.payment_received, c.PaymentReceivedInput(payment_id=payment_id, amount_fen=5000))
+    await wait_for(handle, lambda s: s.payment_status == "settled")
+    # 退费: the lab is cancelled after the bill was paid; the settled visit is still open for it
+    after = await event(handle, "e8", "orders_cancelled", item_ids=["lab1"])
+    assert after.balance_fen == -4500
+    await wait_for(handle, lambda s: s.balance_fen == 0)
+    [refund] = await rows(factory, Refund, visit_id=visit_id)
+    assert (refund.amount_fen, refund.payment_id, refund.reason) == (4500, payment_id, "cancellation")
+    child = temporal_env.client.get_workflow_handle_for(RefundWorkflow.run, c.refund_workflow_id(refund.id))
+    outcome = await child.result()
+    assert outcome.status == "succeeded"
+    [paid] = await rows(factory, Payment, id=payment_id)
+    assert (paid.status, paid.refunded_fen) == ("partially_refunded", 4500)
+    entries = await rows(factory, LedgerEntry, visit_id=visit_id)
+    assert sorted((e.kind, e.amount_fen) for e in entries) == [
+        ("charge", 500), ("charge", 4500), ("payment", 5000), ("refund", 4500), ("reversal", 4500)]
+    # the window closes after three days and the visit's workflow completes
+    await temporal_env.fast_forward(handle, timedelta(days=3, minutes=1))
+    result = await asyncio.wait_for(handle.result(), timeout=30)
+    assert result.payment_status == "settled" and result.balance_fen == 0
+    texts = [m.template for m in await sms(factory, visit_id)]
+    assert "refund_sent" in texts
+    await record(handle, "refunded_after_settlement")
+    await record(child, "refund_sandbox")
