@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     bank_score_threshold: int = 110
     sesame_score_threshold: int = 700
     agreement_version: str = "2026-01"
+    hospital_name: str = "医后付示范医院"  # the issuer on electronic receipts
 
     # The government-side gateways. Unset in the sandbox: their simulators run in-process.
     insurance_bureau_url: str = ""

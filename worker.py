@@ -23,6 +23,7 @@ from activities.insurance import InsuranceActivities
 from activities.ledger import LedgerActivities
 from activities.notify import NotifyActivities
 from activities.payments import PaymentActivities
+from activities.receipts import ReceiptActivities
 from activities.refunds import RefundActivities
 from config import Settings, alipay_config, get_settings, wechat_config
 from db.pii import Pii
@@ -52,12 +53,14 @@ def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSess
     refunds = RefundActivities(factory, wechat, alipay)
     ledger = LedgerActivities(factory)
     notify = NotifyActivities(factory, integrations.sms, Pii(settings.data_key))
+    receipts = ReceiptActivities(factory, Pii(settings.data_key), settings.hospital_name)
     insurance = InsuranceActivities(factory, integrations.bureau)
     credit = CreditActivities(factory, integrations.credit)
     return [ledger.book_registration, ledger.apply_visit_event, ledger.get_balance,
             ledger.record_payment_status, notify.send_sms, insurance.lock_card, insurance.unlock_card,
             credit.report_credit, payments.find_stale_payments, payments.reconcile_payment,
-            refunds.refund_credit, refunds.submit_refund, refunds.check_refund, refunds.find_stale_refunds]
+            refunds.refund_credit, refunds.submit_refund, refunds.check_refund, refunds.find_stale_refunds,
+            receipts.issue_receipt]
 
 
 def create_worker(client: Client, settings: Settings, factory: async_sessionmaker[AsyncSession],

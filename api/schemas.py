@@ -250,6 +250,38 @@ class RefundOut(BaseModel):
     completed_at: datetime | None
 
 
+class ReceiptLine(BaseModel):
+    code: str | None
+    name: str | None
+    category: str | None
+    unit_price_fen: int | None
+    quantity: int | None
+    amount_fen: int
+
+
+class ReceiptPayment(BaseModel):
+    payment_id: str
+    method: str
+    amount_fen: int
+
+
+class ReceiptOut(BaseModel):
+    receipt_id: str
+    visit_id: str
+    version: int
+    total_fen: int
+    paid_fen: int
+    hospital: str
+    department: str
+    patient_name: str  # masked
+    lines: list[ReceiptLine]
+    payments: list[ReceiptPayment]
+    check_code: str
+    issued_at: datetime
+    voided_at: datetime | None
+    download_url: str
+
+
 class VisitRefundIn(Request):
     reason: str = Field("operator", min_length=1, max_length=20)
 

@@ -22,7 +22,7 @@ from api import schemas as s
 from api.deps import AppState
 from api.errors import ApiError
 from db.models import (
-    Enrolment, IdempotencyRecord, Patient, Refund, SmsCode, Visit, VisitEvent,
+    Enrolment, IdempotencyRecord, Patient, Receipt, Refund, SmsCode, Visit, VisitEvent,
 )
 from db.pii import mask_phone
 from db.repositories import (
@@ -302,3 +302,14 @@ def refund_out(refund: Refund) -> s.RefundOut:
                        reason=refund.reason, status=refund.status, detail=refund.detail,
                        channel_refund_no=refund.channel_refund_no, created_at=refund.created_at,
                        completed_at=refund.completed_at)
+
+
+def receipt_out(receipt: Receipt) -> s.ReceiptOut:
+    c = receipt.content
+    return s.ReceiptOut(receipt_id=receipt.id, visit_id=receipt.visit_id, version=receipt.version,
+                        total_fen=receipt.total_fen, paid_fen=receipt.paid_fen, hospital=c["hospital"],
+                        department=c["department"], patient_name=c["patient_name"],
+                        lines=[s.ReceiptLine(**line) for line in c["lines"]],
+                        payments=[s.ReceiptPayment(**p) for p in c["payments"]], check_code=receipt.check_code,
+                        issued_at=receipt.issued_at, voided_at=receipt.voided_at,
+                        download_url=f"/v1/patient/receipts/{receipt.id}?format=html")

@@ -165,6 +165,22 @@ class ReportCreditResult:
     record_id: str
 
 
+# --- receipts ----------------------------------------------------------------------------
+
+ISSUE_RECEIPT = "issue_receipt"
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssueReceiptInput:
+    visit_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssueReceiptResult:
+    receipt_id: str  # empty: the visit still owes money
+    version: int
+
+
 # --- refunds -----------------------------------------------------------------------------
 
 REFUND_CREDIT = "refund_credit"

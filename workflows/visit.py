@@ -24,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows.refund import start_refunds
 
 # patch ids: visits that began waiting before refunds existed keep their old shape
-REFUND_CREDIT_PATCH, REFUND_WINDOW_PATCH = "refund-credit", "refund-window"
+REFUND_CREDIT_PATCH, REFUND_WINDOW_PATCH, RECEIPT_PATCH = "refund-credit", "refund-window", "receipt"
 
 VISIT_STAGE = SearchAttributeKey.for_keyword("VisitStage")
 PAYMENT_STATUS = SearchAttributeKey.for_keyword("PaymentStatus")
@@ -86,6 +86,7 @@ class VisitWorkflow:
         self._wake = False  # a payment or a change of the bill arrived: look at the balance again
         self._refunded_fen = 0
         self._refunds_until: datetime | None = None
+        self._receipt = ""
 
     # --- the run ------------------------------------------------------------------------
 
@@ -214,6 +215,7 @@ class VisitWorkflow:
             )
             self._credit_reported = False
         await self._set_status(PaymentStatus.settled, "balance paid")
+        await self._issue_receipt()
         bill = await self._bill()
         if bill.total_fen > 0:
             await self._sms("payment_received_unlocked" if undo else "payment_received",
@@ -231,6 +233,16 @@ class VisitWorkflow:
         self._refunded_fen += sum(r.amount_fen for r in result.refunds)
         await self._refresh_balance()
 
+    async def _issue_receipt(self) -> None:
+        if not workflow.patched(RECEIPT_PATCH):
+            return
+        receipt = await workflow.execute_activity(
+            c.ISSUE_RECEIPT, c.IssueReceiptInput(visit_id=self._input.visit_id), result_type=c.IssueReceiptResult,
+            start_to_close_timeout=TIMEOUT, retry_policy=RETRY, summary="issue the electronic receipt (电子票据)")
+        if receipt.receipt_id:
+            self._receipt = f"{receipt.receipt_id} v{receipt.version}"
+            self._describe()
+
     async def _refund_window(self, policy: PaymentPolicy) -> None:
         """Settled, the visit stays open a while: a cancellation now (退费) is refunded."""
         self._refunds_until = workflow.now() + timedelta(seconds=policy.refund_window_seconds)
@@ -244,6 +256,7 @@ class VisitWorkflow:
             await self._refresh_balance()
             if self._balance < 0:
                 await self._return_credit("cancellation")
+                await self._issue_receipt()  # the old one is voided (红冲), the new one shows the refund
         self._refunds_until = None
         self._describe()
 
@@ -371,6 +384,8 @@ class VisitWorkflow:
             lines.append(f"**Reminders sent:** {self._dunning_sent}")
         if self._refunded_fen:
             lines.append(f"**Refunds asked for:** {format_fen(self._refunded_fen)}")
+        if self._receipt:
+            lines.append(f"**Receipt (电子票据):** {self._receipt}")
         if self._refunds_until is not None:
             lines.append(f"**Open for cancellations (退费) until:** {self._refunds_until.isoformat()}")
         workflow.set_current_details("\n\n".join(lines))

@@ -4,10 +4,10 @@ visits, see the merged bill and pay it. A patient sees only their own data."""
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from sqlalchemy import func, select, update
 
 from api import payments
@@ -16,7 +16,8 @@ from api import services as svc
 from api import tokens
 from api.deps import PatientDep, PatientSessionDep, SessionDep, StateDep
 from api.errors import ApiError, responses
-from db.models import AuditLog, Patient, PatientSession, Payment, Refund, SmsMessage, Visit
+from db.models import AuditLog, Patient, PatientSession, Payment, Receipt, Refund, SmsMessage, Visit
+from db.receipts import receipt_html
 from db.repositories import active_enrolment, audit, open_visits, utcnow
 from integrations.payments.wechat import WeChatPayError
 
@@ -194,3 +195,25 @@ async def my_refunds(patient: PatientDep, session: SessionDep) -> Any:
     rows = (await session.scalars(select(Refund).where(Refund.patient_id == patient.id)
                                   .order_by(Refund.created_at.desc()))).all()
     return [svc.refund_out(r) for r in rows]
+
+
+@router.get("/receipts", response_model=list[s.ReceiptOut], responses=responses(401, 403))
+async def my_receipts(patient: PatientDep, session: SessionDep) -> Any:
+    """Electronic receipts (电子票据) of settled visits, newest first; a voided one (红冲
+    after a refund) stays listed beside its replacement."""
+    rows = (await session.scalars(select(Receipt).where(Receipt.patient_id == patient.id)
+                                  .order_by(Receipt.issued_at.desc(), Receipt.version.desc()))).all()
+    return [svc.receipt_out(r) for r in rows]
+
+
+@router.get("/receipts/{receipt_id}", response_model=s.ReceiptOut, responses=responses(401, 403, 404),
+            description="`?format=html` downloads the printable receipt.")
+async def my_receipt(receipt_id: str, patient: PatientDep, session: SessionDep,
+                     format: Literal["json", "html"] = "json") -> Any:
+    receipt = await session.get(Receipt, receipt_id)
+    if receipt is None or receipt.patient_id != patient.id:
+        raise ApiError(404, "receipt_not_found", f"no receipt {receipt_id}")
+    if format == "html":
+        return HTMLResponse(receipt_html(receipt), headers={
+            "Content-Disposition": f'attachment; filename="receipt-{receipt.id}.html"'})
+    return svc.receipt_out(receipt)

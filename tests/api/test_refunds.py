@@ -112,6 +112,21 @@ async def test_order_cancelled_after_paying_mid_visit_is_refunded_at_discharge(a
     async with factory() as session:
         paid = await session.get(Payment, payment["payment_id"])
         assert (paid.status, paid.refunded_fen) == ("partially_refunded", 12000)
+    # the electronic receipt shows what was kept: the registration, paid 5 yuan
+    [receipt] = await eventually(lambda: _receipts(api, auth))
+    assert (receipt["total_fen"], receipt["paid_fen"], receipt["version"]) == (500, 500, 1)
+    assert [line["amount_fen"] for line in receipt["lines"]] == [500]
+    assert receipt["payments"] == [{"payment_id": payment["payment_id"], "method": "sandbox", "amount_fen": 500}]
+    page = await api.http.get(receipt["download_url"], headers=auth)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "attachment" in page.headers["content-disposition"] and receipt["check_code"] in page.text
+    assert "医疗门诊收费电子票据" in page.text and "¥5.00" in page.text
+
+
+async def _receipts(api, auth: dict[str, str]) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    r = await api.http.get("/v1/patient/receipts", headers=auth)
+    assert r.status_code == 200, r.text
+    return r.json()
 
 
 async def _settled(api, visit_id: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
@@ -143,9 +158,22 @@ async def test_cash_refund_after_settlement_waits_for_the_window(api, clinic: Cl
     assert await ledger_of(factory, r.json()["payment_id"]) == {"payment": 12500, "refund": 12000}
     async with factory() as session:
         assert (await session.get(Payment, r.json()["payment_id"])).refunded_fen == 12000
+    # the receipt issued at settlement was voided (红冲) and re-issued without the X-ray
+    auth, _ = await sign_in(api, clinic, phone)
+    issued = await eventually(lambda: _versions(api, auth, 2))
+    assert [(r["version"], r["total_fen"], r["voided_at"] is None) for r in issued] == [
+        (2, 500, True), (1, 12500, False)]
+    other, _ = await sign_in(api, clinic, (await clinic.enrolled_patient())[1])
+    assert_problem(await api.http.get(f"/v1/patient/receipts/{issued[0]['receipt_id']}", headers=other),
+                   404, "receipt_not_found")
     # nothing left to give back
     assert_problem(await api.ops_post(f"/v1/ops/visits/{visit_id}/refunds", {}), 409, "no_credit")
     assert_problem(await api.ops_post("/v1/ops/visits/nope/refunds", {}), 404, "visit_not_found")
+
+
+async def _versions(api, auth: dict[str, str], n: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    found = await _receipts(api, auth)
+    return found if len(found) == n else []
 
 
 async def _with_status(api, visit_id: str, status: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]

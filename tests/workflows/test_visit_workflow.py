@@ -236,7 +236,7 @@ async def test_cancelled_after_settlement_is_refunded_then_the_visit_closes(
         temporal_env: WorkflowEnvironment, factory: Factory, worker: str) -> None:
     import asyncio
 
-    from db.models import Payment, Refund
+    from db.models import Payment, Receipt, Refund
     from workflows.refund import RefundWorkflow
 
     handle, visit_id, patient_id = await start(temporal_env, factory, worker,
@@ -265,5 +265,7 @@ async def test_cancelled_after_settlement_is_refunded_then_the_visit_closes(
     assert result.payment_status == "settled" and result.balance_fen == 0
     texts = [m.template for m in await sms(factory, visit_id)]
     assert "refund_sent" in texts
-    await record(handle, "refunded_after_settlement")
+    receipts = await rows(factory, Receipt, visit_id=visit_id)
+    assert sorted((r.version, r.total_fen, r.voided_at is None) for r in receipts) == [(1, 5000, False), (2, 500, True)]
+    await record(handle, "refunded_after_settlement_with_receipts")
     await record(child, "refund_sandbox")
