@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     # reconciliation: every so often, ask the channels about payments pending longer than this
     reconcile_every: Duration = timedelta(minutes=5)
     reconcile_after: Duration = timedelta(minutes=2)
+    # each day at this local time (cron), yesterday's channel statements are matched to the ledger
+    statement_cron: str = "0 10 * * *"
     # where the payment channels reach this API (their notify URLs)
     public_base_url: str = "http://127.0.0.1:8000"
 

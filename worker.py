@@ -25,6 +25,7 @@ from activities.notify import NotifyActivities
 from activities.payments import PaymentActivities
 from activities.receipts import ReceiptActivities
 from activities.refunds import RefundActivities
+from activities.statements import StatementActivities
 from config import Settings, alipay_config, get_settings, wechat_config
 from db.pii import Pii
 from db.session import create_engine, session_factory
@@ -34,6 +35,7 @@ from integrations.payments.wechat import WeChatPayClient
 from workflows import contracts as c
 from workflows.reconcile import ReconcileWorkflow
 from workflows.refund import RefundWorkflow
+from workflows.statement import StatementWorkflow
 from workflows.visit import VisitWorkflow
 
 log = logging.getLogger("yihoufu.worker")
@@ -51,6 +53,7 @@ def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSess
     wechat, alipay = WeChatPayClient(wx) if wx else None, AlipayClient(ali) if ali else None
     payments = PaymentActivities(factory, wechat, alipay)
     refunds = RefundActivities(factory, wechat, alipay)
+    statements = StatementActivities(factory, wechat, alipay)
     ledger = LedgerActivities(factory)
     notify = NotifyActivities(factory, integrations.sms, Pii(settings.data_key))
     receipts = ReceiptActivities(factory, Pii(settings.data_key), settings.hospital_name)
@@ -60,7 +63,7 @@ def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSess
             ledger.record_payment_status, notify.send_sms, insurance.lock_card, insurance.unlock_card,
             credit.report_credit, payments.find_stale_payments, payments.reconcile_payment,
             refunds.refund_credit, refunds.submit_refund, refunds.check_refund, refunds.find_stale_refunds,
-            receipts.issue_receipt]
+            receipts.issue_receipt, statements.reconcile_statement]
 
 
 def create_worker(client: Client, settings: Settings, factory: async_sessionmaker[AsyncSession],
@@ -69,7 +72,7 @@ def create_worker(client: Client, settings: Settings, factory: async_sessionmake
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[VisitWorkflow, ReconcileWorkflow, RefundWorkflow],
+        workflows=[VisitWorkflow, ReconcileWorkflow, RefundWorkflow, StatementWorkflow],
         workflow_runner=WORKFLOW_RUNNER,
         activities=activity_functions(settings, factory, integrations),
     )
@@ -106,6 +109,28 @@ async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
             lambda _: ScheduleUpdate(schedule=schedule))
 
 
+def statement_channels(settings: Settings) -> list[str]:
+    return [name for name, config in (("wechat", wechat_config(settings)), ("alipay", alipay_config(settings)))
+            if config is not None]
+
+
+async def ensure_statement_schedule(client: Client, settings: Settings) -> None:
+    """Each morning, match yesterday's statements of the configured channels (none: no schedule)."""
+    channels = statement_channels(settings)
+    if not channels:
+        return
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            StatementWorkflow.run, c.StatementInput(channels=channels, timezone=settings.timezone),
+            id="daily-statements-run", task_queue=settings.task_queue),
+        spec=ScheduleSpec(cron_expressions=[settings.statement_cron], time_zone_name=settings.timezone),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP))
+    try:
+        await client.create_schedule(c.STATEMENT_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+        await client.get_schedule_handle(c.STATEMENT_SCHEDULE_ID).update(lambda _: ScheduleUpdate(schedule=schedule))
+
+
 async def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     settings = get_settings()
@@ -121,6 +146,7 @@ async def main() -> None:
         stack.push_async_callback(engine.dispose)
         worker = create_worker(client, settings, session_factory(engine), stack)
         await ensure_reconcile_schedule(client, settings)
+        await ensure_statement_schedule(client, settings)
         async with worker:
             log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
             await stop.wait()

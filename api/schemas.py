@@ -282,6 +282,29 @@ class ReceiptOut(BaseModel):
     download_url: str
 
 
+class StatementFinding(BaseModel):
+    kind: str
+    ref: str
+    problem: str
+    channel_fen: int | None
+    ledger_fen: int | None
+
+
+class StatementRunOut(BaseModel):
+    channel: str
+    day: str
+    matched: int
+    mismatches: list[StatementFinding]
+    channel_total_fen: int
+    ledger_total_fen: int
+    checked_at: datetime
+
+
+class StatementRunIn(Request):
+    channel: Literal["wechat", "alipay"]
+    day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+
 class VisitRefundIn(Request):
     reason: str = Field("operator", min_length=1, max_length=20)
 

@@ -228,6 +228,40 @@ class StaleRefundsResult:
     refunds: list[RefundInput] = field(default_factory=list)
 
 
+# --- daily statements ------------------------------------------------------------------
+
+STATEMENT_SCHEDULE_ID = "daily-statements"
+RECONCILE_STATEMENT = "reconcile_statement"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementInput:
+    channels: list[str] = field(default_factory=list)
+    day: str = ""  # YYYY-MM-DD local; empty: yesterday
+    timezone: str = "Asia/Shanghai"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReconcileStatementInput:
+    channel: str
+    day: str
+    timezone: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementResult:
+    channel: str
+    day: str
+    matched: int
+    mismatches: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementsResult:
+    day: str
+    results: list[StatementResult] = field(default_factory=list)
+
+
 # --- reconciliation ------------------------------------------------------------------
 
 RECONCILE_SCHEDULE_ID = "reconcile-payments"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query
@@ -15,7 +16,7 @@ from api import services as svc
 from api.deps import OpsDep, SessionDep, StateDep
 from api.errors import ApiError, responses
 from api.metrics import PAYMENTS
-from db.models import AuditLog, Payment, Refund, Visit
+from db.models import AuditLog, Payment, Refund, StatementRun, Visit
 from db.refunds import refund_credit, settle_refund
 from db.repositories import audit, lock_patient, totals_by_visit, utcnow
 from domain.payment import RefundStatus
@@ -165,3 +166,55 @@ async def refund_visit_credit(visit_id: str, body: s.VisitRefundIn, state: State
     await session.commit()
     await payments.start_refunds(state, refunds)
     return JSONResponse(data, status_code=201)
+
+
+# --- daily statements ----------------------------------------------------------------------
+
+
+def statement_out(run: StatementRun) -> s.StatementRunOut:
+    return s.StatementRunOut(channel=run.channel, day=run.day, matched=run.matched,
+                             mismatches=[s.StatementFinding(**m) for m in run.mismatches],
+                             channel_total_fen=run.channel_total_fen, ledger_total_fen=run.ledger_total_fen,
+                             checked_at=run.created_at)
+
+
+@router.get("/statements", response_model=list[s.StatementRunOut], responses=responses(401, 422))
+async def statements(session: SessionDep, _: OpsDep, channel: str | None = None, day: str | None = None,
+                     mismatched: bool = False, limit: int = Query(60, ge=1, le=1000)) -> Any:
+    """The daily matching of each channel's statement against the ledger, newest day first;
+    `mismatched=true`: only days with something to look at."""
+    stmt = select(StatementRun).order_by(StatementRun.day.desc(), StatementRun.channel).limit(limit)
+    if channel is not None:
+        stmt = stmt.where(StatementRun.channel == channel)
+    if day is not None:
+        stmt = stmt.where(StatementRun.day == day)
+    runs = (await session.scalars(stmt)).all()
+    return [statement_out(r) for r in runs if r.mismatches or not mismatched]
+
+
+@router.post("/statements", response_model=s.StatementRunOut, responses=responses(401, 409, 422, 502))
+async def run_statement(body: s.StatementRunIn, state: StateDep, session: SessionDep, actor: OpsDep) -> Any:
+    """Match one channel's statement of one day now (again), and answer the result."""
+    from temporalio.client import WorkflowFailureError
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+    from workflows import contracts as c
+    from workflows.statement import StatementWorkflow
+
+    if getattr(state, body.channel) is None:
+        raise ApiError(409, "channel_unavailable", f"{body.channel} is not set up at this hospital")
+    await session.commit()
+    try:
+        await state.temporal.execute_workflow(
+            StatementWorkflow.run, c.StatementInput(channels=[body.channel], day=body.day,
+                                                    timezone=state.settings.timezone),
+            id=f"statement-{body.channel}-{body.day}", task_queue=state.settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, execution_timeout=timedelta(minutes=2),
+            static_summary=f"{body.channel} statement of {body.day} (asked by {actor})")
+    except WorkflowFailureError as err:
+        raise ApiError(502, "channel_error", f"the {body.channel} statement could not be matched: {err.cause}") from None
+    run = await session.scalar(select(StatementRun).where(StatementRun.channel == body.channel,
+                                                          StatementRun.day == body.day))
+    assert run is not None
+    return statement_out(run)

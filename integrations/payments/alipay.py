@@ -24,13 +24,46 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from domain.money import fen_from_yuan, yuan
-from integrations.payments.wechat import Paid, RefundAnswer, _sign, _verify
+from integrations.payments.wechat import Paid, RefundAnswer, StatementError, StatementLine, _sign, _verify
 
 PAID_STATES = ("TRADE_SUCCESS", "TRADE_FINISHED")
 # Alipay's refusals of a refund that a retry will not change (others, e.g. ACQ.SYSTEM_ERROR
 # or ACQ.SELLER_BALANCE_NOT_ENOUGH, are worth asking again)
 FINAL_REFUND_ERRORS = frozenset({"ACQ.TRADE_NOT_EXIST", "ACQ.TRADE_STATUS_ERROR", "ACQ.TRADE_HAS_CLOSE",
                                  "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "ACQ.BUYER_ERROR", "ACQ.INVALID_PARAMETER"})
+
+
+# the detail file of Alipay's trade bill (业务明细), GBK, comment lines start with '#'
+BILL_COLUMNS = ("支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,"
+                "订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,"
+                "券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注").split(",")
+
+
+def parse_bill_zip(data: bytes) -> list[StatementLine]:
+    """Alipay's bill archive -> lines: the 业务明细 file, GBK, amounts in yuan (refunds negative)."""
+    import io
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("业务明细.csv"))
+            text = archive.read(name).decode("gbk")
+    except (zipfile.BadZipFile, StopIteration, UnicodeDecodeError) as err:
+        raise StatementError(f"not an Alipay bill archive: {err}") from None
+    rows = [r for r in text.splitlines() if r and not r.startswith("#")]
+    if not rows or rows[0].split(",") != BILL_COLUMNS:
+        raise StatementError("not an Alipay bill: unexpected header")
+    out = []
+    for row in rows[1:]:
+        values = dict(zip(BILL_COLUMNS, (v.strip() for v in row.split(",")), strict=True))
+        refund = values["业务类型"] == "退款"
+        fen = fen_from_yuan(values["订单金额（元）"].removeprefix("-"))
+        if fen is None:
+            raise StatementError(f"bad amount in {row!r}")
+        out.append(StatementLine(kind="refund" if refund else "payment", out_trade_no=values["商户订单号"],
+                                 out_refund_no=values["退款批次号/请求号"] if refund else "", amount_fen=fen,
+                                 channel_no=values["支付宝交易号"]))
+    return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,6 +139,20 @@ class AlipayClient:
                                 channel_refund_no=str(answer.get("trade_no", "")))
         return RefundAnswer(out_refund_no=out_request_no, status="processing")
 
+    async def statement(self, day: str) -> list[StatementLine]:
+        """alipay.data.dataservice.bill.downloadurl.query for a day's trade bill, then the archive."""
+        data = self._ali.build_body("alipay.data.dataservice.bill.downloadurl.query",
+                                    {"bill_type": "trade", "bill_date": day})
+        answer = await asyncio.to_thread(self._ali.verified_sync_response, data,
+                                         "alipay_data_dataservice_bill_downloadurl_query_response")
+        if answer.get("code") != "10000":
+            raise AlipayError(str(answer.get("sub_code") or answer.get("code")), str(answer.get("sub_msg", "")))
+        async with httpx.AsyncClient(timeout=30) as http:
+            r = await http.get(str(answer["bill_download_url"]))
+        if r.status_code != 200:
+            raise AlipayError("DOWNLOAD_FAILED", f"HTTP {r.status_code}")
+        return parse_bill_zip(r.content)
+
     async def simulate_payment(self, out_trade_no: str, amount_fen: int) -> None:
         """Sandbox only: the phone opens the cashier (the simulated Alipay learns the order),
         the patient pays, and Alipay notifies us."""
@@ -142,6 +189,8 @@ class AlipayClient:
 class AlipaySimState:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     notifications: list[tuple[str, str]] = field(default_factory=list)  # (out_trade_no, our answer)
+    bill_tokens: dict[str, str] = field(default_factory=dict)  # download token -> day
+    extra_bill_rows: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
 
 def alipay_simulator_app(*, app_id: str, seller_id: str, app_public_key: str, alipay_private_key: str) -> FastAPI:
@@ -193,6 +242,16 @@ def alipay_simulator_app(*, app_id: str, seller_id: str, app_public_key: str, al
             return signed(name, {"code": "10000", "msg": "Success", "out_trade_no": order["out_trade_no"],
                                  "trade_no": order.get("trade_no", ""), "trade_status": order["trade_status"],
                                  "total_amount": yuan(order["total_fen"])})
+        if method == "alipay.data.dataservice.bill.downloadurl.query":
+            day = str(biz.get("bill_date", ""))
+            if biz.get("bill_type") not in ("trade", "signcustomer") or len(day) != 10:
+                return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "isp.bill_not_exist",
+                                     "sub_msg": "账单不存在"})
+            token = secrets.token_urlsafe(12)
+            state.bill_tokens[token] = day
+            base = str(request.base_url).rstrip("/")
+            return signed(name, {"code": "10000", "msg": "Success",
+                                 "bill_download_url": f"{base}/_bills/download?token={token}"})
         if method == "alipay.trade.refund":
             return signed(name, refund(biz))
         if method == "alipay.trade.fastpay.refund.query":
@@ -234,10 +293,52 @@ def alipay_simulator_app(*, app_id: str, seller_id: str, app_public_key: str, al
                 return failed("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
             refunds[request_no] = fen
             fund_change = "Y"
+            order.setdefault("refund_log", []).append(
+                (request_no, fen, datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")))
         return {"code": "10000", "msg": "Success", "trade_no": order["trade_no"], "out_trade_no": order["out_trade_no"],
                 "buyer_logon_id": "159****5620", "fund_change": fund_change,
                 "refund_fee": yuan(sum(refunds.values())),
                 "gmt_refund_pay": datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")}
+
+    @app.get("/_bills/download")
+    async def bill_download(token: str = "") -> Any:
+        import io
+        import zipfile
+
+        from fastapi.responses import Response
+
+        day = state.bill_tokens.pop(token, None)
+        if day is None:
+            return JSONResponse({"error": "token expired"}, status_code=404)
+        rows = []
+        for order in state.orders.values():
+            if order.get("gmt_payment", "")[:10] == day:
+                rows.append({"支付宝交易号": order["trade_no"], "商户订单号": order["out_trade_no"], "业务类型": "交易",
+                             "商品名称": order["subject"], "完成时间": order["gmt_payment"],
+                             "订单金额（元）": yuan(order["total_fen"]), "商家实收（元）": yuan(order["total_fen"])})
+            for request_no, fen, at in order.get("refund_log", []):
+                if at[:10] == day:
+                    rows.append({"支付宝交易号": order["trade_no"], "商户订单号": order["out_trade_no"],
+                                 "业务类型": "退款", "商品名称": order["subject"], "完成时间": at,
+                                 "订单金额（元）": "-" + yuan(fen), "退款批次号/请求号": request_no})
+        rows += [r for d, r in state.extra_bill_rows if d == day]
+        lines = ["#支付宝业务明细查询", f"#账号：[{seller_id}]", f"#起始日期：[{day} 00:00:00]",
+                 ",".join(BILL_COLUMNS)] + [",".join(r.get(c, "") for c in BILL_COLUMNS) for r in rows]
+        lines += ["#-----------------------------------------业务明细列表结束------------------------------------"]
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as archive:
+            archive.writestr(f"{seller_id}0156_{day.replace('-', '')}_业务明细.csv",
+                             "\r\n".join(lines).encode("gbk"))
+            archive.writestr(f"{seller_id}0156_{day.replace('-', '')}_业务明细(汇总).csv", "#汇总\r\n".encode("gbk"))
+        return Response(buf.getvalue(), media_type="application/zip")
+
+    @app.post("/_sim/bill-extra/{day}")
+    async def bill_extra(day: str, out_trade_no: str, total: int) -> JSONResponse:
+        """A trade on Alipay's bill that the merchant never recorded (for reconciliation tests)."""
+        state.extra_bill_rows.append((day, {"支付宝交易号": "2026" + secrets.token_hex(8), "商户订单号": out_trade_no,
+                                            "业务类型": "交易", "完成时间": f"{day} 12:00:00",
+                                            "订单金额（元）": yuan(total)}))
+        return JSONResponse({"day": day, "out_trade_no": out_trade_no})
 
     @app.post("/_sim/pay/{out_trade_no}")
     async def pay(out_trade_no: str, notify: bool = True) -> JSONResponse:

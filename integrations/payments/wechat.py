@@ -32,6 +32,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from wechatpayv3 import WeChatPay, WeChatPayType
 
+from domain.money import fen_from_yuan, yuan
+
 MAX_SKEW_SECONDS = 300
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
 
@@ -71,6 +73,50 @@ class RefundAnswer:
     channel_refund_no: str = ""
     amount_fen: int = 0
     detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StatementLine:
+    """One line of a channel's daily statement, in our words."""
+    kind: str  # payment | refund
+    out_trade_no: str
+    amount_fen: int
+    out_refund_no: str = ""
+    channel_no: str = ""  # the channel's transaction or refund number
+
+
+# the columns of WeChat's trade bill (交易账单, bill_type=ALL); every value starts with a backtick
+BILL_COLUMNS = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
+                "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,"
+                "商户数据包,手续费,费率,订单金额,申请退款金额,费率备注").split(",")
+BILL_SUMMARY = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
+
+
+class StatementError(Exception):
+    pass
+
+
+def parse_trade_bill(text: str) -> list[StatementLine]:
+    """WeChat's trade bill -> lines. Amounts are yuan strings, converted exactly."""
+    rows = text.splitlines()
+    if not rows or rows[0].split(",") != BILL_COLUMNS:
+        raise StatementError("not a WeChat trade bill: unexpected header")
+    out = []
+    for row in rows[1:]:
+        if row.startswith(BILL_SUMMARY.split(",")[0]):
+            break
+        values = dict(zip(BILL_COLUMNS, (v.removeprefix("`") for v in row.split(",")), strict=True))
+        if values["交易状态"] == "REFUND":
+            fen = fen_from_yuan(values["退款金额"])
+            kind, no = "refund", values["微信退款单号"]
+        else:
+            fen = fen_from_yuan(values["应结订单金额"])
+            kind, no = "payment", values["微信订单号"]
+        if fen is None:
+            raise StatementError(f"bad amount in {row!r}")
+        out.append(StatementLine(kind=kind, out_trade_no=values["商户订单号"], out_refund_no=values["商户退款单号"],
+                                 amount_fen=fen, channel_no=no))
+    return out
 
 
 REFUND_STATES = {"SUCCESS": "succeeded", "PROCESSING": "processing", "CLOSED": "failed", "ABNORMAL": "failed"}
@@ -132,6 +178,24 @@ class WeChatPayClient:
         if code != 200:
             raise WeChatPayError(code, str(data.get("code")), str(data.get("message")))
         return _refund_answer(data)
+
+    async def statement(self, day: str) -> list[StatementLine]:
+        """The trade bill of a day (YYYY-MM-DD, Beijing time): ask for it, download it (gzip),
+        check its SHA1 against the signed answer, parse it."""
+        import gzip
+        import hashlib
+
+        code, message = await asyncio.to_thread(self._wx.trade_bill, bill_date=day, bill_type="ALL")
+        data = _json(message)
+        if code != 200:
+            raise WeChatPayError(code, str(data.get("code")), str(data.get("message")))
+        code, content = await asyncio.to_thread(self._wx.download_bill, data["download_url"])
+        if code != 200 or not isinstance(content, bytes):
+            raise WeChatPayError(code, "DOWNLOAD_FAILED", "the bill could not be downloaded")
+        raw = gzip.decompress(content)
+        if hashlib.sha1(raw).hexdigest() != data.get("hash_value"):
+            raise StatementError("the bill's SHA1 does not match the signed answer")
+        return parse_trade_bill(raw.decode("utf-8"))
 
     async def simulate_payment(self, out_trade_no: str) -> None:
         """Sandbox only: the patient pays at the simulated WeChat, which then notifies us."""
@@ -225,6 +289,8 @@ class SimState:
     nonces: set[str] = field(default_factory=set)
     notifications: list[tuple[str, int]] = field(default_factory=list)  # (out_trade_no, our HTTP answer)
     refund_outcome: dict[str, str] = field(default_factory=dict)  # out_trade_no -> SUCCESS | ABNORMAL | CLOSED
+    bill_tokens: dict[str, tuple[str, bool]] = field(default_factory=dict)  # download token -> (day, gzip)
+    extra_bill_rows: list[tuple[str, list[str]]] = field(default_factory=list)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
@@ -405,6 +471,75 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
         if refund is None:
             return error(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
         return signed(refund_view(refund))
+
+    def bill_rows(day: str) -> list[list[str]]:
+        rows: list[list[str]] = []
+        blank = dict.fromkeys(BILL_COLUMNS, "")
+        for order in state.orders.values():
+            if order["trade_state"] == "SUCCESS" and order["success_time"][:10] == day:
+                rows.append(list({**blank, "交易时间": order["success_time"][:19].replace("T", " "),
+                                  "公众账号ID": order["appid"], "商户号": order["mchid"],
+                                  "微信订单号": order["transaction_id"], "商户订单号": order["out_trade_no"],
+                                  "交易类型": "MWEB", "交易状态": "SUCCESS", "付款银行": "OTHERS", "货币种类": "CNY",
+                                  "应结订单金额": yuan(order['total']), "代金券金额": "0.00",
+                                  "商品名称": order["description"], "手续费": "0.00", "费率": "0.60%",
+                                  "订单金额": yuan(order['total'])}.values()))
+        for refund in state.refunds.values():
+            if refund["status"] == "SUCCESS" and (refund.get("success_time") or "")[:10] == day:
+                rows.append(list({**blank, "交易时间": refund["success_time"][:19].replace("T", " "),
+                                  "商户号": refund["mchid"], "微信订单号": refund["transaction_id"],
+                                  "商户订单号": refund["out_trade_no"], "交易类型": "MWEB", "交易状态": "REFUND",
+                                  "货币种类": "CNY", "应结订单金额": "0.00", "微信退款单号": refund["refund_id"],
+                                  "商户退款单号": refund["out_refund_no"], "退款金额": yuan(refund['refund']),
+                                  "退款类型": "ORIGINAL", "退款状态": "SUCCESS",
+                                  "申请退款金额": yuan(refund['refund'])}.values()))
+        rows += [r for d, r in state.extra_bill_rows if d == day]
+        return rows
+
+    def bill_text(day: str) -> bytes:
+        rows = bill_rows(day)
+        lines = [",".join(BILL_COLUMNS)] + [",".join("`" + v for v in row) for row in rows]
+        lines += [BILL_SUMMARY, f"`{len(rows)},`0.00,`0.00,`0.00,`0.00,`0.00,`0.00"]
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    @app.get("/v3/bill/tradebill")
+    async def trade_bill(request: Request, bill_date: str = "", bill_type: str = "ALL",
+                         tar_type: str = "") -> JSONResponse:
+        import hashlib
+
+        merchant = authenticate(request, b"")
+        if isinstance(merchant, JSONResponse):
+            return merchant
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", bill_date) or bill_type not in ("ALL", "SUCCESS", "REFUND"):
+            return error(400, "PARAM_ERROR", "bill_date 或 bill_type 参数错误")
+        token = secrets.token_urlsafe(12)
+        state.bill_tokens[token] = (bill_date, tar_type == "GZIP")
+        return signed({"hash_type": "SHA1", "hash_value": hashlib.sha1(bill_text(bill_date)).hexdigest(),
+                       "download_url": f"{str(request.base_url).rstrip('/')}/v3/billdownload/file?token={token}"})
+
+    @app.get("/v3/billdownload/file")
+    async def bill_file(request: Request, token: str = "") -> Any:
+        import gzip
+
+        from fastapi.responses import Response
+
+        merchant = authenticate(request, b"")
+        if isinstance(merchant, JSONResponse):
+            return merchant
+        if token not in state.bill_tokens:
+            return error(400, "PARAM_ERROR", "token 无效或已过期")
+        day, gz = state.bill_tokens.pop(token)
+        body = bill_text(day)
+        return Response(gzip.compress(body) if gz else body, media_type="application/octet-stream")
+
+    @app.post("/_sim/bill-extra/{day}")
+    async def bill_extra(day: str, out_trade_no: str, total: int) -> JSONResponse:
+        """A trade on WeChat's bill that the merchant never recorded (for reconciliation tests)."""
+        blank = dict.fromkeys(BILL_COLUMNS, "")
+        state.extra_bill_rows.append((day, list({**blank, "交易时间": f"{day} 12:00:00", "商户订单号": out_trade_no,
+                                                  "微信订单号": "42" + secrets.token_hex(8), "交易状态": "SUCCESS",
+                                                  "应结订单金额": yuan(total)}.values())))
+        return JSONResponse({"day": day, "out_trade_no": out_trade_no})
 
     @app.post("/_sim/refund-outcome/{out_trade_no}")
     async def set_refund_outcome(out_trade_no: str, outcome: str = "ABNORMAL") -> JSONResponse:

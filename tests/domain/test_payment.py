@@ -136,3 +136,32 @@ def test_a_refused_refund_puts_the_credit_back() -> None:
     assert totals(Entry(kind=k, amount_fen=a) for k, a in kinds).balance_fen == 0
     back = totals(Entry(kind=k, amount_fen=a) for k, a in [*kinds, (EntryKind.refund_reversal, 300)])
     assert (back.paid_fen, back.balance_fen) == (800, -300)
+
+
+# --- daily statements -------------------------------------------------------------------
+
+from domain.statement import Line, Mismatch, match  # noqa: E402
+
+
+def test_a_statement_that_agrees_has_no_findings() -> None:
+    lines = [Line(kind="payment", ref="p1", amount_fen=500), Line(kind="refund", ref="r1", amount_fen=200)]
+    out = match(lines, lines)
+    assert (out.matched, out.findings, out.channel_total_fen, out.ledger_total_fen) == (2, [], 300, 300)
+
+
+def test_every_kind_of_disagreement_is_reported() -> None:
+    channel = [Line(kind="payment", ref="p1", amount_fen=500), Line(kind="payment", ref="ghost", amount_fen=900),
+               Line(kind="refund", ref="r1", amount_fen=250)]
+    ours = [Line(kind="payment", ref="p1", amount_fen=500), Line(kind="refund", ref="r1", amount_fen=200),
+            Line(kind="payment", ref="p2", amount_fen=700),
+            Line(kind="payment", ref="p3", amount_fen=100, inside_day=False)]  # near midnight: on another day
+    out = match(channel, ours)
+    assert out.matched == 1
+    assert {(f.ref, f.problem, f.channel_fen, f.ledger_fen) for f in out.findings} == {
+        ("ghost", Mismatch.missing_in_ledger, 900, None), ("r1", Mismatch.amount_mismatch, 250, 200),
+        ("p2", Mismatch.missing_at_channel, None, 700)}
+
+
+def test_a_line_from_across_midnight_matches_a_record_of_the_other_day() -> None:
+    out = match([Line(kind="payment", ref="p0", amount_fen=100)], [], known={("payment", "p0"): 100})
+    assert (out.matched, out.findings) == (1, [])

@@ -193,3 +193,31 @@ async def test_paid_twice_with_alipay_the_second_is_refunded_at_alipay(http: htt
         (orders[1]["payment_id"], 2468, "overpayment")]
     visit = await _visit(http, visit_id)
     assert visit["bill"]["paid_fen"] == 2468 and visit["bill"]["balance_fen"] == 0
+
+
+@pytest.mark.parametrize("channel", ["wechat", "alipay"])
+async def test_the_days_statement_matches_the_ledger_and_a_stranger_is_reported(
+        stack, http: httpx.AsyncClient, clinic: Clinic, channel: str) -> None:  # type: ignore[no-untyped-def]
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    await _paid_exam_visit(http, clinic, channel)  # at least one payment of today at this channel
+    day = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+    r = await http.post("/v1/ops/statements", json={"channel": channel, "day": day}, headers=OPS)
+    assert r.status_code == 200, r.text
+    clean = r.json()
+    assert clean["matched"] >= 1 and clean["mismatches"] == [], clean
+    assert clean["channel_total_fen"] == clean["ledger_total_fen"]
+    # a trade on the channel's bill that the ledger has never seen
+    port = stack.wechat_port if channel == "wechat" else stack.alipay_port
+    async with httpx.AsyncClient() as sim:
+        await sim.post(f"http://127.0.0.1:{port}/_sim/bill-extra/{day}", params={"out_trade_no": "pay_stranger",
+                                                                                  "total": 999})
+    r = await http.post("/v1/ops/statements", json={"channel": channel, "day": day}, headers=OPS)
+    found = r.json()["mismatches"]
+    assert [(m["ref"], m["problem"], m["channel_fen"]) for m in found] == [("pay_stranger", "missing_in_ledger", 999)]
+    listed = (await http.get("/v1/ops/statements", params={"mismatched": "true", "channel": channel},
+                             headers=OPS)).json()
+    assert [(x["channel"], x["day"]) for x in listed] == [(channel, day)]
+    bad = await http.post("/v1/ops/statements", json={"channel": channel, "day": "yesterday"}, headers=OPS)
+    assert_problem(bad, 422, "invalid_request")

@@ -14,6 +14,7 @@ from temporalio.worker import Replayer
 from worker import WORKFLOW_RUNNER
 from workflows.reconcile import ReconcileWorkflow
 from workflows.refund import RefundWorkflow
+from workflows.statement import StatementWorkflow
 from workflows.visit import VisitWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -26,6 +27,6 @@ def test_histories_are_committed() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"visit-{path.stem}", path.read_text())
-    replayer = Replayer(workflows=[VisitWorkflow, ReconcileWorkflow, RefundWorkflow], workflow_runner=WORKFLOW_RUNNER)
+    replayer = Replayer(workflows=[VisitWorkflow, ReconcileWorkflow, RefundWorkflow, StatementWorkflow], workflow_runner=WORKFLOW_RUNNER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
