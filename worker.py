@@ -19,7 +19,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.credit import CreditActivities
-from activities.insurance import InsuranceActivities
+from activities.insurance import InsuranceActivities, SettlementActivities
 from activities.ledger import LedgerActivities
 from activities.notify import NotifyActivities
 from activities.payments import PaymentActivities
@@ -33,6 +33,7 @@ from integrations.factory import Integrations, build_integrations
 from integrations.payments.alipay import AlipayClient
 from integrations.payments.wechat import WeChatPayClient
 from workflows import contracts as c
+from workflows.insurance import InsurancePaymentWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.statement import StatementWorkflow
@@ -58,12 +59,14 @@ def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSess
     notify = NotifyActivities(factory, integrations.sms, Pii(settings.data_key))
     receipts = ReceiptActivities(factory, Pii(settings.data_key), settings.hospital_name)
     insurance = InsuranceActivities(factory, integrations.bureau)
+    settlements = SettlementActivities(factory, integrations.bureau)
     credit = CreditActivities(factory, integrations.credit)
     return [ledger.book_registration, ledger.apply_visit_event, ledger.get_balance,
             ledger.record_payment_status, notify.send_sms, insurance.lock_card, insurance.unlock_card,
             credit.report_credit, payments.find_stale_payments, payments.reconcile_payment,
             refunds.refund_credit, refunds.submit_refund, refunds.check_refund, refunds.find_stale_refunds,
-            receipts.issue_receipt, statements.reconcile_statement]
+            receipts.issue_receipt, statements.reconcile_statement, settlements.settle_insurance,
+            settlements.reverse_insurance, settlements.book_insurance]
 
 
 def create_worker(client: Client, settings: Settings, factory: async_sessionmaker[AsyncSession],
@@ -72,7 +75,7 @@ def create_worker(client: Client, settings: Settings, factory: async_sessionmake
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[VisitWorkflow, ReconcileWorkflow, RefundWorkflow, StatementWorkflow],
+        workflows=[VisitWorkflow, ReconcileWorkflow, RefundWorkflow, StatementWorkflow, InsurancePaymentWorkflow],
         workflow_runner=WORKFLOW_RUNNER,
         activities=activity_functions(settings, factory, integrations),
     )

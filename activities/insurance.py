@@ -11,8 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from db.models import CardLockHold
-from db.repositories import audit, patient_mutex
+from activities.refunds import refund_input
+from db.models import CardLockHold, InsuranceSettlement, Payment
+from db.payments import any_visit, book, unpaid
+from db.refunds import refund_credit
+from db.repositories import audit, patient_mutex, utcnow
 from integrations.gateway import GatewayError
 from integrations.insurance_bureau import InsuranceBureauClient
 from workflows import contracts as c
@@ -77,3 +80,92 @@ class InsuranceActivities:
                       visit_id=inp.visit_id,
                       note=None if call else f"card stays locked: {len(others)} other overdue visit(s)")
             return c.CardLockResult(locked=locked, bureau_called=call)
+
+
+class SettlementActivities:
+    """医保脱卡支付: settle the insurance part of a bill with the bureau, reverse it (冲正),
+    and book it in the ledger once the self-pay part has landed."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession], bureau: InsuranceBureauClient) -> None:
+        self._factory = factory
+        self._bureau = bureau
+
+    async def _load(self, settlement_id: str) -> InsuranceSettlement:
+        async with self._factory() as session:
+            row = await session.get(InsuranceSettlement, settlement_id)
+        if row is None or not row.bureau_presettle_id:
+            raise ApplicationError(f"settlement {settlement_id} is not in the database", type="invalid_input",
+                                   non_retryable=True)
+        return row
+
+    async def _mark(self, settlement_id: str, status: str, **fields: object) -> None:
+        async with self._factory() as session, session.begin():
+            row = await session.get(InsuranceSettlement, settlement_id, with_for_update=True)
+            assert row is not None
+            before = row.status
+            row.status = status
+            for name, value in fields.items():
+                setattr(row, name, value)
+            row.updated_at = utcnow()
+            audit(session, actor="workflow", action=f"insurance_{status}", subject_type="patient",
+                  subject_id=row.patient_id, settlement_id=settlement_id, before=before)
+
+    @activity.defn(name=c.SETTLE_INSURANCE)
+    async def settle_insurance(self, inp: c.SettlementInput) -> c.SettlementResult:
+        row = await self._load(inp.settlement_id)
+        if row.status != "presettled":
+            return c.SettlementResult(settlement_id=row.id, status=row.status, detail=row.detail or "")
+        try:  # outside any transaction: the bureau may be in this process, writing the same database
+            number = await self._bureau.settle(request_id=f"settle:{row.id}", presettle_id=str(row.bureau_presettle_id))
+        except GatewayError as err:
+            if err.retryable:
+                raise
+            await self._mark(row.id, "failed", detail=str(err)[:300])
+            return c.SettlementResult(settlement_id=row.id, status="failed", detail=str(err))
+        await self._mark(row.id, "insurance_settled", bureau_settlement_no=number)
+        return c.SettlementResult(settlement_id=row.id, status="insurance_settled")
+
+    @activity.defn(name=c.REVERSE_INSURANCE)
+    async def reverse_insurance(self, inp: c.SettlementInput) -> c.SettlementResult:
+        row = await self._load(inp.settlement_id)
+        if row.status in ("reversed", "completed"):
+            return c.SettlementResult(settlement_id=row.id, status=row.status)
+        await self._bureau.reverse(request_id=f"reverse:{row.id}", presettle_id=str(row.bureau_presettle_id))
+        await self._mark(row.id, "reversed", detail="冲正: the self-pay part did not complete in time")
+        return c.SettlementResult(settlement_id=row.id, status="reversed")
+
+    @activity.defn(name=c.BOOK_INSURANCE)
+    async def book_insurance(self, inp: c.SettlementInput) -> c.SettlementResult:
+        async with self._factory() as session, session.begin():
+            row = await session.get(InsuranceSettlement, inp.settlement_id, with_for_update=True)
+            if row is None:
+                raise ApplicationError(f"settlement {inp.settlement_id} is not in the database",
+                                       type="invalid_input", non_retryable=True)
+            if row.status not in ("insurance_settled", "completed"):
+                raise ApplicationError(f"settlement {row.id} is {row.status}", type="invalid_input",
+                                       non_retryable=True)
+            landed: list[c.AllocationResult] = []
+            refunds: list[c.RefundInput] = []
+            if row.status == "insurance_settled":
+                now = utcnow()
+                for part, fen in (("pooled", row.pooled_fen), ("personal", row.personal_fen)):
+                    if fen <= 0:
+                        continue
+                    payment = Payment(id=f"{row.id}-{part}", patient_id=row.patient_id, method=f"insurance_{part}",
+                                      amount_fen=fen, status="succeeded", actor="insurance", created_at=now,
+                                      completed_at=now, visit_ids=row.visit_ids, insurance_settlement_id=row.id,
+                                      channel_trade_no=row.bureau_settlement_no)
+                    session.add(payment)
+                    await session.flush()
+                    bills = await unpaid(session, row.patient_id, list(row.visit_ids))
+                    parts = book(session, payment, bills or await any_visit(session, payment))
+                    landed += [c.AllocationResult(visit_id=v, amount_fen=a) for v, a in parts]
+                    for visit_id, _ in parts:
+                        refunds += [refund_input(r) for r in await refund_credit(
+                            session, visit_id=visit_id, patient_id=row.patient_id, reason="overpayment",
+                            actor="insurance")]
+                row.status, row.updated_at = "completed", now
+                audit(session, actor="insurance", action="insurance_booked", subject_type="patient",
+                      subject_id=row.patient_id, settlement_id=row.id, pooled_fen=row.pooled_fen,
+                      personal_fen=row.personal_fen)
+            return c.SettlementResult(settlement_id=row.id, status="completed", landed=landed, refunds=refunds)

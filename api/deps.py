@@ -18,6 +18,7 @@ from db.repositories import utcnow
 from config import Settings
 from db.pii import Pii
 from integrations.credit_platform import CreditPlatformClient
+from integrations.insurance_bureau import InsuranceBureauClient
 from integrations.payments.alipay import AlipayClient
 from integrations.payments.wechat import WeChatPayClient
 from integrations.sms import SmsSender
@@ -33,6 +34,7 @@ class AppState:
     credit: CreditPlatformClient
     wechat: WeChatPayClient | None = None
     alipay: AlipayClient | None = None
+    bureau: InsuranceBureauClient | None = None
 
 
 def get_state(request: Request) -> AppState:

@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             wx, ali = wechat_config(settings), alipay_config(settings)
             app.state.yhf = AppState(settings=settings, factory=factory, temporal=client,
                                      pii=Pii(settings.data_key), sms=integrations.sms, credit=integrations.credit,
+                                     bureau=integrations.bureau,
                                      wechat=WeChatPayClient(wx) if wx else None,
                                      alipay=AlipayClient(ali) if ali else None)
             yield

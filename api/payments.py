@@ -65,9 +65,50 @@ async def wake_refund(state: AppState, refund_id: str) -> None:
 
 
 async def landed(state: AppState, money: Landed) -> None:
-    """After the commit: tell the visits, start the refunds."""
+    """After the commit: tell the visits (and the insurance saga a self-pay part belongs to),
+    start the refunds."""
     await tell_workflows(state, money.payment.id, money.parts)  # told again on a repeat: harmless
     await start_refunds(state, money.refunds)
+    if money.payment.insurance_settlement_id:
+        from workflows.insurance import InsurancePaymentWorkflow
+
+        try:
+            await state.temporal.get_workflow_handle(
+                c.insurance_workflow_id(money.payment.insurance_settlement_id)).signal(
+                InsurancePaymentWorkflow.self_pay_received)
+        except RPCError as err:  # finished (reversed): the money stays booked as a payment of the bill
+            log.info("settlement %s: not told of its self-pay: %s", money.payment.insurance_settlement_id,
+                     err.message)
+
+
+async def open_order(state: AppState, session: AsyncSession, *, patient_id: str, visit_ids: list[str],
+                     amount_fen: int, channel: str, client_ip: str | None,
+                     insurance_settlement_id: str | None = None) -> s.ChannelPayment:
+    """A pending payment and its order at the channel; answers where the patient pays."""
+    from api import services as svc
+    from db.repositories import utcnow
+    from integrations.payments.wechat import WeChatPayError
+
+    if (channel == "wechat" and state.wechat is None) or (channel == "alipay" and state.alipay is None):
+        raise ApiError(409, "channel_unavailable", f"{channel} is not set up at this hospital")
+    now = utcnow()
+    payment = Payment(id=svc.new_id("pay_"), patient_id=patient_id, method=channel, amount_fen=amount_fen,
+                      status="pending", actor="patient", created_at=now, completed_at=None, visit_ids=visit_ids,
+                      insurance_settlement_id=insurance_settlement_id)
+    session.add(payment)
+    pay_url = f"/v1/sandbox/payments/{payment.id}/complete"
+    if channel == "wechat":
+        assert state.wechat is not None
+        try:  # the order is created while this patient's payments are locked: one at a time
+            pay_url = await state.wechat.create_h5(out_trade_no=payment.id, description="医后付-就诊费用",
+                                                   amount_fen=amount_fen, client_ip=client_ip or "127.0.0.1")
+        except WeChatPayError as err:
+            raise ApiError(502, "channel_error", f"WeChat Pay refused the order ({err.code})") from None
+    if channel == "alipay":
+        assert state.alipay is not None  # a signed URL: Alipay learns of the order when the phone opens it
+        pay_url = state.alipay.wap_pay_url(out_trade_no=payment.id, subject="医后付-就诊费用", amount_fen=amount_fen)
+    return s.ChannelPayment(payment_id=payment.id, channel=channel, status="pending", amount_fen=amount_fen,
+                            visit_ids=visit_ids, pay_url=pay_url, created_at=now)
 
 
 def out(payment: Payment, parts: list[tuple[str, int]]) -> s.PaymentOut:

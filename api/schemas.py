@@ -173,6 +173,7 @@ class BillLine(BaseModel):
 class PaymentLine(BaseModel):
     kind: Literal["payment", "refund", "refund_reversal"]
     payment_id: str | None
+    method: str | None = None  # sandbox, wechat, alipay, cash, card, insurance, insurance_pooled, insurance_personal
     amount_fen: int
     at: datetime
 
@@ -428,6 +429,38 @@ class ChannelPayment(BaseModel):
     visit_ids: list[str]
     pay_url: str | None
     created_at: datetime
+
+
+class InsurancePresettleIn(Request):
+    visit_ids: Annotated[list[Id], Field(min_length=1, max_length=100)] | None = None
+
+
+class InsurancePayIn(Request):
+    channel: Literal["sandbox", "wechat", "alipay"]
+
+
+class InsuranceSettlementOut(BaseModel):
+    settlement_id: str
+    visit_ids: list[str]
+    total_fen: int
+    pooled_fen: int  # 统筹基金
+    personal_fen: int  # 个人账户
+    self_pay_fen: int  # 自付, paid at a channel
+    status: Literal["presettled", "insurance_settled", "completed", "reversed", "failed"]
+    channel: str | None
+    self_pay: ChannelPayment | None = None
+    detail: str | None
+    created_at: datetime
+
+
+class SimSettlement(BaseModel):
+    presettle_id: str
+    status: str
+    total_fen: int
+    pooled_fen: int
+    personal_fen: int
+    self_pay_fen: int
+    settlement_no: str | None
 
 
 class Notification(BaseModel):

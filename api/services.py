@@ -22,7 +22,7 @@ from api import schemas as s
 from api.deps import AppState
 from api.errors import ApiError
 from db.models import (
-    Enrolment, IdempotencyRecord, Patient, Receipt, Refund, SmsCode, Visit, VisitEvent,
+    Enrolment, IdempotencyRecord, Patient, Payment, Receipt, Refund, SmsCode, Visit, VisitEvent,
 )
 from db.pii import mask_phone
 from db.repositories import (
@@ -76,8 +76,11 @@ async def visit_view(session: AsyncSession, visit: Visit) -> s.VisitOut:
                         unit_price_fen=e.unit_price_fen, quantity=e.quantity, amount_fen=e.amount_fen,
                         booked_at=e.created_at)
              for e in entries if e.kind in ("charge", "reversal")]
-    payments = [s.PaymentLine(kind=e.kind, payment_id=e.payment_id, amount_fen=e.amount_fen, at=e.created_at)
-                for e in entries if e.kind in ("payment", "refund", "refund_reversal")]
+    money = [e for e in entries if e.kind in ("payment", "refund", "refund_reversal")]
+    methods = dict((await session.execute(select(Payment.id, Payment.method).where(
+        Payment.id.in_({e.payment_id for e in money if e.payment_id})))).all()) if money else {}
+    payments = [s.PaymentLine(kind=e.kind, payment_id=e.payment_id, method=methods.get(e.payment_id),
+                              amount_fen=e.amount_fen, at=e.created_at) for e in money]
     return s.VisitOut(
         visit_id=visit.id, patient_id=visit.patient_id, department=visit.department, doctor=visit.doctor,
         channel=visit.channel, stage=visit.stage, payment_status=visit.payment_status,

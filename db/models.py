@@ -224,6 +224,7 @@ class InsuranceSettlement(Base):
     self_pay_fen: Mapped[int] = mapped_column(Money)  # 自付
     status: Mapped[str] = mapped_column(String(16), index=True)
     channel: Mapped[str] = mapped_column(String(20))  # where the self-pay part is paid
+    bureau_presettle_id: Mapped[str | None] = mapped_column(String(40))
     bureau_settlement_no: Mapped[str | None] = mapped_column(String(64))
     insurance_payment_id: Mapped[str | None] = mapped_column(String(40))
     self_pay_payment_id: Mapped[str | None] = mapped_column(String(40))
@@ -339,6 +340,23 @@ class SimInsuranceCardEvent(Base):
     action: Mapped[str] = mapped_column(String(10))
     reason: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime]
+
+
+class SimInsuranceSettlement(Base):
+    """The simulated bureau's side of card-less settlements (pre-settle, settle, 冲正)."""
+
+    __tablename__ = "sim_insurance_settlement"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the bureau's presettle id
+    request_id: Mapped[str] = mapped_column(String(200), unique=True)
+    patient_id: Mapped[str] = mapped_column(String(40), index=True)
+    total_fen: Mapped[int] = mapped_column(Money)
+    pooled_fen: Mapped[int] = mapped_column(Money)
+    personal_fen: Mapped[int] = mapped_column(Money)
+    self_pay_fen: Mapped[int] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(16))  # presettled | settled | reversed
+    settlement_no: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
 
 
 class SimCreditRecord(Base):

@@ -90,7 +90,7 @@ async def channel_paid(session: AsyncSession, *, channel: str, payment_id: str, 
     payment.status = str(moved.state.status)
     payment.completed_at = utcnow()
     payment.channel_trade_no = trade_no
-    parts = book(session, payment, bills or await _any_visit(session, payment))
+    parts = book(session, payment, bills or await any_visit(session, payment))
     audit(session, actor=f"channel:{channel}", action="payment_succeeded", subject_type="patient",
           subject_id=payment.patient_id, payment_id=payment.id, amount_fen=payment.amount_fen, trade_no=trade_no)
     refunds = []
@@ -100,7 +100,7 @@ async def channel_paid(session: AsyncSession, *, channel: str, payment_id: str, 
     return Landed(payment=payment, parts=parts, refunds=refunds)
 
 
-async def _any_visit(session: AsyncSession, payment: Payment) -> list[tuple[Visit, Totals]]:
+async def any_visit(session: AsyncSession, payment: Payment) -> list[tuple[Visit, Totals]]:
     """Paid twice, or paid after the bill was settled another way: the money still lands (as a credit)."""
     ids = payment.visit_ids or []
     visits = (await session.scalars(select(Visit).where(Visit.id.in_(ids)))).all()

@@ -165,6 +165,12 @@ class ReportCreditResult:
     record_id: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class AllocationResult:
+    visit_id: str
+    amount_fen: int
+
+
 # --- receipts ----------------------------------------------------------------------------
 
 ISSUE_RECEIPT = "issue_receipt"
@@ -228,6 +234,41 @@ class StaleRefundsResult:
     refunds: list[RefundInput] = field(default_factory=list)
 
 
+# --- insurance card-less payment (医保脱卡支付) ----------------------------------------
+
+SETTLE_INSURANCE = "settle_insurance"
+REVERSE_INSURANCE = "reverse_insurance"
+BOOK_INSURANCE = "book_insurance"
+
+
+def insurance_workflow_id(settlement_id: str) -> str:
+    return f"insurance-pay-{settlement_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class InsurancePaymentInput:
+    settlement_id: str
+    patient_id: str
+    self_pay_payment_id: str  # empty when the insurance covers everything
+    self_pay_fen: int
+    insurance_fen: int
+    self_pay_timeout_seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SettlementInput:
+    settlement_id: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SettlementResult:
+    settlement_id: str
+    status: str  # presettled | insurance_settled | completed | reversed | failed
+    detail: str = ""
+    landed: list[AllocationResult] = field(default_factory=list)  # the insurance money, per visit
+    refunds: list[RefundInput] = field(default_factory=list)
+
+
 # --- daily statements ------------------------------------------------------------------
 
 STATEMENT_SCHEDULE_ID = "daily-statements"
@@ -282,12 +323,6 @@ class StalePaymentsResult:
 @dataclass(frozen=True, kw_only=True)
 class ReconcilePaymentInput:
     payment_id: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class AllocationResult:
-    visit_id: str
-    amount_fen: int
 
 
 @dataclass(frozen=True, kw_only=True)

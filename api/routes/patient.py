@@ -16,10 +16,11 @@ from api import services as svc
 from api import tokens
 from api.deps import PatientDep, PatientSessionDep, SessionDep, StateDep
 from api.errors import ApiError, responses
-from db.models import AuditLog, Patient, PatientSession, Payment, Receipt, Refund, SmsMessage, Visit
+from db.models import (AuditLog, InsuranceSettlement, Patient, PatientSession, Receipt, Refund, SmsMessage,
+                       Visit)
 from db.receipts import receipt_html
-from db.repositories import active_enrolment, audit, open_visits, utcnow
-from integrations.payments.wechat import WeChatPayError
+from db.repositories import active_enrolment, audit, ledger_lines, open_visits, utcnow
+from integrations.gateway import GatewayError
 
 router = APIRouter(prefix="/v1/patient", tags=["patients"])
 IDENTITY_TRIES = 5
@@ -154,26 +155,8 @@ async def pay(body: s.PatientPaymentIn, patient: PatientDep, state: StateDep, se
     owed = sum(t.balance_fen for _, t in bills)
     if owed <= 0:
         raise ApiError(409, "nothing_to_pay", "nothing is owed on these visits")
-    if (body.channel == "wechat" and state.wechat is None) or (body.channel == "alipay" and state.alipay is None):
-        raise ApiError(409, "channel_unavailable", f"{body.channel} is not set up at this hospital")
-    now = utcnow()
-    payment = Payment(id=svc.new_id("pay_"), patient_id=patient.id, method=body.channel, amount_fen=owed,
-                      status="pending", actor="patient", created_at=now, completed_at=None,
-                      visit_ids=[v.id for v, _ in bills])
-    session.add(payment)
-    pay_url = f"/v1/sandbox/payments/{payment.id}/complete"
-    if body.channel == "wechat":
-        assert state.wechat is not None
-        try:  # the order is created while this patient's payments are locked: one at a time
-            pay_url = await state.wechat.create_h5(out_trade_no=payment.id, description="医后付-就诊费用",
-                                                   amount_fen=owed, client_ip=client_ip(request) or "127.0.0.1")
-        except WeChatPayError as err:
-            raise ApiError(502, "channel_error", f"WeChat Pay refused the order ({err.code})") from None
-    if body.channel == "alipay":
-        assert state.alipay is not None  # a signed URL: Alipay learns of the order when the phone opens it
-        pay_url = state.alipay.wap_pay_url(out_trade_no=payment.id, subject="医后付-就诊费用", amount_fen=owed)
-    out = s.ChannelPayment(payment_id=payment.id, channel=body.channel, status="pending", amount_fen=owed,
-                           visit_ids=payment.visit_ids, pay_url=pay_url, created_at=now)
+    out = await payments.open_order(state, session, patient_id=patient.id, visit_ids=[v.id for v, _ in bills],
+                                    amount_fen=owed, channel=body.channel, client_ip=client_ip(request))
     data = out.model_dump(mode="json")
     if key:
         svc.remember(session, key, request_hash, 201, data)
@@ -217,3 +200,116 @@ async def my_receipt(receipt_id: str, patient: PatientDep, session: SessionDep,
         return HTMLResponse(receipt_html(receipt), headers={
             "Content-Disposition": f'attachment; filename="receipt-{receipt.id}.html"'})
     return svc.receipt_out(receipt)
+
+
+# --- insurance card-less payment (医保脱卡支付) ------------------------------------------
+
+
+def settlement_out(row: InsuranceSettlement, self_pay: s.ChannelPayment | None = None) -> s.InsuranceSettlementOut:
+    return s.InsuranceSettlementOut(settlement_id=row.id, visit_ids=list(row.visit_ids), total_fen=row.total_fen,
+                                    pooled_fen=row.pooled_fen, personal_fen=row.personal_fen,
+                                    self_pay_fen=row.self_pay_fen, status=row.status,
+                                    channel=row.channel or None, self_pay=self_pay, detail=row.detail,
+                                    created_at=row.created_at)
+
+
+async def _own_settlement(session: SessionDep, patient: Patient, settlement_id: str) -> InsuranceSettlement:
+    row = await session.get(InsuranceSettlement, settlement_id)
+    if row is None or row.patient_id != patient.id:
+        raise ApiError(404, "settlement_not_found", f"no settlement {settlement_id}")
+    return row
+
+
+@router.post("/insurance/presettle", response_model=s.InsuranceSettlementOut, status_code=201,
+             responses=responses(401, 403, 404, 409, 422, 502))
+async def insurance_presettle(body: s.InsurancePresettleIn, patient: PatientDep, state: StateDep,
+                              session: SessionDep) -> Any:
+    """Ask the insurance bureau to split the unpaid bill (or chosen visits) into pooled fund,
+    personal account and self-pay. Nothing is paid yet."""
+    if not patient.insured_locally:
+        raise ApiError(409, "not_insured", "card-less insurance payment is for the locally insured")
+    if state.bureau is None:
+        raise ApiError(409, "channel_unavailable", "the insurance bureau is not connected")
+    bills = await payments.unpaid(session, patient.id, body.visit_ids)
+    if not bills:
+        raise ApiError(409, "nothing_to_pay", "nothing is owed on these visits")
+    items: list[tuple[str, int]] = []
+    for visit, totals in bills:
+        if totals.paid_fen != 0:
+            raise ApiError(409, "partly_paid", f"visit {visit.id} is partly paid: pay the rest at a channel")
+        entries = await ledger_lines(session, visit.id)
+        reversed_ = {e.item_id for e in entries if e.kind == "reversal"}
+        items += [(e.category or "other", e.amount_fen) for e in entries
+                  if e.kind == "charge" and e.item_id not in reversed_]
+    settlement_id = svc.new_id("ins_")
+    await session.commit()  # the bureau may live in this process and write the same database
+    try:
+        split = await state.bureau.presettle(request_id=f"presettle:{settlement_id}", patient_id=patient.id,
+                                             items=items)
+    except GatewayError as err:
+        if err.code == "CardLocked":
+            raise ApiError(409, "card_locked", "the insurance card is locked: pay at a channel") from None
+        raise ApiError(502, "bureau_error", f"the insurance bureau refused: {err}") from None
+    now = utcnow()
+    row = InsuranceSettlement(id=settlement_id, patient_id=patient.id, visit_ids=[v.id for v, _ in bills],
+                              total_fen=split.total_fen, pooled_fen=split.pooled_fen, personal_fen=split.personal_fen,
+                              self_pay_fen=split.self_pay_fen, status="presettled", channel="",
+                              bureau_presettle_id=split.presettle_id, created_at=now, updated_at=now)
+    session.add(row)
+    audit(session, actor="patient", action="insurance_presettled", subject_type="patient", subject_id=patient.id,
+          settlement_id=settlement_id, pooled_fen=split.pooled_fen, personal_fen=split.personal_fen,
+          self_pay_fen=split.self_pay_fen)
+    return settlement_out(row)
+
+
+@router.post("/insurance/settlements/{settlement_id}/pay", response_model=s.InsuranceSettlementOut,
+             responses=responses(401, 403, 404, 409, 422, 502))
+async def insurance_pay(settlement_id: str, body: s.InsurancePayIn, patient: PatientDep, state: StateDep,
+                        session: SessionDep, request: Request, idempotency_key: IdempotencyKey = None) -> Any:
+    """Pay a pre-settled bill: the insurance part is settled with the bureau, the self-pay part
+    is paid at `channel` (answered in `self_pay`). Unpaid in time, the insurance part is
+    reversed (冲正)."""
+    from temporalio.common import WorkflowIDConflictPolicy
+
+    from workflows import contracts as c
+    from workflows.insurance import InsurancePaymentWorkflow
+
+    request_hash = svc.body_hash({"settlement_id": settlement_id, **body.model_dump()})
+    key = f"insurance-pay:{patient.id}:{idempotency_key}" if idempotency_key else None
+    bills = await payments.unpaid(session, patient.id, None)  # takes the patient's lock
+    if key and (stored := await svc.replay(session, key, request_hash)) is not None:
+        return JSONResponse(stored.response, status_code=stored.status_code)
+    row = await _own_settlement(session, patient, settlement_id)
+    if row.status != "presettled" or row.channel:
+        raise ApiError(409, "settlement_used", f"settlement {settlement_id} is {row.status}")
+    owed = sum(t.balance_fen for v, t in bills if v.id in row.visit_ids and t.paid_fen == 0)
+    if owed != row.total_fen:
+        raise ApiError(409, "bill_changed", "the bill changed since the pre-settlement: pre-settle again")
+    self_pay = None
+    if row.self_pay_fen > 0:
+        self_pay = await payments.open_order(state, session, patient_id=patient.id, visit_ids=list(row.visit_ids),
+                                             amount_fen=row.self_pay_fen, channel=body.channel,
+                                             client_ip=client_ip(request), insurance_settlement_id=row.id)
+    row.channel = body.channel
+    row.self_pay_payment_id = self_pay.payment_id if self_pay else None
+    row.updated_at = utcnow()
+    data = settlement_out(row, self_pay).model_dump(mode="json")
+    if key:
+        svc.remember(session, key, request_hash, 200, data)
+    await session.commit()
+    await state.temporal.start_workflow(
+        InsurancePaymentWorkflow.run,
+        c.InsurancePaymentInput(settlement_id=row.id, patient_id=patient.id,
+                                self_pay_payment_id=row.self_pay_payment_id or "", self_pay_fen=row.self_pay_fen,
+                                insurance_fen=row.pooled_fen + row.personal_fen,
+                                self_pay_timeout_seconds=state.settings.insurance_self_pay_timeout.total_seconds()),
+        id=c.insurance_workflow_id(row.id), task_queue=state.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"医保脱卡支付 {row.id}")
+    return JSONResponse(data, status_code=200)
+
+
+@router.get("/insurance/settlements/{settlement_id}", response_model=s.InsuranceSettlementOut,
+            responses=responses(401, 403, 404))
+async def insurance_settlement(settlement_id: str, patient: PatientDep, session: SessionDep) -> Any:
+    return settlement_out(await _own_settlement(session, patient, settlement_id))

@@ -50,6 +50,18 @@ async def insurance_card(patient_id: str, session: SessionDep) -> Any:
                                                   for e in events])
 
 
+@router.get("/insurance-settlements/{patient_id}", response_model=list[s.SimSettlement])
+async def insurance_settlements(patient_id: str, session: SessionDep) -> Any:
+    """What the simulated bureau recorded of card-less settlements (pre-settle, settle, 冲正)."""
+    from db.models import SimInsuranceSettlement
+
+    rows = (await session.scalars(select(SimInsuranceSettlement).where(
+        SimInsuranceSettlement.patient_id == patient_id).order_by(SimInsuranceSettlement.created_at))).all()
+    return [s.SimSettlement(presettle_id=r.id, status=r.status, total_fen=r.total_fen, pooled_fen=r.pooled_fen,
+                            personal_fen=r.personal_fen, self_pay_fen=r.self_pay_fen, settlement_no=r.settlement_no)
+            for r in rows]
+
+
 @router.get("/credit-reports", response_model=list[s.CreditRecord])
 async def credit_reports(session: SessionDep, patient_id: str = Query(min_length=1)) -> Any:
     rows = (await session.scalars(select(SimCreditRecord).where(

@@ -12,6 +12,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from worker import WORKFLOW_RUNNER
+from workflows.insurance import InsurancePaymentWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.statement import StatementWorkflow
@@ -27,6 +28,7 @@ def test_histories_are_committed() -> None:
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_replays(path: Path) -> None:
     history = WorkflowHistory.from_json(f"visit-{path.stem}", path.read_text())
-    replayer = Replayer(workflows=[VisitWorkflow, ReconcileWorkflow, RefundWorkflow, StatementWorkflow], workflow_runner=WORKFLOW_RUNNER)
+    replayer = Replayer(workflows=[VisitWorkflow, ReconcileWorkflow, RefundWorkflow, StatementWorkflow,
+                                   InsurancePaymentWorkflow], workflow_runner=WORKFLOW_RUNNER)
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
