@@ -431,6 +431,11 @@ class ChannelPayment(BaseModel):
     created_at: datetime
 
 
+class PaymentOptions(BaseModel):
+    channels: list[Literal["wechat", "alipay", "sandbox"]]
+    insurance: bool
+
+
 class InsurancePresettleIn(Request):
     visit_ids: Annotated[list[Id], Field(min_length=1, max_length=100)] | None = None
 

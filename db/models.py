@@ -222,7 +222,7 @@ class InsuranceSettlement(Base):
     pooled_fen: Mapped[int] = mapped_column(Money)  # 统筹基金
     personal_fen: Mapped[int] = mapped_column(Money)  # 个人账户
     self_pay_fen: Mapped[int] = mapped_column(Money)  # 自付
-    status: Mapped[str] = mapped_column(String(16), index=True)
+    status: Mapped[str] = mapped_column(String(20), index=True)
     channel: Mapped[str] = mapped_column(String(20))  # where the self-pay part is paid
     bureau_presettle_id: Mapped[str | None] = mapped_column(String(40))
     bureau_settlement_no: Mapped[str | None] = mapped_column(String(64))

@@ -313,3 +313,13 @@ async def insurance_pay(settlement_id: str, body: s.InsurancePayIn, patient: Pat
             responses=responses(401, 403, 404))
 async def insurance_settlement(settlement_id: str, patient: PatientDep, session: SessionDep) -> Any:
     return settlement_out(await _own_settlement(session, patient, settlement_id))
+
+
+@router.get("/payment-options", response_model=s.PaymentOptions, responses=responses(401, 403))
+async def payment_options(patient: PatientDep, state: StateDep) -> Any:
+    """How this patient can pay here: the channels set up, and whether card-less insurance
+    payment (医保脱卡支付) is open to them."""
+    channels = ["wechat"] * (state.wechat is not None) + ["alipay"] * (state.alipay is not None)
+    if state.settings.sandbox:
+        channels.append("sandbox")
+    return s.PaymentOptions(channels=channels, insurance=bool(patient.insured_locally and state.bureau is not None))

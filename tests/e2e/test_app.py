@@ -105,13 +105,17 @@ async def test_visit_bill_and_payment_in_the_app(page: Any, http: httpx.AsyncCli
     assert await page.text_content("#total") == "¥285.00"
     assert "胸部CT" in await page.text_content("main")
     await shot(page, "3-bill")
-    await page.click("#pay")
+    assert {await b.get_attribute("data-channel") for b in await page.query_selector_all("button[data-channel]")} == {
+        "wechat", "alipay", "sandbox"}
+    await page.click("button[data-channel=wechat]")
     await page.wait_for_selector("#confirm")
+    assert "wx.tenpay.com" in (await page.get_attribute("a.btn", "href") or "")  # the H5 order's URL
     await shot(page, "4-pay")
     await page.click("#confirm")
     await page.wait_for_selector("#paid")
     settled = await until(visit, lambda v: v["payment_status"] == "settled")
     assert settled["bill"]["balance_fen"] == 0
+    assert [p["method"] for p in settled["bill"]["payments"]] == ["wechat"]
 
     await page.click("a[data-tab=messages]")
     await page.wait_for_selector("text=已记账")
@@ -147,3 +151,42 @@ async def test_sign_in_bind_identity_and_enrol(page: Any, http: httpx.AsyncClien
     await page.wait_for_selector("#bank")
     assert await page.text_content("#bank") == "120" and await page.text_content("#sesame") == "650"
     await shot(page, "7-credit")
+
+
+async def test_insurance_payment_and_the_receipt_in_the_app(page: Any, http: httpx.AsyncClient,
+                                                          clinic: Clinic) -> None:
+    patient_id, phone = await clinic.enrolled_patient()
+    visit_id = (await clinic.register(patient_id, fee=500))["visit_id"]
+    for event, fields in (("checked_in", {"channel": "app"}), ("called", {}), ("consultation_started", {}),
+                          ("prescribed", {"items": [{"item_id": "amox", "code": "D01", "name": "阿莫西林胶囊",
+                                                     "category": "drug", "unit_price_fen": 4200, "quantity": 2}],
+                                          "skin_test_required": False}), ("discharged", {})):
+        await clinic.event(visit_id, event, **fields)
+    await sign_in(page, http, phone)
+    await page.wait_for_selector("#service")
+    await page.click("a[data-tab=bill]")
+    await page.click("#insurance")
+    await page.wait_for_selector("#split")
+    # drugs 8400: pooled 60% = 5040, personal account 3360; the registration fee is self-pay
+    assert await page.text_content("#self-pay") == "¥5.00"
+    await shot(page, "8-insurance")
+    await page.click("button[data-channel=alipay]")
+    await page.wait_for_selector("#confirm")
+    await page.click("#confirm")
+    await page.wait_for_selector("#paid")
+
+    async def visit() -> dict[str, Any]:
+        return (await http.get(f"/v1/his/visits/{visit_id}", headers=HIS)).json()
+
+    settled = await until(visit, lambda v: v["payment_status"] == "settled")
+    assert {p["method"]: p["amount_fen"] for p in settled["bill"]["payments"]} == {
+        "alipay": 500, "insurance_pooled": 5040, "insurance_personal": 3360}
+    await page.click("a[data-tab=home]")
+    await page.click("#receipts-link")
+    await page.wait_for_selector(".receipt")
+    text = await page.text_content("main")
+    assert "医保统筹基金 ¥50.40" in text and "支付宝 ¥5.00" in text
+    async with page.expect_download() as download:
+        await page.click("button[data-receipt]")
+    assert (await download.value).suggested_filename.startswith("receipt-R")
+    await shot(page, "9-receipts")

@@ -22,6 +22,9 @@ const PAY = { open: "就诊中", due: "待支付", arrears: "欠费", defaulted:
 const SERVICE = { normal: "正常", arrears: "欠费", defaulted: "违约" };
 const CATEGORY = { exam: "检查", lab: "检验", treatment: "治疗", drug: "药品", infusion: "输液", material: "材料", other: "其他" };
 const AGREEMENT = "2026-01";
+const CHANNEL = { wechat: "微信支付", alipay: "支付宝", sandbox: "沙箱支付" };
+const METHOD = { ...CHANNEL, cash: "现金", card: "银行卡", insurance: "医保", insurance_pooled: "医保统筹基金", insurance_personal: "医保个人账户" };
+const REFUND = { created: "已申请", processing: "退款中", manual: "请到窗口领取", succeeded: "已退回", failed: "退款失败，医院将联系您" };
 
 const view = document.getElementById("view");
 let timer = null;
@@ -130,6 +133,8 @@ const screens = {
         ? `<p>已开通（${h(when(me.enrollment.enrolled_at))}，协议 ${h(me.enrollment.agreement_version)}）</p>
            <button class="danger" id="unenrol">注销医后付</button><div class="error" id="err"></div>`
         : '<p class="muted">开通后，就诊全程无需排队缴费。</p><a class="btn" href="#/enrol" id="enrol">开通医后付</a>'}</div>
+      <div class="card list"><a href="#/receipts" id="receipts-link">电子票据 ›</a></div>
+      <div class="card list"><a href="#/refunds">退款记录 ›</a></div>
       <div class="card list"><a href="#/credit">我的信用分 ›</a></div>
       <button class="secondary" id="logout">退出登录</button>`, "home");
     document.getElementById("logout").onclick = async () => {
@@ -199,37 +204,92 @@ const screens = {
   },
 
   async bill() {
-    const b = await api("/v1/patient/bill");
+    const [b, options] = await Promise.all([api("/v1/patient/bill"), api("/v1/patient/payment-options")]);
+    const buttons = b.balance_fen > 0 ? options.channels.map((c) =>
+      `<button class="${c === "sandbox" ? "secondary" : ""}" data-channel="${h(c)}">${h(CHANNEL[c])}一次付清</button>`).join("")
+      + (options.insurance ? '<a class="btn secondary" href="#/insurance" id="insurance">医保支付（统筹 + 个人账户 + 自付）</a>' : "") : "";
     show(`<div class="card"><h2>待付合计</h2><div class="money big" id="total">${yuan(b.balance_fen)}</div>
         <p class="muted">${b.visits.length ? `${b.visits.length} 次就诊合并支付` : "没有待付的账单"}</p>
-        ${b.balance_fen > 0 ? '<button id="pay">一次付清</button>' : ""}<div class="error" id="err"></div></div>
+        <div class="channels">${buttons}</div><div class="error" id="err"></div></div>
       ${b.visits.map((v) => `<div class="card"><h2>${h(v.department)} <span class="status ${h(v.payment_status)}">${h(PAY[v.payment_status])}</span></h2>
         <p class="muted">${h(when(v.created_at))}${v.due_at ? ` · 请于 ${h(when(v.due_at))} 前支付` : ""}</p>${lines(v.bill)}</div>`).join("")}`, "bill");
-    const pay = document.getElementById("pay");
-    if (pay) pay.onclick = async () => {
-      pay.disabled = true;
+    for (const button of document.querySelectorAll("button[data-channel]")) button.onclick = async () => {
+      const channel = button.dataset.channel;
+      button.disabled = true;
       try {
-        const key = sessionStorage.getItem("yhf.paykey") || crypto.randomUUID();
-        sessionStorage.setItem("yhf.paykey", key);
-        const p = await api("/v1/patient/payments", { method: "POST", body: { channel: "sandbox" }, key });
-        location.hash = `#/pay/${p.payment_id}/${p.amount_fen}`;
-      } catch (x) { pay.disabled = false; fail(document.getElementById("err"), x); }
+        const key = sessionStorage.getItem(`yhf.paykey.${channel}`) || crypto.randomUUID();
+        sessionStorage.setItem(`yhf.paykey.${channel}`, key);
+        const p = await api("/v1/patient/payments", { method: "POST", body: { channel }, key });
+        sessionStorage.setItem(`yhf.payurl.${p.payment_id}`, p.pay_url || "");
+        location.hash = `#/pay/${p.payment_id}/${p.amount_fen}/${channel}`;
+      } catch (x) { button.disabled = false; fail(document.getElementById("err"), x); }
     };
   },
 
-  async pay(id, amount) {
-    show(`<div class="card"><h1>收银台（沙箱）</h1><p>应付 <span class="money big">${yuan(Number(amount))}</span></p>
-      <p class="muted">沙箱支付渠道：点击确认即模拟付款成功，渠道将回调通知医后付。</p>
+  async pay(id, amount, channel = "sandbox") {
+    const url = sessionStorage.getItem(`yhf.payurl.${id}`) || "";
+    const away = channel !== "sandbox" && /^https?:/.test(url)
+      ? `<a class="btn" href="${h(url)}" rel="noopener">前往${h(CHANNEL[channel])}付款</a>` : "";
+    show(`<div class="card"><h1>收银台 · ${h(CHANNEL[channel] || channel)}</h1><p>应付 <span class="money big">${yuan(Number(amount))}</span></p>
+      ${away}<p class="muted">沙箱：点击下方按钮，模拟患者在${h(CHANNEL[channel] || "渠道")}完成付款；渠道回调通知医后付。</p>
       <button id="confirm">确认支付</button><div class="error" id="err"></div></div>`, "bill");
     document.getElementById("confirm").onclick = async (e) => {
       e.target.disabled = true;
       try {
         await api(`/v1/sandbox/payments/${encodeURIComponent(id)}/complete`, { method: "POST" });
-        sessionStorage.removeItem("yhf.paykey");
+        sessionStorage.removeItem(`yhf.paykey.${channel}`);
         show(`<div class="card"><h1 id="paid">支付成功</h1><p>已付 ${yuan(Number(amount))}，账单已结清。</p>
           <a class="btn" href="#/home">返回</a></div>`, "bill");
       } catch (x) { e.target.disabled = false; fail(document.getElementById("err"), x); }
     };
+  },
+
+  async insurance() {
+    const [split, options] = await Promise.all([
+      api("/v1/patient/insurance/presettle", { method: "POST", body: {} }), api("/v1/patient/payment-options")]);
+    show(`<div class="card"><h1>医保支付</h1><p class="muted">医保局预结算结果：</p>
+      <table class="lines" id="split"><tr><td>费用合计</td><td class="money">${yuan(split.total_fen)}</td></tr>
+        <tr><td>统筹基金支付</td><td class="money">${yuan(split.pooled_fen)}</td></tr>
+        <tr><td>个人账户支付</td><td class="money">${yuan(split.personal_fen)}</td></tr>
+        <tr><td><strong>自付</strong></td><td class="money" id="self-pay">${yuan(split.self_pay_fen)}</td></tr></table>
+      <div class="channels">${options.channels.map((c) => `<button data-channel="${h(c)}">确认，自付部分用${h(CHANNEL[c])}</button>`).join("")}</div>
+      <p class="muted">自付部分未按时付款的，医保结算将自动冲正，不会重复扣费。</p><div class="error" id="err"></div></div>`, "bill");
+    for (const button of document.querySelectorAll("button[data-channel]")) button.onclick = async () => {
+      button.disabled = true;
+      try {
+        const out = await api(`/v1/patient/insurance/settlements/${encodeURIComponent(split.settlement_id)}/pay`,
+          { method: "POST", body: { channel: button.dataset.channel }, key: `ins-${split.settlement_id}` });
+        if (!out.self_pay) { location.hash = "#/visits"; return; }
+        sessionStorage.setItem(`yhf.payurl.${out.self_pay.payment_id}`, out.self_pay.pay_url || "");
+        location.hash = `#/pay/${out.self_pay.payment_id}/${out.self_pay.amount_fen}/${out.self_pay.channel}`;
+      } catch (x) { button.disabled = false; fail(document.getElementById("err"), x); }
+    };
+  },
+
+  async receipts() {
+    const list = await api("/v1/patient/receipts");
+    show(`<h1>电子票据</h1>${list.length ? "" : '<div class="card muted">暂无票据：就诊结清后自动开具</div>'}
+      ${list.map((r) => `<div class="card receipt"><h2>${h(r.department)} <span class="muted">${h(r.receipt_id)}</span>
+        ${r.voided_at ? '<span class="status defaulted">已作废</span>' : ""}</h2>
+        <div class="muted">${h(when(r.issued_at))} · 第 ${r.version} 版 · 校验码 ${h(r.check_code)}</div>
+        <p>合计 ${yuan(r.total_fen)} · ${r.payments.map((p) => `${h(METHOD[p.method] || p.method)} ${yuan(p.amount_fen)}`).join("，")}</p>
+        <button class="secondary" data-receipt="${h(r.receipt_id)}">下载票据</button></div>`).join("")}`, "home");
+    for (const button of document.querySelectorAll("button[data-receipt]")) button.onclick = async () => {
+      const id = button.dataset.receipt;
+      const r = await fetch(`/v1/patient/receipts/${encodeURIComponent(id)}?format=html`,
+        { headers: { authorization: `Bearer ${token()}` } });
+      const a = Object.assign(document.createElement("a"),
+        { href: URL.createObjectURL(await r.blob()), download: `receipt-${id}.html` });
+      a.click();
+      URL.revokeObjectURL(a.href);
+    };
+  },
+
+  async refunds() {
+    const list = await api("/v1/patient/refunds");
+    show(`<h1>退款记录</h1>${list.length ? "" : '<div class="card muted">暂无退款</div>'}
+      ${list.map((r) => `<div class="card"><h2>${yuan(r.amount_fen)} <span class="status ${r.status === "succeeded" ? "settled" : "due"}">${h(REFUND[r.status])}</span></h2>
+        <div class="muted">${h(when(r.created_at))} · 原路退回${h(METHOD[r.method] || r.method)} · ${r.reason === "overpayment" ? "多付退回" : "取消项目退费"}</div></div>`).join("")}`, "home");
   },
 
   async messages() {
@@ -255,6 +315,8 @@ function lines(bill) {
   return `<table class="lines">${rows}
     <tr><td>合计</td><td class="money">${yuan(bill.total_fen)}</td></tr>
     <tr><td>已付</td><td class="money">${yuan(bill.paid_fen)}</td></tr>
+    ${(bill.payments || []).filter((p) => p.kind !== "payment").map((p) =>
+      `<tr class="muted"><td>${p.kind === "refund" ? "退款" : "退款未成功，已退回账单"} · ${h(METHOD[p.method] || p.method || "")}</td><td class="money">${yuan(p.amount_fen)}</td></tr>`).join("")}
     <tr><td><strong>待付</strong></td><td class="money">${yuan(bill.balance_fen)}</td></tr></table>`;
 }
 

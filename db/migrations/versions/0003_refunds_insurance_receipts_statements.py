@@ -37,7 +37,7 @@ def upgrade() -> None:
     sa.Column('pooled_fen', sa.BigInteger(), nullable=False),
     sa.Column('personal_fen', sa.BigInteger(), nullable=False),
     sa.Column('self_pay_fen', sa.BigInteger(), nullable=False),
-    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('status', sa.String(length=20), nullable=False),
     sa.Column('channel', sa.String(length=20), nullable=False),
     sa.Column('bureau_settlement_no', sa.String(length=64), nullable=True),
     sa.Column('insurance_payment_id', sa.String(length=40), nullable=True),
