@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     # reconciliation: every so often, ask the channels about payments pending longer than this
     reconcile_every: Duration = timedelta(minutes=5)
     reconcile_after: Duration = timedelta(minutes=2)
+    # a channel order still unpaid this long is closed there and the payment marked failed
+    order_expires_after: Duration = timedelta(hours=2)
     # 医保脱卡支付: the self-pay part must land this long after the insurance part settled, or 冲正
     insurance_self_pay_timeout: Duration = timedelta(minutes=15)
     # each day at this local time (cron), yesterday's channel statements are matched to the ledger

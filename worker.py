@@ -63,7 +63,7 @@ def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSess
     credit = CreditActivities(factory, integrations.credit)
     return [ledger.book_registration, ledger.apply_visit_event, ledger.get_balance,
             ledger.record_payment_status, notify.send_sms, insurance.lock_card, insurance.unlock_card,
-            credit.report_credit, payments.find_stale_payments, payments.reconcile_payment,
+            credit.report_credit, payments.find_stale_payments, payments.reconcile_payment, payments.close_payment,
             refunds.refund_credit, refunds.submit_refund, refunds.check_refund, refunds.find_stale_refunds,
             receipts.issue_receipt, statements.reconcile_statement, settlements.settle_insurance,
             settlements.reverse_insurance, settlements.book_insurance]
@@ -101,7 +101,8 @@ async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
     """The schedule that runs ReconcileWorkflow; created once, its interval kept up to date."""
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
-            ReconcileWorkflow.run, c.ReconcileInput(older_than_seconds=settings.reconcile_after.total_seconds()),
+            ReconcileWorkflow.run, c.ReconcileInput(older_than_seconds=settings.reconcile_after.total_seconds(),
+                                                    expire_after_seconds=settings.order_expires_after.total_seconds()),
             id="reconcile-payments-run", task_queue=settings.task_queue),
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.reconcile_every)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP))

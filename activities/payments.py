@@ -11,13 +11,14 @@ from temporalio import activity
 
 from db.models import Payment
 from activities.refunds import refund_input
-from db.payments import channel_paid
+from db.payments import channel_paid, payment_failed
 from db.repositories import utcnow
-from integrations.payments.alipay import AlipayClient, AlipayError
+from integrations.payments.alipay import PAID_STATES as ALIPAY_PAID, AlipayClient, AlipayError
 from integrations.payments.wechat import Paid, WeChatPayClient, WeChatPayError
 from workflows import contracts as c
 
 QUERYABLE = ("wechat", "alipay")
+PAID_STATES = ("SUCCESS", *ALIPAY_PAID)
 
 
 class PaymentActivities:
@@ -53,15 +54,18 @@ class PaymentActivities:
                 Payment.created_at < cutoff).order_by(Payment.created_at).limit(500))).all()
         return c.StalePaymentsResult(payment_ids=list(ids))
 
-    @activity.defn(name=c.RECONCILE_PAYMENT)
-    async def reconcile_payment(self, inp: c.ReconcilePaymentInput) -> c.ReconcilePaymentResult:
-        async with self._factory() as session:
-            payment = await session.get(Payment, inp.payment_id)
-        if payment is None:
-            return c.ReconcilePaymentResult(payment_id=inp.payment_id, status="")
-        paid = await self._ask(payment)
-        if paid is None or paid.trade_state not in ("SUCCESS", "TRADE_SUCCESS", "TRADE_FINISHED"):
-            return c.ReconcilePaymentResult(payment_id=payment.id, status=payment.status)
+    async def _close(self, payment: Payment) -> None:
+        """Close the order at its channel, so the patient can no longer pay it."""
+        if payment.method == "wechat" and self._wechat is not None:
+            try:
+                await self._wechat.close(payment.id)
+            except WeChatPayError as err:
+                if err.status != 404:  # an order WeChat never had needs no closing
+                    raise
+        elif payment.method == "alipay" and self._alipay is not None:
+            await self._alipay.close(payment.id)
+
+    async def _land(self, payment: Payment, paid: Paid) -> c.ReconcilePaymentResult:
         async with self._factory() as session, session.begin():
             landed = await channel_paid(session, channel=payment.method, payment_id=payment.id,
                                         amount_fen=paid.amount_fen, trade_no=paid.transaction_id)
@@ -69,3 +73,38 @@ class PaymentActivities:
         parts = [c.AllocationResult(visit_id=v, amount_fen=a) for v, a in landed.parts] if landed.new else []
         return c.ReconcilePaymentResult(payment_id=payment.id, status=landed.payment.status, landed=parts,
                                         refunds=refunds)
+
+    @activity.defn(name=c.RECONCILE_PAYMENT)
+    async def reconcile_payment(self, inp: c.ReconcilePaymentInput) -> c.ReconcilePaymentResult:
+        async with self._factory() as session:
+            payment = await session.get(Payment, inp.payment_id)
+        if payment is None:
+            return c.ReconcilePaymentResult(payment_id=inp.payment_id, status="")
+        paid = await self._ask(payment)
+        if paid is not None and paid.trade_state in PAID_STATES:
+            return await self._land(payment, paid)
+        expired = (inp.close_if_older_than_seconds > 0 and payment.status in ("pending", "unknown")
+                   and payment.created_at < utcnow() - timedelta(seconds=inp.close_if_older_than_seconds))
+        if expired:  # abandoned: close it, so reconciliation stops asking and nobody pays it later
+            return await self.close_payment(inp)
+        return c.ReconcilePaymentResult(payment_id=payment.id, status=payment.status)
+
+    @activity.defn(name=c.CLOSE_PAYMENT)
+    async def close_payment(self, inp: c.ReconcilePaymentInput) -> c.ReconcilePaymentResult:
+        """Close an unpaid order; then the channel's answer decides: paid after all (landed
+        now) or failed for good. Safe to repeat."""
+        async with self._factory() as session:
+            payment = await session.get(Payment, inp.payment_id)
+        if payment is None:
+            return c.ReconcilePaymentResult(payment_id=inp.payment_id, status="")
+        if payment.status not in ("created", "pending", "unknown"):
+            return c.ReconcilePaymentResult(payment_id=payment.id, status=payment.status)
+        await self._close(payment)
+        paid = await self._ask(payment)  # the close does not say whether it was paid first
+        if paid is not None and paid.trade_state in PAID_STATES:
+            return await self._land(payment, paid)
+        async with self._factory() as session, session.begin():
+            failed = await payment_failed(session, payment.id, actor=f"channel:{payment.method}",
+                                          reason="order closed unpaid")
+            status = failed.status if failed is not None else ""
+        return c.ReconcilePaymentResult(payment_id=payment.id, status=status)

@@ -105,3 +105,19 @@ async def any_visit(session: AsyncSession, payment: Payment) -> list[tuple[Visit
     ids = payment.visit_ids or []
     visits = (await session.scalars(select(Visit).where(Visit.id.in_(ids)))).all()
     return [(v, Totals(total_fen=0, paid_fen=0, balance_fen=0)) for v in visits]
+
+
+async def payment_failed(session: AsyncSession, payment_id: str, *, actor: str, reason: str) -> Payment | None:
+    """The order was closed unpaid: the payment is failed for good (a paid one stays paid)."""
+    payment = await session.get(Payment, payment_id, with_for_update=True)
+    if payment is None:
+        return None
+    moved = apply(PaymentState(status=PaymentStatus(payment.status), amount_fen=payment.amount_fen,
+                               refunded_fen=payment.refunded_fen), PaymentEvent.failed)
+    if isinstance(moved, Illegal) or not moved.changed:
+        return payment
+    payment.status = str(moved.state.status)
+    payment.completed_at = utcnow()
+    audit(session, actor=actor, action="payment_failed", subject_type="patient", subject_id=payment.patient_id,
+          reason=reason, payment_id=payment.id, amount_fen=payment.amount_fen)
+    return payment

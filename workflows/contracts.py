@@ -308,11 +308,13 @@ class StatementsResult:
 RECONCILE_SCHEDULE_ID = "reconcile-payments"
 FIND_STALE_PAYMENTS = "find_stale_payments"
 RECONCILE_PAYMENT = "reconcile_payment"
+CLOSE_PAYMENT = "close_payment"
 
 
 @dataclass(frozen=True, kw_only=True)
 class ReconcileInput:
     older_than_seconds: float  # a channel payment pending this long is asked about
+    expire_after_seconds: float = 0  # ... and one pending this long is closed at the channel (0: never)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -323,6 +325,7 @@ class StalePaymentsResult:
 @dataclass(frozen=True, kw_only=True)
 class ReconcilePaymentInput:
     payment_id: str
+    close_if_older_than_seconds: float = 0  # unpaid and this old: close the order (0: just ask)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,8 +3,9 @@
 The bureau has pre-settled the bill into pooled fund, personal account and self-pay. This
 settles the insurance part, then waits for the patient's self-pay part at a channel. If the
 self-pay lands, the insurance part is booked in the ledger and the visits are told; if it
-does not land in time (after asking the channel once more), the insurance settlement is
-reversed (冲正), so the insurance never pays for a bill the patient left half-paid."""
+does not land in time, the self-pay order is closed at the channel and, unless the channel
+says it was paid after all, the insurance settlement is reversed (冲正), so the insurance
+never pays for a bill the patient left half-paid."""
 
 from __future__ import annotations
 
@@ -41,6 +42,15 @@ class InsurancePaymentWorkflow:
         self._status = settled.status
         self._describe(inp)
         if settled.status != "insurance_settled":
+            if inp.self_pay_payment_id and workflow.patched("close-self-pay"):
+                # the bureau refused: the self-pay order is no longer wanted (paid already: it
+                # lands as an ordinary payment of the bill)
+                asked = await workflow.execute_activity(
+                    c.CLOSE_PAYMENT, c.ReconcilePaymentInput(payment_id=inp.self_pay_payment_id),
+                    result_type=c.ReconcilePaymentResult, start_to_close_timeout=TIMEOUT, retry_policy=RETRY,
+                    summary="close the self-pay order")
+                await self._tell_visits(inp.self_pay_payment_id, asked.landed)
+                await start_refunds(asked.refunds)
             return settled
         if inp.self_pay_fen > 0:
             try:
@@ -48,11 +58,14 @@ class InsurancePaymentWorkflow:
                                               timeout=timedelta(seconds=inp.self_pay_timeout_seconds),
                                               timeout_summary="self-pay deadline")
             except asyncio.TimeoutError:
-                # the notification may be lost: ask the channel before undoing anything
+                # the notification may be lost: close the order (so it cannot be paid after the
+                # 冲正) and let the channel's answer decide; older runs only asked
+                closing = workflow.patched("close-self-pay")
                 asked = await workflow.execute_activity(
-                    c.RECONCILE_PAYMENT, c.ReconcilePaymentInput(payment_id=inp.self_pay_payment_id),
+                    c.CLOSE_PAYMENT if closing else c.RECONCILE_PAYMENT,
+                    c.ReconcilePaymentInput(payment_id=inp.self_pay_payment_id),
                     result_type=c.ReconcilePaymentResult, start_to_close_timeout=TIMEOUT, retry_policy=RETRY,
-                    summary="ask the channel about the self-pay part")
+                    summary="close the self-pay order" if closing else "ask the channel about the self-pay part")
                 await self._tell_visits(inp.self_pay_payment_id, asked.landed)
                 await start_refunds(asked.refunds)
                 if asked.status not in PAID:

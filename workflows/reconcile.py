@@ -27,7 +27,8 @@ class ReconcileWorkflow:
         landed = 0
         for payment_id in stale.payment_ids:
             result = await workflow.execute_activity(
-                c.RECONCILE_PAYMENT, c.ReconcilePaymentInput(payment_id=payment_id),
+                c.RECONCILE_PAYMENT, c.ReconcilePaymentInput(payment_id=payment_id,
+                                                             close_if_older_than_seconds=inp.expire_after_seconds),
                 result_type=c.ReconcilePaymentResult, start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RETRY, summary=f"ask the channel about {payment_id}")
             for part in result.landed:

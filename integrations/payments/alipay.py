@@ -111,6 +111,14 @@ class AlipayClient:
         return Paid(out_trade_no=str(answer["out_trade_no"]), transaction_id=str(answer.get("trade_no", "")),
                     amount_fen=fen if fen is not None else -1, trade_state=str(answer.get("trade_status")))
 
+    async def close(self, out_trade_no: str) -> None:
+        """alipay.trade.close: an unpaid order can no longer be paid. A trade Alipay never saw
+        (the phone never opened the cashier) or one already paid is left to the query."""
+        answer = await asyncio.to_thread(self._ali.api_alipay_trade_close, out_trade_no=out_trade_no)
+        code = str(answer.get("sub_code") or answer.get("code"))
+        if answer.get("code") != "10000" and code not in ("ACQ.TRADE_NOT_EXIST", "ACQ.TRADE_STATUS_ERROR"):
+            raise AlipayError(code, str(answer.get("sub_msg", "")))
+
     async def refund(self, *, out_request_no: str, out_trade_no: str, refund_fen: int, reason: str) -> RefundAnswer:
         """alipay.trade.refund; the same out_request_no is the same refund. A repeat answers
         fund_change=N although the money went back, so anything but Y is confirmed by a query."""
@@ -190,6 +198,7 @@ class AlipaySimState:
     orders: dict[str, dict[str, Any]] = field(default_factory=dict)
     notifications: list[tuple[str, str]] = field(default_factory=list)  # (out_trade_no, our answer)
     bill_tokens: dict[str, str] = field(default_factory=dict)  # download token -> day
+    closed: set[str] = field(default_factory=set)  # out_trade_no closed by the merchant
     extra_bill_rows: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
 
@@ -229,6 +238,8 @@ def alipay_simulator_app(*, app_id: str, seller_id: str, app_public_key: str, al
             no = str(biz.get("out_trade_no", ""))
             if fen is None or fen < 1 or not no or not biz.get("subject") or not params.get("notify_url"):
                 return HTMLResponse("<h1>参数错误</h1>", status_code=400)
+            if no in state.closed:
+                return HTMLResponse("<h1>交易已关闭</h1>", status_code=400)
             order = state.orders.setdefault(no, {"out_trade_no": no, "total_fen": fen, "subject": biz["subject"],
                                                  "notify_url": params["notify_url"], "trade_status": "WAIT_BUYER_PAY"})
             if order["total_fen"] != fen:
@@ -254,6 +265,19 @@ def alipay_simulator_app(*, app_id: str, seller_id: str, app_public_key: str, al
                                  "bill_download_url": f"{base}/_bills/download?token={token}"})
         if method == "alipay.trade.refund":
             return signed(name, refund(biz))
+        if method == "alipay.trade.close":
+            no = str(biz.get("out_trade_no", ""))
+            order = state.orders.get(no)
+            state.closed.add(no)  # a cashier opened after the close cannot pay it
+            if order is None:
+                return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST",
+                                     "sub_msg": "交易不存在"})
+            if order["trade_status"] != "WAIT_BUYER_PAY":
+                return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_STATUS_ERROR",
+                                     "sub_msg": "交易状态不合法"})
+            order["trade_status"] = "TRADE_CLOSED"
+            return signed(name, {"code": "10000", "msg": "Success", "out_trade_no": no,
+                                 "trade_no": order.get("trade_no", "")})
         if method == "alipay.trade.fastpay.refund.query":
             order = state.orders.get(str(biz.get("out_trade_no", "")))
             if order is None:
@@ -345,6 +369,8 @@ def alipay_simulator_app(*, app_id: str, seller_id: str, app_public_key: str, al
         order = state.orders.get(out_trade_no)
         if order is None:
             return JSONResponse({"error": "ACQ.TRADE_NOT_EXIST"}, status_code=404)
+        if order["trade_status"] == "TRADE_CLOSED":
+            return JSONResponse({"error": "ACQ.TRADE_HAS_CLOSE"}, status_code=400)
         if order["trade_status"] != "TRADE_SUCCESS":
             order.update(trade_status="TRADE_SUCCESS", trade_no=datetime.now().strftime("%Y%m%d") + "2200"
                          + f"{secrets.randbelow(10**14):014d}",

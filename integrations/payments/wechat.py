@@ -161,6 +161,14 @@ class WeChatPayClient:
         return Paid(out_trade_no=data["out_trade_no"], transaction_id=str(data.get("transaction_id") or ""),
                     amount_fen=int(data["amount"]["total"]), trade_state=str(data["trade_state"]))
 
+    async def close(self, out_trade_no: str) -> None:
+        """Close an unpaid order so it can no longer be paid. WeChat answers 204 whatever the
+        order's state: only a query after the close tells paid from closed."""
+        code, message = await asyncio.to_thread(self._wx.close, out_trade_no=out_trade_no)
+        data = _json(message)
+        if code not in (200, 204) and data.get("code") not in ("ORDER_CLOSED",):
+            raise WeChatPayError(code, str(data.get("code")), str(data.get("message")))
+
     async def refund(self, *, out_refund_no: str, out_trade_no: str, refund_fen: int, total_fen: int,
                      reason: str) -> RefundAnswer:
         """Ask WeChat to return money to the payer (same out_refund_no: the same refund)."""
@@ -304,13 +312,16 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
     app.state.wechat = state
     by_mchid = {m.mchid: m for m in merchants}
 
+    def signature_headers(body: str) -> dict[str, str]:
+        """WeChat signs every answer, an empty 204 included."""
+        stamp, nonce = str(int(time.time())), secrets.token_hex(16)
+        return {"Wechatpay-Timestamp": stamp, "Wechatpay-Nonce": nonce,
+                "Wechatpay-Signature": _sign(platform_private_key, f"{stamp}\n{nonce}\n{body}\n"),
+                "Wechatpay-Serial": platform_public_key_id, "Wechatpay-Signature-Type": SIGNATURE_TYPE}
+
     def signed(data: dict[str, Any], status: int = 200) -> JSONResponse:
         body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        stamp, nonce = str(int(time.time())), secrets.token_hex(16)
-        headers = {"Wechatpay-Timestamp": stamp, "Wechatpay-Nonce": nonce,
-                   "Wechatpay-Signature": _sign(platform_private_key, f"{stamp}\n{nonce}\n{body}\n"),
-                   "Wechatpay-Serial": platform_public_key_id, "Wechatpay-Signature-Type": SIGNATURE_TYPE}
-        return JSONResponse(content=data, status_code=status, headers=headers)
+        return JSONResponse(content=data, status_code=status, headers=signature_headers(body))
 
     def error(status: int, code: str, message: str) -> JSONResponse:
         return JSONResponse({"code": code, "message": message}, status_code=status)
@@ -384,6 +395,27 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
                                  "trade_state": "NOTPAY"}
         prepay = "wx" + secrets.token_hex(14)
         return signed({"h5_url": f"https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id={prepay}"})
+
+    @app.post("/v3/pay/transactions/out-trade-no/{out_trade_no}/close")
+    async def close(out_trade_no: str, request: Request) -> Any:
+        from fastapi.responses import Response
+
+        raw = await request.body()
+        merchant = authenticate(request, raw)
+        if isinstance(merchant, JSONResponse):
+            return merchant
+        try:
+            mchid = json.loads(raw)["mchid"]
+        except (ValueError, KeyError, TypeError):
+            return error(400, "PARAM_ERROR", "缺少必填参数 mchid")
+        if mchid != merchant.mchid:
+            return error(400, "MCH_NOT_EXISTS", "商户号不存在")
+        order = state.orders.get((merchant.mchid, out_trade_no))
+        if order is None:
+            return error(404, "ORDER_NOT_EXIST", "订单不存在")
+        if order["trade_state"] == "NOTPAY":
+            order["trade_state"] = "CLOSED"
+        return Response(status_code=204, headers=signature_headers(""))  # a paid order stays paid: the query tells
 
     @app.get("/v3/pay/transactions/out-trade-no/{out_trade_no}")
     async def query(out_trade_no: str, request: Request) -> JSONResponse:
@@ -554,6 +586,8 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
         order = state.orders.get((mchid, out_trade_no))
         if order is None:
             return error(404, "ORDER_NOT_EXIST", "订单不存在")
+        if order["trade_state"] == "CLOSED":
+            return error(400, "ORDER_CLOSED", "订单已关闭")
         if order["trade_state"] != "SUCCESS":
             order.update(trade_state="SUCCESS", transaction_id="42" + f"{secrets.randbelow(10**26):026d}",
                          success_time=datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="seconds"))

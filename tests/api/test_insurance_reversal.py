@@ -36,6 +36,10 @@ async def test_self_pay_not_paid_in_time_reverses_the_insurance(api, clinic: Cli
     assert [b["status"] for b in bureau] == ["reversed"]
     visit = (await api.his_get(f"/v1/his/visits/{visit_id}")).json()
     assert visit["bill"]["balance_fen"] == 15500 and visit["bill"]["payments"] == []  # nothing was booked
+    # the self-pay order was closed with the 冲正: paying it now is refused, nothing lands
+    late = await api.http.post(f"/v1/sandbox/payments/{r.json()['self_pay']['payment_id']}/complete")
+    assert late.status_code == 409 and late.json()["code"] == "payment_conflict", late.text
+    assert (await api.his_get(f"/v1/his/visits/{visit_id}")).json()["bill"]["paid_fen"] == 0
     # the personal account got its money back: a new pre-settlement splits the same way
     again = (await api.http.post("/v1/patient/insurance/presettle", json={}, headers=auth)).json()
     assert (again["pooled_fen"], again["personal_fen"], again["self_pay_fen"]) == (9000, 6000, 500)
@@ -43,4 +47,4 @@ async def test_self_pay_not_paid_in_time_reverses_the_insurance(api, clinic: Cli
     from workflows import contracts as c
 
     await record(temporal_env.client.get_workflow_handle(c.insurance_workflow_id(split["settlement_id"])),
-                 "insurance_reversed")
+                 "insurance_reversed_order_closed")

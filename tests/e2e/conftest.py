@@ -20,6 +20,7 @@ SHORT = {
     "YHF_SMS_QUIET_HOURS": "",
     "YHF_RECONCILE_EVERY": "PT2S",
     "YHF_RECONCILE_AFTER": "PT1S",
+    "YHF_ORDER_EXPIRES_AFTER": "PT8S",
     # many sign-ins from one test machine, seconds apart
     "YHF_SMS_CODE_MIN_INTERVAL": "PT1S",
     "YHF_SMS_CODES_PER_IP_HOUR": "100000",

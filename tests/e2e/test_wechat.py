@@ -221,3 +221,28 @@ async def test_the_days_statement_matches_the_ledger_and_a_stranger_is_reported(
     assert [(x["channel"], x["day"]) for x in listed] == [(channel, day)]
     bad = await http.post("/v1/ops/statements", json={"channel": channel, "day": "yesterday"}, headers=OPS)
     assert_problem(bad, 422, "invalid_request")
+
+
+@pytest.mark.parametrize("channel", ["wechat", "alipay"])
+async def test_an_abandoned_order_is_closed_and_cannot_be_paid_later(
+        stack, http: httpx.AsyncClient, clinic: Clinic, channel: str) -> None:  # type: ignore[no-untyped-def]
+    patient_id, phone = await clinic.enrolled_patient()
+    visit_id = (await clinic.register(patient_id, fee=777))["visit_id"]
+    await clinic.event(visit_id, "discharged")
+    auth = await _login(http, clinic, phone)
+    payment = (await http.post("/v1/patient/payments", json={"channel": channel}, headers=auth)).json()
+    if channel == "alipay":
+        async with httpx.AsyncClient() as phone_browser:
+            await phone_browser.get(payment["pay_url"])  # the cashier opens; the patient walks away
+
+    async def audit() -> list[dict[str, Any]]:
+        return (await http.get(f"/v1/ops/audit?subject_type=patient&subject_id={patient_id}", headers=OPS)).json()
+
+    # past YHF_ORDER_EXPIRES_AFTER the reconciliation closes the order and fails the payment
+    trail = await until(audit, lambda t: any(e["action"] == "payment_failed" for e in t), timeout=40)
+    failed = next(e for e in trail if e["action"] == "payment_failed")
+    assert failed["detail"]["payment_id"] == payment["payment_id"]
+    late = await http.post(f"/v1/sandbox/payments/{payment['payment_id']}/complete")
+    assert late.status_code == 502, late.text  # the channel refuses to take money for a closed order
+    visit = await _visit(http, visit_id)
+    assert visit["bill"]["paid_fen"] == 0 and visit["payment_status"] != "settled"

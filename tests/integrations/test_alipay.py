@@ -112,3 +112,18 @@ async def test_refunds_at_the_gateway(alipay: dict[str, Any]) -> None:
     assert (await client.query_refund(uid("rfd_"), out_trade_no=no)).status == "processing"  # no such refund
     rest = await client.refund(out_request_no=uid("rfd_"), out_trade_no=no, refund_fen=4000, reason="退费")
     assert rest.status == "succeeded"
+
+
+async def test_closing_orders(alipay: dict[str, Any]) -> None:
+    client = AlipayClient(alipay["config"])
+    opened, never_opened, paid = uid("YHF"), uid("YHF"), uid("YHF")
+    async with httpx.AsyncClient() as http:
+        for no in (opened, paid):
+            await http.get(client.wap_pay_url(out_trade_no=no, subject="医后付-就诊费用", amount_fen=100))
+        await http.post(f"http://{alipay['gateway']}/_sim/pay/{paid}")
+        for no in (opened, never_opened, paid):
+            await client.close(no)  # not found and already paid are left to the query
+        assert (await client.query(opened)).trade_state == "TRADE_CLOSED"
+        assert (await client.query(paid)).trade_state == "TRADE_SUCCESS"
+        late = await http.get(client.wap_pay_url(out_trade_no=never_opened, subject="医后付-就诊费用", amount_fen=100))
+    assert late.status_code == 400 and "交易已关闭" in late.text

@@ -141,3 +141,18 @@ async def test_refunds_at_the_gateway(wechat: dict[str, Any]) -> None:
     with pytest.raises(WeChatPayError) as missing:
         await client.query_refund(uid("rfd_"))
     assert missing.value.status == 404
+
+
+async def test_closing_orders(wechat: dict[str, Any]) -> None:
+    client = WeChatPayClient(wechat["config"])
+    unpaid, paid = uid("YHF"), uid("YHF")
+    for no in (unpaid, paid):
+        await client.create_h5(out_trade_no=no, description="医后付-诊疗费", amount_fen=300, client_ip="10.0.0.8")
+    async with httpx.AsyncClient() as http:
+        await http.post(f"http://{wechat['gateway']}/_sim/pay/1900000109/{paid}")
+        await client.close(unpaid)  # a signed 204: the SDK verifies even an empty answer
+        await client.close(paid)  # also 204: only the query tells
+        assert (await client.query(unpaid)).trade_state == "CLOSED"
+        assert (await client.query(paid)).trade_state == "SUCCESS"
+        late = await http.post(f"http://{wechat['gateway']}/_sim/pay/1900000109/{unpaid}")
+    assert late.status_code == 400 and late.json()["code"] == "ORDER_CLOSED"
