@@ -1,8 +1,11 @@
-"""Benchmark: the payment policy in isolation, and clinical events through the real stack.
+"""Benchmark: the payment policy in isolation, and clinical events and payments through the
+real stack.
 
 `make bench` starts its own stack (dev server, worker, API) on free ports in a temporary
-folder, registers visits and posts their events concurrently, and prints throughput and
-latency. Nothing is asserted: these are figures to compare between changes."""
+folder, registers visits and posts their events concurrently, then pays every patient's
+merged bill at the window at the same moment and waits until every visit is settled; it
+prints throughput and latency. Nothing is asserted: these are figures to compare between
+changes."""
 
 from __future__ import annotations
 
@@ -73,6 +76,7 @@ async def bench_stack() -> None:
                 start = time.perf_counter()
                 await asyncio.gather(*(run(i) for i in range(VISITS)))
                 elapsed = time.perf_counter() - start
+                paid = await bench_payments(http, patients)
         finally:
             await asyncio.to_thread(stack.stop)
     events = len(latencies)
@@ -80,6 +84,37 @@ async def bench_stack() -> None:
     print(f"  throughput {events / elapsed:.1f} events/s ({elapsed:.1f} s)")
     print(f"  event latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
           f"p95 {pct(latencies, 0.95) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+    pay_latencies, settled_after = paid
+    print(f"payments: {len(pay_latencies)} merged bills ({VISITS} visits) paid at the window at once")
+    print(f"  payment latency p50 {statistics.median(pay_latencies) * 1000:.0f} ms, "
+          f"max {max(pay_latencies) * 1000:.0f} ms; every visit settled {settled_after:.1f} s after the first payment")
+
+
+async def bench_payments(http: httpx.AsyncClient, patients: list[str]) -> tuple[list[float], float]:
+    ops = {"Authorization": "Bearer dev-ops-key"}
+
+    async def owed(patient_id: str) -> int:
+        visits = (await http.get("/v1/ops/visits", params={"patient_id": patient_id, "limit": 500}, headers=ops)).json()
+        return sum(v["balance_fen"] for v in visits)
+
+    amounts = {p: await owed(p) for p in patients}
+    latencies: list[float] = []
+
+    async def pay(patient_id: str) -> None:
+        t = time.perf_counter()
+        r = await http.post("/v1/ops/payments", json={"patient_id": patient_id, "amount_fen": amounts[patient_id],
+                                                       "method": "card"}, headers={**ops, "Idempotency-Key": f"bench-{patient_id}"})
+        r.raise_for_status()
+        latencies.append(time.perf_counter() - t)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(pay(p) for p in patients))
+    while True:
+        settled = (await http.get("/v1/ops/visits", params={"payment_status": "settled", "limit": 500},
+                                  headers=ops)).json()
+        if len(settled) >= VISITS:
+            return latencies, time.perf_counter() - start
+        await asyncio.sleep(0.05)
 
 
 if __name__ == "__main__":
