@@ -221,6 +221,12 @@ async def test_the_days_statement_matches_the_ledger_and_a_stranger_is_reported(
     assert [(x["channel"], x["day"]) for x in listed] == [(channel, day)]
     bad = await http.post("/v1/ops/statements", json={"channel": channel, "day": "yesterday"}, headers=OPS)
     assert_problem(bad, 422, "invalid_request")
+    from temporalio.client import Client
+
+    from tests.workflows.test_visit_workflow import record
+
+    client = await Client.connect(f"127.0.0.1:{stack.temporal_port}")
+    await record(client.get_workflow_handle(f"statement-{channel}-{day}"), f"statement_{channel}")
 
 
 @pytest.mark.parametrize("channel", ["wechat", "alipay"])
