@@ -145,3 +145,29 @@ async def test_ledger_invariants_under_any_interleaving(factory: Factory, ops: l
         await check(session, patient_id, visit_ids)
         for visit_id in visit_ids:
             assert (await visit_totals(session, visit_id)).balance_fen >= 0
+
+
+async def test_a_credit_asked_back_twenty_times_at_once_is_refunded_once(factory: Factory) -> None:
+    import asyncio
+
+    patient_id = await add_patient(factory)
+    visit_id = await add_visit(factory, patient_id, fee=0)
+    async with factory() as session, session.begin():
+        await charge(session, patient_id, visit_id, 500)
+        p = Payment(id=uid("pay_"), patient_id=patient_id, method="sandbox", amount_fen=800, status="succeeded",
+                    actor="test", created_at=now(), completed_at=now())
+        session.add(p)
+        await session.flush()
+        book(session, p, await unpaid(session, patient_id, None))  # 300 beyond the bill
+
+    async def ask() -> int:
+        async with factory() as session, session.begin():
+            return len(await refund_credit(session, visit_id=visit_id, patient_id=patient_id, reason="overpayment",
+                                           actor="test"))
+
+    made = await asyncio.gather(*(ask() for _ in range(20)))
+    assert sum(made) == 1
+    async with factory() as session:
+        refunds = (await session.scalars(select(Refund).where(Refund.visit_id == visit_id))).all()
+        assert [r.amount_fen for r in refunds] == [300]
+        assert (await visit_totals(session, visit_id)).balance_fen == 0
