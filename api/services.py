@@ -22,7 +22,8 @@ from api import schemas as s
 from api.deps import AppState
 from api.errors import ApiError
 from db.models import (
-    Enrolment, IdempotencyRecord, Patient, Payment, Receipt, Refund, SmsCode, Visit, VisitEvent,
+    Enrolment, IdempotencyRecord, InsuranceSettlement, Patient, Payment, Receipt, Refund, SmsCode, Visit,
+    VisitEvent,
 )
 from db.pii import mask_phone
 from db.repositories import (
@@ -316,3 +317,11 @@ def receipt_out(receipt: Receipt) -> s.ReceiptOut:
                         payments=[s.ReceiptPayment(**p) for p in c["payments"]], check_code=receipt.check_code,
                         issued_at=receipt.issued_at, voided_at=receipt.voided_at,
                         download_url=f"/v1/patient/receipts/{receipt.id}?format=html")
+
+
+def settlement_out(row: InsuranceSettlement, self_pay: s.ChannelPayment | None = None) -> s.InsuranceSettlementOut:
+    return s.InsuranceSettlementOut(settlement_id=row.id, visit_ids=list(row.visit_ids), total_fen=row.total_fen,
+                                    pooled_fen=row.pooled_fen, personal_fen=row.personal_fen,
+                                    self_pay_fen=row.self_pay_fen, status=row.status,
+                                    channel=row.channel or None, self_pay=self_pay, detail=row.detail,
+                                    created_at=row.created_at)

@@ -16,7 +16,7 @@ from api import services as svc
 from api.deps import OpsDep, SessionDep, StateDep
 from api.errors import ApiError, responses
 from api.metrics import PAYMENTS
-from db.models import AuditLog, Payment, Refund, StatementRun, Visit
+from db.models import AuditLog, InsuranceSettlement, Payment, Refund, StatementRun, Visit
 from db.refunds import refund_credit, settle_refund
 from db.repositories import audit, lock_patient, totals_by_visit, utcnow
 from domain.payment import RefundStatus
@@ -166,6 +166,19 @@ async def refund_visit_credit(visit_id: str, body: s.VisitRefundIn, state: State
     await session.commit()
     await payments.start_refunds(state, refunds)
     return JSONResponse(data, status_code=201)
+
+
+@router.get("/insurance-settlements", response_model=list[s.InsuranceSettlementOut], responses=responses(401, 422))
+async def insurance_settlements(session: SessionDep, _: OpsDep, status: str | None = None,
+                                patient_id: str | None = None, limit: int = Query(200, ge=1, le=1000)) -> Any:
+    """Card-less insurance payments, newest first: the bureau's split, and whether the insurance
+    part was settled and booked, reversed (冲正) or refused."""
+    stmt = select(InsuranceSettlement).order_by(InsuranceSettlement.created_at.desc()).limit(limit)
+    if status is not None:
+        stmt = stmt.where(InsuranceSettlement.status == status)
+    if patient_id is not None:
+        stmt = stmt.where(InsuranceSettlement.patient_id == patient_id)
+    return [svc.settlement_out(r) for r in (await session.scalars(stmt)).all()]
 
 
 # --- daily statements ----------------------------------------------------------------------

@@ -205,14 +205,6 @@ async def my_receipt(receipt_id: str, patient: PatientDep, session: SessionDep,
 # --- insurance card-less payment (医保脱卡支付) ------------------------------------------
 
 
-def settlement_out(row: InsuranceSettlement, self_pay: s.ChannelPayment | None = None) -> s.InsuranceSettlementOut:
-    return s.InsuranceSettlementOut(settlement_id=row.id, visit_ids=list(row.visit_ids), total_fen=row.total_fen,
-                                    pooled_fen=row.pooled_fen, personal_fen=row.personal_fen,
-                                    self_pay_fen=row.self_pay_fen, status=row.status,
-                                    channel=row.channel or None, self_pay=self_pay, detail=row.detail,
-                                    created_at=row.created_at)
-
-
 async def _own_settlement(session: SessionDep, patient: Patient, settlement_id: str) -> InsuranceSettlement:
     row = await session.get(InsuranceSettlement, settlement_id)
     if row is None or row.patient_id != patient.id:
@@ -259,7 +251,7 @@ async def insurance_presettle(body: s.InsurancePresettleIn, patient: PatientDep,
     audit(session, actor="patient", action="insurance_presettled", subject_type="patient", subject_id=patient.id,
           settlement_id=settlement_id, pooled_fen=split.pooled_fen, personal_fen=split.personal_fen,
           self_pay_fen=split.self_pay_fen)
-    return settlement_out(row)
+    return svc.settlement_out(row)
 
 
 @router.post("/insurance/settlements/{settlement_id}/pay", response_model=s.InsuranceSettlementOut,
@@ -293,7 +285,7 @@ async def insurance_pay(settlement_id: str, body: s.InsurancePayIn, patient: Pat
     row.channel = body.channel
     row.self_pay_payment_id = self_pay.payment_id if self_pay else None
     row.updated_at = utcnow()
-    data = settlement_out(row, self_pay).model_dump(mode="json")
+    data = svc.settlement_out(row, self_pay).model_dump(mode="json")
     if key:
         svc.remember(session, key, request_hash, 200, data)
     await session.commit()
@@ -312,7 +304,7 @@ async def insurance_pay(settlement_id: str, body: s.InsurancePayIn, patient: Pat
 @router.get("/insurance/settlements/{settlement_id}", response_model=s.InsuranceSettlementOut,
             responses=responses(401, 403, 404))
 async def insurance_settlement(settlement_id: str, patient: PatientDep, session: SessionDep) -> Any:
-    return settlement_out(await _own_settlement(session, patient, settlement_id))
+    return svc.settlement_out(await _own_settlement(session, patient, settlement_id))
 
 
 @router.get("/payment-options", response_model=s.PaymentOptions, responses=responses(401, 403))

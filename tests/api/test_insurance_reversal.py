@@ -40,6 +40,9 @@ async def test_self_pay_not_paid_in_time_reverses_the_insurance(api, clinic: Cli
     late = await api.http.post(f"/v1/sandbox/payments/{r.json()['self_pay']['payment_id']}/complete")
     assert late.status_code == 409 and late.json()["code"] == "payment_conflict", late.text
     assert (await api.his_get(f"/v1/his/visits/{visit_id}")).json()["bill"]["paid_fen"] == 0
+    listed = (await api.http.get("/v1/ops/insurance-settlements", params={"patient_id": patient_id,
+                                                                          "status": "reversed"}, headers=api.ops)).json()
+    assert [x["settlement_id"] for x in listed] == [split["settlement_id"]]
     # the personal account got its money back: a new pre-settlement splits the same way
     again = (await api.http.post("/v1/patient/insurance/presettle", json={}, headers=auth)).json()
     assert (again["pooled_fen"], again["personal_fen"], again["self_pay_fen"]) == (9000, 6000, 500)
