@@ -158,15 +158,18 @@ class VisitEventIn(Request):
         return self
 
 
-class BillLine(BaseModel):
-    kind: Literal["charge", "reversal"]
-    item_id: str | None
+class ItemLine(BaseModel):
     code: str | None
     name: str | None
     category: str | None
     unit_price_fen: int | None
     quantity: int | None
     amount_fen: int
+
+
+class BillLine(ItemLine):
+    kind: Literal["charge", "reversal"]
+    item_id: str | None
     booked_at: datetime
 
 
@@ -251,13 +254,8 @@ class RefundOut(BaseModel):
     completed_at: datetime | None
 
 
-class ReceiptLine(BaseModel):
-    code: str | None
-    name: str | None
-    category: str | None
-    unit_price_fen: int | None
-    quantity: int | None
-    amount_fen: int
+class ReceiptLine(ItemLine):
+    pass
 
 
 class ReceiptPayment(BaseModel):

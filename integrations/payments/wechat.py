@@ -348,6 +348,18 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
         state.nonces.add(nonce)
         return merchant
 
+    async def signed_request(request: Request) -> tuple[Merchant, dict[str, Any]] | JSONResponse:
+        """The merchant behind a correctly signed request, and its JSON body."""
+        raw = await request.body()
+        merchant = authenticate(request, raw)
+        if isinstance(merchant, JSONResponse):
+            return merchant
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return error(400, "PARAM_ERROR", "请求体不是合法的 JSON")
+        return merchant, body if isinstance(body, dict) else {}
+
     def transaction(order: dict[str, Any]) -> dict[str, Any]:
         tx = {"appid": order["appid"], "mchid": order["mchid"], "out_trade_no": order["out_trade_no"],
               "trade_state": order["trade_state"], "trade_type": "MWEB",
@@ -361,12 +373,11 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
 
     @app.post("/v3/pay/transactions/h5")
     async def create(request: Request) -> JSONResponse:
-        raw = await request.body()
-        merchant = authenticate(request, raw)
-        if isinstance(merchant, JSONResponse):
-            return merchant
+        checked = await signed_request(request)
+        if isinstance(checked, JSONResponse):
+            return checked
+        merchant, body = checked
         try:
-            body = json.loads(raw)
             total = body["amount"]["total"]
             out_trade_no = body["out_trade_no"]
             ip = body["scene_info"]["payer_client_ip"]
@@ -400,15 +411,13 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
     async def close(out_trade_no: str, request: Request) -> Any:
         from fastapi.responses import Response
 
-        raw = await request.body()
-        merchant = authenticate(request, raw)
-        if isinstance(merchant, JSONResponse):
-            return merchant
-        try:
-            mchid = json.loads(raw)["mchid"]
-        except (ValueError, KeyError, TypeError):
+        checked = await signed_request(request)
+        if isinstance(checked, JSONResponse):
+            return checked
+        merchant, body = checked
+        if "mchid" not in body:
             return error(400, "PARAM_ERROR", "缺少必填参数 mchid")
-        if mchid != merchant.mchid:
+        if body["mchid"] != merchant.mchid:
             return error(400, "MCH_NOT_EXISTS", "商户号不存在")
         order = state.orders.get((merchant.mchid, out_trade_no))
         if order is None:
@@ -437,12 +446,11 @@ def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str
 
     @app.post("/v3/refund/domestic/refunds")
     async def create_refund(request: Request) -> JSONResponse:
-        raw = await request.body()
-        merchant = authenticate(request, raw)
-        if isinstance(merchant, JSONResponse):
-            return merchant
+        checked = await signed_request(request)
+        if isinstance(checked, JSONResponse):
+            return checked
+        merchant, body = checked
         try:
-            body = json.loads(raw)
             out_refund_no, amount = str(body["out_refund_no"]), body["amount"]
             refund, total, currency = amount["refund"], amount["total"], amount["currency"]
         except (ValueError, KeyError, TypeError):
