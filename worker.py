@@ -26,12 +26,11 @@ from activities.payments import PaymentActivities
 from activities.receipts import ReceiptActivities
 from activities.refunds import RefundActivities
 from activities.statements import StatementActivities
-from config import Settings, alipay_config, get_settings, wechat_config
+from config import Settings, get_settings
 from db.pii import Pii
 from db.session import create_engine, session_factory
 from integrations.factory import Integrations, build_integrations
-from integrations.payments.alipay import AlipayClient
-from integrations.payments.wechat import WeChatPayClient
+from integrations.payments.channels import build_channels
 from workflows import contracts as c
 from workflows.insurance import InsurancePaymentWorkflow
 from workflows.reconcile import ReconcileWorkflow
@@ -50,11 +49,10 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSession],
                        integrations: Integrations) -> Sequence[object]:
-    wx, ali = wechat_config(settings), alipay_config(settings)
-    wechat, alipay = WeChatPayClient(wx) if wx else None, AlipayClient(ali) if ali else None
-    payments = PaymentActivities(factory, wechat, alipay)
-    refunds = RefundActivities(factory, wechat, alipay)
-    statements = StatementActivities(factory, wechat, alipay)
+    channels = build_channels(settings)
+    payments = PaymentActivities(factory, channels)
+    refunds = RefundActivities(factory, channels)
+    statements = StatementActivities(factory, channels)
     ledger = LedgerActivities(factory)
     notify = NotifyActivities(factory, integrations.sms, Pii(settings.data_key))
     receipts = ReceiptActivities(factory, Pii(settings.data_key), settings.hospital_name)
@@ -114,8 +112,7 @@ async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
 
 
 def statement_channels(settings: Settings) -> list[str]:
-    return [name for name, config in (("wechat", wechat_config(settings)), ("alipay", alipay_config(settings)))
-            if config is not None]
+    return [name for name, channel in build_channels(settings).items() if channel.keeps_statements]
 
 
 async def ensure_statement_schedule(client: Client, settings: Settings) -> None:

@@ -3,6 +3,7 @@ notification never came, or our call timed out) and land the money they report."
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -13,57 +14,36 @@ from db.models import Payment
 from activities.refunds import refund_input
 from db.payments import channel_paid, payment_failed
 from db.repositories import utcnow
-from integrations.payments.alipay import PAID_STATES as ALIPAY_PAID, AlipayClient, AlipayError
-from integrations.payments.wechat import Paid, WeChatPayClient, WeChatPayError
+from integrations.payments.channels import PAID_STATES, Channel
+from integrations.payments.wechat import Paid
 from workflows import contracts as c
 
-QUERYABLE = ("wechat", "alipay")
-PAID_STATES = ("SUCCESS", *ALIPAY_PAID)
 
 
 class PaymentActivities:
-    def __init__(self, factory: async_sessionmaker[AsyncSession], wechat: WeChatPayClient | None,
-                 alipay: AlipayClient | None = None) -> None:
+    def __init__(self, factory: async_sessionmaker[AsyncSession], channels: Mapping[str, Channel]) -> None:
         self._factory = factory
-        self._wechat = wechat
-        self._alipay = alipay
+        self._channels = channels
+        self._queryable = [name for name in channels if name != "sandbox"]  # the sandbox's record is ours
 
     async def _ask(self, payment: Payment) -> Paid | None:
         """What the channel says about this order; None when it has nothing (yet)."""
-        try:
-            if payment.method == "wechat" and self._wechat is not None:
-                return await self._wechat.query(payment.id)
-            if payment.method == "alipay" and self._alipay is not None:
-                return await self._alipay.query(payment.id)
-        except WeChatPayError as err:
-            if err.status == 404:  # the order never reached WeChat: nothing was paid
-                return None
-            raise
-        except AlipayError as err:
-            if err.code == "ACQ.TRADE_NOT_EXIST":  # the patient never opened the cashier
-                return None
-            raise
-        return None
+        channel = self._channels.get(payment.method)
+        return None if channel is None else await channel.query(payment.id)
 
     @activity.defn(name=c.FIND_STALE_PAYMENTS)
     async def find_stale_payments(self, inp: c.ReconcileInput) -> c.StalePaymentsResult:
         cutoff = utcnow() - timedelta(seconds=inp.older_than_seconds)
         async with self._factory() as session:
             ids = (await session.scalars(select(Payment.id).where(
-                Payment.status.in_(["pending", "unknown"]), Payment.method.in_(QUERYABLE),
+                Payment.status.in_(["pending", "unknown"]), Payment.method.in_(self._queryable),
                 Payment.created_at < cutoff).order_by(Payment.created_at).limit(500))).all()
         return c.StalePaymentsResult(payment_ids=list(ids))
 
     async def _close(self, payment: Payment) -> None:
         """Close the order at its channel, so the patient can no longer pay it."""
-        if payment.method == "wechat" and self._wechat is not None:
-            try:
-                await self._wechat.close(payment.id)
-            except WeChatPayError as err:
-                if err.status != 404:  # an order WeChat never had needs no closing
-                    raise
-        elif payment.method == "alipay" and self._alipay is not None:
-            await self._alipay.close(payment.id)
+        if (channel := self._channels.get(payment.method)) is not None:
+            await channel.close(payment.id)
 
     async def _land(self, payment: Payment, paid: Paid) -> c.ReconcilePaymentResult:
         async with self._factory() as session, session.begin():

@@ -6,6 +6,7 @@ A window payment (cash, card, insurance) is handed back by an operator, who conf
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -17,11 +18,9 @@ from db.models import Payment, Refund
 from db.refunds import WINDOW_METHODS, refund_credit, settle_refund
 from db.repositories import utcnow
 from domain.payment import RefundStatus
-from integrations.payments.alipay import AlipayClient, AlipayError
-from integrations.payments.wechat import RefundAnswer, WeChatPayClient, WeChatPayError
+from integrations.payments.channels import Channel
+from integrations.payments.wechat import RefundAnswer
 from workflows import contracts as c
-
-REASON = "医后付退费"
 
 
 def refund_input(refund: Refund) -> c.RefundInput:
@@ -30,11 +29,9 @@ def refund_input(refund: Refund) -> c.RefundInput:
 
 
 class RefundActivities:
-    def __init__(self, factory: async_sessionmaker[AsyncSession], wechat: WeChatPayClient | None,
-                 alipay: AlipayClient | None) -> None:
+    def __init__(self, factory: async_sessionmaker[AsyncSession], channels: Mapping[str, Channel]) -> None:
         self._factory = factory
-        self._wechat = wechat
-        self._alipay = alipay
+        self._channels = channels
 
     @activity.defn(name=c.REFUND_CREDIT)
     async def refund_credit(self, inp: c.RefundCreditInput) -> c.RefundCreditResult:
@@ -51,6 +48,12 @@ class RefundActivities:
             raise ApplicationError(f"refund {refund_id} is not in the database", type="invalid_input",
                                    non_retryable=True)
         return refund, payment
+
+    def _channel(self, refund: Refund) -> Channel:
+        channel = self._channels.get(refund.method)
+        if channel is None:  # retried: the channel may be configured again
+            raise ApplicationError(f"channel {refund.method} is not configured here", type="channel_unavailable")
+        return channel
 
     async def _record(self, refund_id: str, to: RefundStatus, *, actor: str, channel_refund_no: str = "",
                       detail: str = "") -> c.RefundStatusResult:
@@ -72,45 +75,23 @@ class RefundActivities:
         refund, payment = await self._load(inp.refund_id)
         if refund.status in (RefundStatus.succeeded, RefundStatus.failed, RefundStatus.manual):
             return c.RefundStatusResult(refund_id=refund.id, status=refund.status, detail=refund.detail or "")
-        if refund.method == "sandbox":  # the sandbox channel returns money at once
-            return await self._record(refund.id, RefundStatus.succeeded, actor="channel:sandbox",
-                                      channel_refund_no=f"SBXR{refund.id[-12:].upper()}")
         if refund.method in WINDOW_METHODS:
             return await self._record(refund.id, RefundStatus.manual, actor="workflow",
                                       detail="paid at the window: hand the money back and confirm")
-        if refund.method == "wechat" and self._wechat is not None:
-            try:
-                answer = await self._wechat.refund(out_refund_no=refund.id, out_trade_no=payment.id,
-                                                   refund_fen=refund.amount_fen, total_fen=payment.amount_fen,
-                                                   reason=REASON)
-            except WeChatPayError as err:
-                if err.status in (400, 403, 404) and err.code not in ("NOT_ENOUGH", "FREQUENCY_LIMITED"):
-                    return await self._record(refund.id, RefundStatus.failed, actor="channel:wechat",
-                                              detail=f"{err.code}: {err}"[:300])
-                raise  # WeChat busy or our merchant balance short: ask again later
-            return await self._answer(refund, answer)
-        if refund.method == "alipay" and self._alipay is not None:
-            try:
-                answer = await self._alipay.refund(out_request_no=refund.id, out_trade_no=payment.id,
-                                                   refund_fen=refund.amount_fen, reason=REASON)
-            except AlipayError as err:
-                raise RuntimeError(f"Alipay: {err}") from err  # retried
-            return await self._answer(refund, answer)
-        raise ApplicationError(f"channel {refund.method} is not configured here", type="channel_unavailable")
+        answer = await self._channel(refund).refund(out_refund_no=refund.id, out_trade_no=payment.id,
+                                                    refund_fen=refund.amount_fen, total_fen=payment.amount_fen)
+        return await self._answer(refund, answer)  # ChannelBusy propagates: asked again later
 
     @activity.defn(name=c.CHECK_REFUND)
     async def check_refund(self, inp: c.RefundInput) -> c.RefundStatusResult:
         refund, payment = await self._load(inp.refund_id)
         if refund.status in (RefundStatus.succeeded, RefundStatus.failed, RefundStatus.manual):
             return c.RefundStatusResult(refund_id=refund.id, status=refund.status, detail=refund.detail or "")
-        if refund.method == "wechat" and self._wechat is not None:
-            try:
-                return await self._answer(refund, await self._wechat.query_refund(refund.id))
-            except WeChatPayError as err:
-                if err.status == 404:  # our request never reached WeChat: send it (again)
-                    return await self.submit_refund(inp)
-                raise
-        return await self.submit_refund(inp)  # Alipay and the rest: asking again is the query
+        if refund.method not in WINDOW_METHODS:
+            answer = await self._channel(refund).query_refund(out_refund_no=refund.id, out_trade_no=payment.id)
+            if answer is not None:
+                return await self._answer(refund, answer)
+        return await self.submit_refund(inp)  # never reached the channel: send it (again; same number)
 
     @activity.defn(name=c.FIND_STALE_REFUNDS)
     async def find_stale_refunds(self, inp: c.ReconcileInput) -> c.StaleRefundsResult:

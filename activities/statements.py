@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict
 from datetime import timedelta
 
@@ -15,8 +16,8 @@ from db.models import Payment, Refund, StatementRun
 from db.repositories import audit, utcnow
 from domain.payment import PAID, RefundStatus
 from domain.statement import Line, day_window, match
-from integrations.payments.alipay import AlipayClient
-from integrations.payments.wechat import StatementLine, WeChatPayClient
+from integrations.payments.channels import Channel
+from integrations.payments.wechat import StatementLine
 from workflows import contracts as c
 
 log = logging.getLogger("yihoufu.statements")
@@ -30,18 +31,17 @@ def _ref(line: StatementLine) -> Line:
 
 
 class StatementActivities:
-    def __init__(self, factory: async_sessionmaker[AsyncSession], wechat: WeChatPayClient | None,
-                 alipay: AlipayClient | None) -> None:
+    def __init__(self, factory: async_sessionmaker[AsyncSession], channels: Mapping[str, Channel]) -> None:
         self._factory = factory
-        self._clients = {"wechat": wechat, "alipay": alipay}
+        self._channels = channels
 
     @activity.defn(name=c.RECONCILE_STATEMENT)
     async def reconcile_statement(self, inp: c.ReconcileStatementInput) -> c.StatementResult:
-        client = self._clients.get(inp.channel)
-        if client is None:
-            raise ApplicationError(f"channel {inp.channel} is not configured", type="invalid_input",
+        source = self._channels.get(inp.channel)
+        if source is None or not source.keeps_statements:
+            raise ApplicationError(f"channel {inp.channel} has no statements here", type="invalid_input",
                                    non_retryable=True)
-        channel = [_ref(line) for line in await client.statement(inp.day)]
+        channel = [_ref(line) for line in await source.statement(inp.day)]
         start, end = day_window(inp.day, inp.timezone)
         async with self._factory() as session, session.begin():
             payments = (await session.scalars(select(Payment).where(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,8 +19,7 @@ from config import Settings
 from db.pii import Pii
 from integrations.credit_platform import CreditPlatformClient
 from integrations.insurance_bureau import InsuranceBureauClient
-from integrations.payments.alipay import AlipayClient
-from integrations.payments.wechat import WeChatPayClient
+from integrations.payments.channels import Channel
 from integrations.sms import SmsSender
 
 
@@ -32,8 +31,7 @@ class AppState:
     pii: Pii
     sms: SmsSender
     credit: CreditPlatformClient
-    wechat: WeChatPayClient | None = None
-    alipay: AlipayClient | None = None
+    channels: dict[str, Channel] = field(default_factory=dict)  # the payment channels offered here
     bureau: InsuranceBureauClient | None = None
 
 

@@ -17,12 +17,11 @@ from temporalio.client import Client
 from api import errors, metrics
 from api.deps import AppState
 from api.routes import his, ops, patient, payments, sandbox
-from config import Settings, alipay_config, get_settings, wechat_config
+from config import Settings, get_settings
 from db.pii import Pii
 from db.session import create_engine, session_factory
 from integrations.factory import build_integrations
-from integrations.payments.alipay import AlipayClient
-from integrations.payments.wechat import WeChatPayClient
+from integrations.payments.channels import build_channels
 
 log = logging.getLogger("yihoufu.api")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -41,12 +40,9 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             client = temporal or await Client.connect(settings.temporal_address, lazy=True,
                                                       namespace=settings.temporal_namespace)
             integrations = build_integrations(settings, factory, stack)
-            wx, ali = wechat_config(settings), alipay_config(settings)
             app.state.yhf = AppState(settings=settings, factory=factory, temporal=client,
                                      pii=Pii(settings.data_key), sms=integrations.sms, credit=integrations.credit,
-                                     bureau=integrations.bureau,
-                                     wechat=WeChatPayClient(wx) if wx else None,
-                                     alipay=AlipayClient(ali) if ali else None)
+                                     bureau=integrations.bureau, channels=build_channels(settings))
             yield
 
     app = FastAPI(

@@ -21,6 +21,9 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.refunds import refund_input
+from integrations.payments.alipay import AlipayError
+from integrations.payments.channels import ChannelBusy
+from integrations.payments.wechat import WeChatPayError
 from db.models import Payment, Refund
 from db.payments import Landed, book, channel_paid, unpaid  # noqa: F401 - the API's names for them
 from domain.money import format_fen
@@ -87,26 +90,20 @@ async def open_order(state: AppState, session: AsyncSession, *, patient_id: str,
     """A pending payment and its order at the channel; answers where the patient pays."""
     from api import services as svc
     from db.repositories import utcnow
-    from integrations.payments.wechat import WeChatPayError
 
-    if (channel == "wechat" and state.wechat is None) or (channel == "alipay" and state.alipay is None):
+    at = state.channels.get(channel)
+    if at is None:
         raise ApiError(409, "channel_unavailable", f"{channel} is not set up at this hospital")
     now = utcnow()
     payment = Payment(id=svc.new_id("pay_"), patient_id=patient_id, method=channel, amount_fen=amount_fen,
                       status="pending", actor="patient", created_at=now, completed_at=None, visit_ids=visit_ids,
                       insurance_settlement_id=insurance_settlement_id)
     session.add(payment)
-    pay_url = f"/v1/sandbox/payments/{payment.id}/complete"
-    if channel == "wechat":
-        assert state.wechat is not None
-        try:  # the order is created while this patient's payments are locked: one at a time
-            pay_url = await state.wechat.create_h5(out_trade_no=payment.id, description="医后付-就诊费用",
-                                                   amount_fen=amount_fen, client_ip=client_ip or "127.0.0.1")
-        except WeChatPayError as err:
-            raise ApiError(502, "channel_error", f"WeChat Pay refused the order ({err.code})") from None
-    if channel == "alipay":
-        assert state.alipay is not None  # a signed URL: Alipay learns of the order when the phone opens it
-        pay_url = state.alipay.wap_pay_url(out_trade_no=payment.id, subject="医后付-就诊费用", amount_fen=amount_fen)
+    try:  # the order is created while this patient's payments are locked: one at a time
+        pay_url = await at.open_order(out_trade_no=payment.id, amount_fen=amount_fen,
+                                      client_ip=client_ip or "127.0.0.1")
+    except (ChannelBusy, WeChatPayError, AlipayError) as err:
+        raise ApiError(502, "channel_error", f"{channel} refused the order ({err})") from None
     return s.ChannelPayment(payment_id=payment.id, channel=channel, status="pending", amount_fen=amount_fen,
                             visit_ids=visit_ids, pay_url=pay_url, created_at=now)
 

@@ -214,7 +214,7 @@ async def run_statement(body: s.StatementRunIn, state: StateDep, session: Sessio
     from workflows import contracts as c
     from workflows.statement import StatementWorkflow
 
-    if getattr(state, body.channel) is None:
+    if body.channel not in state.channels:
         raise ApiError(409, "channel_unavailable", f"{body.channel} is not set up at this hospital")
     await session.commit()
     try:

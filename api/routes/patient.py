@@ -311,7 +311,5 @@ async def insurance_settlement(settlement_id: str, patient: PatientDep, session:
 async def payment_options(patient: PatientDep, state: StateDep) -> Any:
     """How this patient can pay here: the channels set up, and whether card-less insurance
     payment (医保脱卡支付) is open to them."""
-    channels = ["wechat"] * (state.wechat is not None) + ["alipay"] * (state.alipay is not None)
-    if state.settings.sandbox:
-        channels.append("sandbox")
+    channels = [name for name in ("wechat", "alipay", "sandbox") if name in state.channels]
     return s.PaymentOptions(channels=channels, insurance=bool(patient.insured_locally and state.bureau is not None))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
@@ -14,7 +13,7 @@ from api.errors import ApiError, responses
 from db.models import Refund
 from db.refunds import settle_refund
 from domain.payment import RefundStatus
-from integrations.payments.alipay import PAID_STATES
+from integrations.payments.channels import PAID_STATES
 from integrations.payments.wechat import RefundAnswer
 
 router = APIRouter(prefix="/v1/payments", tags=["payment channels"])
@@ -25,46 +24,40 @@ async def notify(channel: str, request: Request, state: StateDep, session: Sessi
     """Verified by the channel's own signature; unverified notifications change nothing,
     duplicates are harmless. WeChat's refund results arrive here too."""
     body = await request.body()
-    if channel == "wechat" and state.wechat is not None:
-        told = state.wechat.verify_notification(dict(request.headers), body)
+    if channel == "sandbox" and state.settings.sandbox:
+        money = await payments.sandbox_notified(state, session, body, dict(request.headers))
+    elif channel != "sandbox" and (at := state.channels.get(channel)) is not None:
+        told = at.verify(dict(request.headers), body)
         if told is None:
             raise ApiError(401, "invalid_signature", "the notification does not verify")
         if isinstance(told, RefundAnswer):
-            await refund_told(state, session, told)
-            return {"code": "SUCCESS"}
-        if told.trade_state != "SUCCESS":
-            return {"code": "SUCCESS"}  # nothing landed; the order stays as it is
-        money = await payments.channel_paid(session, channel="wechat", payment_id=told.out_trade_no,
+            await refund_told(state, session, channel, told)
+            return ack(channel)
+        if told.trade_state not in PAID_STATES:
+            return ack(channel)  # nothing landed; the order stays as it is
+        money = await payments.channel_paid(session, channel=channel, payment_id=told.out_trade_no,
                                             amount_fen=told.amount_fen, trade_no=told.transaction_id)
-    elif channel == "alipay" and state.alipay is not None:
-        paid = state.alipay.verify_notification(dict(parse_qsl(body.decode(errors="replace"),
-                                                                keep_blank_values=True)))
-        if paid is None:
-            raise ApiError(401, "invalid_signature", "the notification does not verify")
-        if paid.trade_state in PAID_STATES:
-            money = await payments.channel_paid(session, channel="alipay", payment_id=paid.out_trade_no,
-                                                amount_fen=paid.amount_fen, trade_no=paid.transaction_id)
-            await session.commit()
-            await payments.landed(state, money)
-        return PlainTextResponse("success")  # Alipay stops retrying on exactly this body
-    elif channel == "sandbox" and state.settings.sandbox:
-        money = await payments.sandbox_notified(state, session, body, dict(request.headers))
     else:
         raise ApiError(404, "unknown_channel", f"no payment channel {channel}")
     await session.commit()
     await payments.landed(state, money)
-    return {"code": "SUCCESS"}
+    return ack(channel)
 
 
-async def refund_told(state: Any, session: Any, told: RefundAnswer) -> None:
-    """WeChat's refund result: record it, and wake the refund's workflow (which would
-    otherwise find it by querying)."""
+def ack(channel: str) -> Any:
+    """What stops the channel from notifying again: Alipay wants exactly `success`."""
+    return PlainTextResponse("success") if channel == "alipay" else {"code": "SUCCESS"}
+
+
+async def refund_told(state: Any, session: Any, channel: str, told: RefundAnswer) -> None:
+    """A channel's refund result (WeChat sends them): record it, and wake the refund's
+    workflow (which would otherwise find it by querying)."""
     refund = await session.get(Refund, told.out_refund_no)
-    if refund is None or refund.method != "wechat":
-        raise ApiError(404, "refund_not_found", f"no WeChat refund {told.out_refund_no}")
+    if refund is None or refund.method != channel:
+        raise ApiError(404, "refund_not_found", f"no {channel} refund {told.out_refund_no}")
     if told.amount_fen != refund.amount_fen:
         raise ApiError(400, "amount_mismatch", "the notified refund amount does not match ours")
-    await settle_refund(session, refund.id, RefundStatus(told.status), actor="channel:wechat",
+    await settle_refund(session, refund.id, RefundStatus(told.status), actor=f"channel:{channel}",
                         channel_refund_no=told.channel_refund_no or None, detail=told.detail or None)
     await session.commit()
     await payments.wake_refund(state, refund.id)
