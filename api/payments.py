@@ -5,6 +5,7 @@ before any sanction, so a lost signal cannot lock a paid card)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -35,12 +36,15 @@ log = logging.getLogger("yihoufu.api.payments")
 
 
 async def tell_workflows(state: AppState, payment_id: str, parts: list[tuple[str, int]]) -> None:
-    for visit_id, amount in parts:
+    """Signal every visit the payment touched, all at once."""
+    async def tell(visit_id: str, amount: int) -> None:
         try:
             await state.temporal.get_workflow_handle(c.workflow_id(visit_id)).signal(
                 VisitWorkflow.payment_received, c.PaymentReceivedInput(payment_id=payment_id, amount_fen=amount))
-        except RPCError as err:  # a settled visit's workflow has ended; nothing waits for this money
+        except RPCError as err:  # a closed visit's workflow has ended; nothing waits for this money
             log.warning("payment %s: could not signal visit %s: %s", payment_id, visit_id, err.message)
+
+    await asyncio.gather(*(tell(v, a) for v, a in parts))
 
 
 async def start_refunds(state: AppState, refunds: list[Refund]) -> None:

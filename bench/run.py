@@ -23,7 +23,7 @@ import httpx
 from devstack import Stack
 from domain.policy import PaymentPolicy, PaymentState
 from tests.flows import Clinic, item
-from tests.support import free_port
+from tests.support import free_port, fresh_database
 
 VISITS = int(sys.argv[1]) if len(sys.argv) > 1 else 40
 CONCURRENCY = int(sys.argv[2]) if len(sys.argv) > 2 else 8
@@ -58,29 +58,35 @@ async def one_visit(clinic: Clinic, patient_id: str, latencies: list[float]) -> 
 
 async def bench_stack() -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        stack = Stack(data_dir=Path(tmp) / "data", api_port=free_port(), temporal_port=free_port(), headless=True,
-                      wechat_port=free_port(), alipay_port=free_port(),
-                      log_dir=Path(tmp) / "logs")
-        await asyncio.to_thread(stack.start)
-        try:
-            async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
-                clinic = Clinic.over(http, {"Authorization": "Bearer dev-his-key"})
-                patients = [(await clinic.enrolled_patient())[0] for _ in range(CONCURRENCY)]
-                latencies: list[float] = []
-                sem = asyncio.Semaphore(CONCURRENCY)
+        async with fresh_database(Path(tmp)) as url:  # PostgreSQL with YHF_TEST_DATABASE_URL, else SQLite
+            await run_stack(Path(tmp), url)
 
-                async def run(i: int) -> None:
-                    async with sem:
-                        await one_visit(clinic, patients[i % CONCURRENCY], latencies)
 
-                start = time.perf_counter()
-                await asyncio.gather(*(run(i) for i in range(VISITS)))
-                elapsed = time.perf_counter() - start
-                paid = await bench_payments(http, patients)
-        finally:
-            await asyncio.to_thread(stack.stop)
+async def run_stack(tmp: Path, url: str) -> None:
+    database = url.split(":", 1)[0].split("+", 1)[0]
+    stack = Stack(data_dir=tmp / "data", api_port=free_port(), temporal_port=free_port(), headless=True,
+                  wechat_port=free_port(), alipay_port=free_port(),
+                  env={"YHF_DATABASE_URL": url}, log_dir=tmp / "logs")
+    await asyncio.to_thread(stack.start)
+    try:
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
+            clinic = Clinic.over(http, {"Authorization": "Bearer dev-his-key"})
+            patients = [(await clinic.enrolled_patient())[0] for _ in range(CONCURRENCY)]
+            latencies: list[float] = []
+            sem = asyncio.Semaphore(CONCURRENCY)
+
+            async def run(i: int) -> None:
+                async with sem:
+                    await one_visit(clinic, patients[i % CONCURRENCY], latencies)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(run(i) for i in range(VISITS)))
+            elapsed = time.perf_counter() - start
+            paid = await bench_payments(http, patients)
+    finally:
+        await asyncio.to_thread(stack.stop)
     events = len(latencies)
-    print(f"stack: {VISITS} visits, {events} events, {CONCURRENCY} at a time, SQLite, 1 worker, 1 API process")
+    print(f"stack: {VISITS} visits, {events} events, {CONCURRENCY} at a time, {database}, 1 worker, 1 API process")
     print(f"  throughput {events / elapsed:.1f} events/s ({elapsed:.1f} s)")
     print(f"  event latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
           f"p95 {pct(latencies, 0.95) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
