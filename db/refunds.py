@@ -20,7 +20,9 @@ from domain.bill import EntryKind, Refundable, plan_refunds
 from domain.payment import (Illegal, PaymentEvent, PaymentState, PaymentStatus, RefundStatus, apply,
                             refund_move)
 
-WINDOW_METHODS = ("cash", "card", "insurance")  # money handed back at the window by an operator
+# Money that goes back by hand: handed over at the window, or returned to the insurance fund or
+# personal account through the bureau's own refund procedure; an operator confirms each one.
+WINDOW_METHODS = ("cash", "card", "insurance", "insurance_pooled", "insurance_personal")
 
 
 def new_refund_id() -> str:

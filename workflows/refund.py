@@ -60,7 +60,7 @@ class RefundWorkflow:
             self._status = RefundStatus(result.status)
             self._describe(inp, result.detail)
             pause = min(pause * 2, LONGEST_PAUSE)
-        if self._status is RefundStatus.succeeded and inp.method not in ("cash", "card", "insurance"):
+        if self._status is RefundStatus.succeeded and not inp.method.startswith(("cash", "card", "insurance")):
             await self._sms(inp, "refund_sent")
         return result
 

@@ -69,6 +69,15 @@ async def test_card_less_payment_splits_settles_and_books_both_halves(api, clini
     from tests.workflows.test_visit_workflow import record
     from workflows import contracts as c
 
+    # a covered drug is cancelled after settlement (退费): its money goes back to the insurance
+    # first (the newest payment), by the bureau's refund procedure, which an operator confirms
+    await clinic.event(visit_id, "orders_cancelled", item_ids=["amox"])
+
+    async def manual() -> list[dict[str, Any]]:
+        found = (await api.http.get("/v1/ops/refunds", params={"visit_id": visit_id}, headers=api.ops)).json()
+        return found if found and all(r["status"] == "manual" for r in found) else []
+
+    assert [(r["method"], r["amount_fen"]) for r in await eventually(manual)] == [("insurance_personal", 3000)]
     saga = temporal_env.client.get_workflow_handle(c.insurance_workflow_id(split["settlement_id"]))
     assert (await saga.result())["status"] == "completed"
     await record(saga, "insurance_completed")
