@@ -47,6 +47,8 @@ async def test_card_less_payment_splits_settles_and_books_both_halves(api, clini
     assert r.status_code == 200, r.text
     assert (await api.http.post(pay, json={"channel": "sandbox"}, headers={**auth, **key})).json() == r.json()
     assert_problem(await api.http.post(pay, json={"channel": "sandbox"}, headers=auth), 409, "settlement_used")
+    assert_problem(await api.http.post(pay, json={"channel": "alipay"}, headers={**auth, **key}), 409,
+                   "idempotency_key_reused")
     self_pay = r.json()["self_pay"]
     assert self_pay["amount_fen"] == 500
     done = await api.http.post(f"/v1/sandbox/payments/{self_pay['payment_id']}/complete")

@@ -183,3 +183,25 @@ async def _versions(api, auth: dict[str, str], n: int) -> list[dict[str, Any]]: 
 
 async def _with_status(api, visit_id: str, status: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
     return await refunds(api, visit_id=visit_id, status=status)
+
+
+async def test_an_operator_refunds_a_credit_once_per_key(api, factory) -> None:  # type: ignore[no-untyped-def]
+    from db.models import LedgerEntry as Entry
+    from tests.support import add_patient, add_visit, now, pay
+
+    patient_id = await add_patient(factory)
+    visit_id = await add_visit(factory, patient_id, fee=500)
+    async with factory() as session, session.begin():
+        session.add(Entry(idempotency_key=f"visit-{visit_id}:registration", visit_id=visit_id, patient_id=patient_id,
+                          kind="charge", amount_fen=500, created_at=now()))
+    await pay(factory, patient_id, visit_id, 800, method="sandbox")  # 300 too much, left on the visit
+    key = {"Idempotency-Key": uid("ops-refund-")}
+    first = await api.ops_post(f"/v1/ops/visits/{visit_id}/refunds", {"reason": "operator"}, headers=key)
+    assert first.status_code == 201, first.text
+    assert [(r["amount_fen"], r["reason"]) for r in first.json()] == [(300, "operator")]
+    again = await api.ops_post(f"/v1/ops/visits/{visit_id}/refunds", {"reason": "operator"}, headers=key)
+    assert again.status_code == 201 and again.json() == first.json()
+    assert_problem(await api.ops_post(f"/v1/ops/visits/{visit_id}/refunds", {"reason": "other"}, headers=key),
+                   409, "idempotency_key_reused")
+    done = await eventually(lambda: _with_status(api, visit_id, "succeeded"))
+    assert [r["refund_id"] for r in done] == [r["refund_id"] for r in first.json()]
