@@ -11,7 +11,7 @@ again cannot change becomes a failed `RefundAnswer`; anything worth retrying rai
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl
 
 from integrations.payments.alipay import FINAL_REFUND_ERRORS, PAID_STATES as ALIPAY_PAID, AlipayClient, AlipayError
@@ -26,6 +26,7 @@ class ChannelBusy(Exception):
     """The channel did not answer, or answered 'later': ask again."""
 
 
+@runtime_checkable
 class Channel(Protocol):
     name: str
     keeps_statements: bool
