@@ -23,7 +23,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.refunds import refund_input
 from integrations.payments.alipay import AlipayError
-from integrations.payments.channels import ChannelBusy
+from integrations.payments.channels import ChannelBusy, ChannelTimeout
 from integrations.payments.wechat import WeChatPayError
 from db.models import Payment, Refund
 from db.payments import Landed, book, channel_paid, unpaid  # noqa: F401 - the API's names for them
@@ -106,6 +106,13 @@ async def open_order(state: AppState, session: AsyncSession, *, patient_id: str,
     try:  # the order is created while this patient's payments are locked: one at a time
         pay_url = await at.open_order(out_trade_no=payment.id, amount_fen=amount_fen,
                                       client_ip=client_ip or "127.0.0.1")
+    except ChannelTimeout:
+        # the order may exist at the channel: keep the payment as `unknown` (never failed), and
+        # let reconciliation ask, land what was paid, and close the rest
+        payment.status = "unknown"
+        await session.commit()
+        raise ApiError(504, "channel_timeout", f"{channel} did not answer; payment {payment.id} is being checked",
+                       payment_id=payment.id) from None
     except (ChannelBusy, WeChatPayError, AlipayError) as err:
         raise ApiError(502, "channel_error", f"{channel} refused the order ({err})") from None
     return s.ChannelPayment(payment_id=payment.id, channel=channel, status="pending", amount_fen=amount_fen,

@@ -142,7 +142,7 @@ async def merged_bill(patient: PatientDep, session: SessionDep) -> Any:
 
 
 @router.post("/payments", response_model=s.ChannelPayment, status_code=201,
-             responses=responses(401, 403, 404, 409, 422, 502))
+             responses=responses(401, 403, 404, 409, 422, 502, 504))
 async def pay(body: s.PatientPaymentIn, patient: PatientDep, state: StateDep, session: SessionDep, request: Request,
               idempotency_key: IdempotencyKey = None) -> Any:
     """Start paying the merged bill (or chosen visits) at a channel; the money lands when the
@@ -255,7 +255,7 @@ async def insurance_presettle(body: s.InsurancePresettleIn, patient: PatientDep,
 
 
 @router.post("/insurance/settlements/{settlement_id}/pay", response_model=s.InsuranceSettlementOut,
-             responses=responses(401, 403, 404, 409, 422, 502))
+             responses=responses(401, 403, 404, 409, 422, 502, 504))
 async def insurance_pay(settlement_id: str, body: s.InsurancePayIn, patient: PatientDep, state: StateDep,
                         session: SessionDep, request: Request, idempotency_key: IdempotencyKey = None) -> Any:
     """Pay a pre-settled bill: the insurance part is settled with the bureau, the self-pay part

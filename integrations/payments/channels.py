@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 from urllib.parse import parse_qsl
 
+import requests
+
 from integrations.payments.alipay import FINAL_REFUND_ERRORS, PAID_STATES as ALIPAY_PAID, AlipayClient, AlipayError
 from integrations.payments.wechat import Paid, RefundAnswer, StatementLine, WeChatPayClient, WeChatPayError
 
@@ -24,6 +26,11 @@ REFUND_REASON = "医后付退费"
 
 class ChannelBusy(Exception):
     """The channel did not answer, or answered 'later': ask again."""
+
+
+class ChannelTimeout(ChannelBusy):
+    """We asked and heard nothing back: the channel may have acted. The payment is `unknown`
+    until a query says what happened."""
 
 
 @runtime_checkable
@@ -56,8 +63,11 @@ class WeChatChannel:
         self.client = client
 
     async def open_order(self, *, out_trade_no: str, amount_fen: int, client_ip: str) -> str:
-        return await self.client.create_h5(out_trade_no=out_trade_no, description=DESCRIPTION,
-                                           amount_fen=amount_fen, client_ip=client_ip)
+        try:
+            return await self.client.create_h5(out_trade_no=out_trade_no, description=DESCRIPTION,
+                                               amount_fen=amount_fen, client_ip=client_ip)
+        except requests.RequestException as err:  # the SDK's transport: no answer, or a cut one
+            raise ChannelTimeout(f"WeChat did not answer: {type(err).__name__}") from err
 
     async def query(self, out_trade_no: str) -> Paid | None:
         try:

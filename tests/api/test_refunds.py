@@ -205,3 +205,33 @@ async def test_an_operator_refunds_a_credit_once_per_key(api, factory) -> None: 
                    409, "idempotency_key_reused")
     done = await eventually(lambda: _with_status(api, visit_id, "succeeded"))
     assert [r["refund_id"] for r in done] == [r["refund_id"] for r in first.json()]
+
+
+async def test_an_order_call_that_times_out_leaves_the_payment_unknown(api, clinic: Clinic, factory) -> None:  # type: ignore[no-untyped-def]
+    """A channel that does not answer may still have taken the order: the payment is kept as
+    `unknown` (never failed) for reconciliation to ask about."""
+    from integrations.payments.channels import WeChatChannel
+    from integrations.payments.wechat import WeChatConfig, WeChatPayClient, new_rsa_pair
+    from tests.support import free_port
+
+    ours, _ = new_rsa_pair()
+    _, theirs = new_rsa_pair()
+    silent = WeChatPayClient(WeChatConfig(mchid="1900000109", appid="wx8888888888888888", merchant_private_key=ours,
+                                          merchant_serial="5157F09EFDC0", apiv3_key="0" * 32,
+                                          platform_public_key=theirs, platform_public_key_id="PUB_KEY_ID_X",
+                                          notify_url="http://api/v1/payments/notify/wechat",
+                                          gateway=f"http://127.0.0.1:{free_port()}"))  # nobody listens there
+    app = api.http._transport.app  # the app under test: give it a WeChat that never answers
+    app.state.yhf.channels["wechat"] = WeChatChannel(silent)
+    try:
+        patient_id, phone = await clinic.enrolled_patient()
+        visit_id = (await clinic.register(patient_id, fee=900))["visit_id"]
+        await clinic.event(visit_id, "discharged")
+        auth, _ = await sign_in(api, clinic, phone)
+        r = await api.http.post("/v1/patient/payments", json={"channel": "wechat"}, headers=auth)
+        problem = assert_problem(r, 504, "channel_timeout")
+    finally:
+        del app.state.yhf.channels["wechat"]
+    async with factory() as session:
+        payment = await session.get(Payment, problem["payment_id"])
+        assert (payment.status, payment.amount_fen, payment.method) == ("unknown", 900, "wechat")
