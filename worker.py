@@ -30,7 +30,6 @@ from config import Settings, get_settings
 from db.pii import Pii
 from db.session import create_engine, session_factory
 from integrations.factory import Integrations, build_integrations
-from integrations.payments.channels import build_channels
 from workflows import contracts as c
 from workflows.insurance import InsurancePaymentWorkflow
 from workflows.reconcile import ReconcileWorkflow
@@ -49,7 +48,7 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSession],
                        integrations: Integrations) -> Sequence[object]:
-    channels = build_channels(settings)
+    channels = integrations.channels
     payments = PaymentActivities(factory, channels)
     refunds = RefundActivities(factory, channels)
     statements = StatementActivities(factory, channels)
@@ -68,8 +67,9 @@ def activity_functions(settings: Settings, factory: async_sessionmaker[AsyncSess
 
 
 def create_worker(client: Client, settings: Settings, factory: async_sessionmaker[AsyncSession],
-                  stack: AsyncExitStack, *, task_queue: str | None = None) -> Worker:
-    integrations = build_integrations(settings, factory, stack)
+                  stack: AsyncExitStack, *, task_queue: str | None = None,
+                  integrations: Integrations | None = None) -> Worker:
+    integrations = integrations or build_integrations(settings, factory, stack)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
@@ -111,13 +111,9 @@ async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
             lambda _: ScheduleUpdate(schedule=schedule))
 
 
-def statement_channels(settings: Settings) -> list[str]:
-    return [name for name, channel in build_channels(settings).items() if channel.keeps_statements]
-
-
-async def ensure_statement_schedule(client: Client, settings: Settings) -> None:
+async def ensure_statement_schedule(client: Client, settings: Settings, integrations: Integrations) -> None:
     """Each morning, match yesterday's statements of the configured channels (none: no schedule)."""
-    channels = statement_channels(settings)
+    channels = [name for name, channel in integrations.channels.items() if channel.keeps_statements]
     if not channels:
         return
     schedule = Schedule(
@@ -145,9 +141,11 @@ async def main() -> None:
     engine = create_engine(settings.database_url)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(engine.dispose)
-        worker = create_worker(client, settings, session_factory(engine), stack)
+        factory = session_factory(engine)
+        integrations = build_integrations(settings, factory, stack)
+        worker = create_worker(client, settings, factory, stack, integrations=integrations)
         await ensure_reconcile_schedule(client, settings)
-        await ensure_statement_schedule(client, settings)
+        await ensure_statement_schedule(client, settings, integrations)
         async with worker:
             log.info("worker polling %s on %s", settings.task_queue, settings.temporal_address)
             await stop.wait()

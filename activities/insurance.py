@@ -82,6 +82,11 @@ class InsuranceActivities:
             return c.CardLockResult(locked=locked, bureau_called=call)
 
 
+def unknown_settlement(settlement_id: str) -> ApplicationError:
+    return ApplicationError(f"settlement {settlement_id} is not in the database", type="invalid_input",
+                            non_retryable=True)
+
+
 class SettlementActivities:
     """医保脱卡支付: settle the insurance part of a bill with the bureau, reverse it (冲正),
     and book it in the ledger once the self-pay part has landed."""
@@ -94,8 +99,7 @@ class SettlementActivities:
         async with self._factory() as session:
             row = await session.get(InsuranceSettlement, settlement_id)
         if row is None or not row.bureau_presettle_id:
-            raise ApplicationError(f"settlement {settlement_id} is not in the database", type="invalid_input",
-                                   non_retryable=True)
+            raise unknown_settlement(settlement_id)
         return row
 
     async def _mark(self, settlement_id: str, status: str, **fields: object) -> None:
@@ -139,8 +143,7 @@ class SettlementActivities:
         async with self._factory() as session, session.begin():
             row = await session.get(InsuranceSettlement, inp.settlement_id, with_for_update=True)
             if row is None:
-                raise ApplicationError(f"settlement {inp.settlement_id} is not in the database",
-                                       type="invalid_input", non_retryable=True)
+                raise unknown_settlement(inp.settlement_id)
             if row.status not in ("insurance_settled", "completed"):
                 raise ApplicationError(f"settlement {row.id} is {row.status}", type="invalid_input",
                                        non_retryable=True)

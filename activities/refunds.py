@@ -23,6 +23,9 @@ from integrations.payments.wechat import RefundAnswer
 from workflows import contracts as c
 
 
+WAITING_ON_NOBODY = (RefundStatus.succeeded, RefundStatus.failed, RefundStatus.manual)
+
+
 def refund_input(refund: Refund) -> c.RefundInput:
     return c.RefundInput(refund_id=refund.id, patient_id=refund.patient_id, visit_id=refund.visit_id,
                          payment_id=refund.payment_id, method=refund.method, amount_fen=refund.amount_fen)
@@ -73,7 +76,7 @@ class RefundActivities:
     @activity.defn(name=c.SUBMIT_REFUND)
     async def submit_refund(self, inp: c.RefundInput) -> c.RefundStatusResult:
         refund, payment = await self._load(inp.refund_id)
-        if refund.status in (RefundStatus.succeeded, RefundStatus.failed, RefundStatus.manual):
+        if refund.status in WAITING_ON_NOBODY:  # decided, or in an operator's hands
             return c.RefundStatusResult(refund_id=refund.id, status=refund.status, detail=refund.detail or "")
         if refund.method in WINDOW_METHODS:
             return await self._record(refund.id, RefundStatus.manual, actor="workflow",
@@ -85,7 +88,7 @@ class RefundActivities:
     @activity.defn(name=c.CHECK_REFUND)
     async def check_refund(self, inp: c.RefundInput) -> c.RefundStatusResult:
         refund, payment = await self._load(inp.refund_id)
-        if refund.status in (RefundStatus.succeeded, RefundStatus.failed, RefundStatus.manual):
+        if refund.status in WAITING_ON_NOBODY:  # decided, or in an operator's hands
             return c.RefundStatusResult(refund_id=refund.id, status=refund.status, detail=refund.detail or "")
         if refund.method not in WINDOW_METHODS:
             answer = await self._channel(refund).query_refund(out_refund_no=refund.id, out_trade_no=payment.id)

@@ -21,7 +21,6 @@ from config import Settings, get_settings
 from db.pii import Pii
 from db.session import create_engine, session_factory
 from integrations.factory import build_integrations
-from integrations.payments.channels import build_channels
 
 log = logging.getLogger("yihoufu.api")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -42,7 +41,7 @@ def create_app(settings: Settings | None = None, *, temporal: Client | None = No
             integrations = build_integrations(settings, factory, stack)
             app.state.yhf = AppState(settings=settings, factory=factory, temporal=client,
                                      pii=Pii(settings.data_key), sms=integrations.sms, credit=integrations.credit,
-                                     bureau=integrations.bureau, channels=build_channels(settings))
+                                     bureau=integrations.bureau, channels=integrations.channels)
             yield
 
     app = FastAPI(

@@ -13,22 +13,24 @@ import logging
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.service import RPCError
-
-from api import schemas as s
-from api.deps import AppState
-from api.errors import ApiError
 from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.service import RPCError
 
 from activities.refunds import refund_input
+from api import schemas as s
+from api import services as svc
+from api.deps import AppState
+from api.errors import ApiError
+from db.models import Payment, Refund
+from db.payments import Landed, book, channel_paid, unpaid  # noqa: F401 - the API's names for them
+from db.repositories import utcnow
+from domain.money import format_fen
 from integrations.payments.alipay import AlipayError
 from integrations.payments.channels import ChannelBusy, ChannelTimeout
 from integrations.payments.wechat import WeChatPayError
-from db.models import Payment, Refund
-from db.payments import Landed, book, channel_paid, unpaid  # noqa: F401 - the API's names for them
-from domain.money import format_fen
 from workflows import contracts as c
+from workflows.insurance import InsurancePaymentWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.visit import VisitWorkflow
 
@@ -77,8 +79,6 @@ async def landed(state: AppState, money: Landed) -> None:
     await tell_workflows(state, money.payment.id, money.parts)  # told again on a repeat: harmless
     await start_refunds(state, money.refunds)
     if money.payment.insurance_settlement_id:
-        from workflows.insurance import InsurancePaymentWorkflow
-
         try:
             await state.temporal.get_workflow_handle(
                 c.insurance_workflow_id(money.payment.insurance_settlement_id)).signal(
@@ -92,9 +92,6 @@ async def open_order(state: AppState, session: AsyncSession, *, patient_id: str,
                      amount_fen: int, channel: str, client_ip: str | None,
                      insurance_settlement_id: str | None = None) -> s.ChannelPayment:
     """A pending payment and its order at the channel; answers where the patient pays."""
-    from api import services as svc
-    from db.repositories import utcnow
-
     at = state.channels.get(channel)
     if at is None:
         raise ApiError(409, "channel_unavailable", f"{channel} is not set up at this hospital")

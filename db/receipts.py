@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Patient, Payment, Receipt, Visit
 from db.pii import Pii
-from db.repositories import ledger_lines, utcnow, visit_totals
+from db.repositories import ledger_lines, open_charges, utcnow, visit_totals
 from domain.money import format_fen
 
 METHODS = {"sandbox": "沙箱支付", "wechat": "微信支付", "alipay": "支付宝", "cash": "现金", "card": "银行卡",
@@ -29,10 +29,8 @@ def check_code(pii: Pii, content: dict[str, Any]) -> str:
 
 async def receipt_content(session: AsyncSession, visit: Visit, hospital: str) -> dict[str, Any]:
     entries = await ledger_lines(session, visit.id)
-    reversed_ = {e.item_id for e in entries if e.kind == "reversal"}
     lines = [{"code": e.code, "name": e.name, "category": e.category, "unit_price_fen": e.unit_price_fen,
-              "quantity": e.quantity, "amount_fen": e.amount_fen}
-             for e in entries if e.kind == "charge" and e.item_id not in reversed_]
+              "quantity": e.quantity, "amount_fen": e.amount_fen} for e in open_charges(entries)]
     by_payment: dict[str, int] = {}
     for e in entries:
         if e.payment_id and e.kind in ("payment", "refund", "refund_reversal"):

@@ -51,6 +51,12 @@ async def ledger_lines(session: AsyncSession, visit_id: str) -> Sequence[LedgerE
     )).all()
 
 
+def open_charges(entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
+    """A visit's charges that no reversal cancelled, from its ledger lines."""
+    reversed_ = {e.item_id for e in entries if e.kind == EntryKind.reversal}
+    return [e for e in entries if e.kind == EntryKind.charge and e.item_id not in reversed_]
+
+
 async def open_visits(session: AsyncSession, patient_id: str) -> list[tuple[Visit, Totals]]:
     """The patient's visits that still owe money, oldest first."""
     visits = (await session.scalars(

@@ -13,6 +13,7 @@ from config import Settings
 from db.pii import Pii
 from integrations import credit_platform, insurance_bureau
 from integrations.aliyun_sms import AliyunSmsSender
+from integrations.payments.channels import Channel, build_channels
 from integrations.sms import OutboxSender, SmsSender
 
 
@@ -21,6 +22,7 @@ class Integrations:
     bureau: insurance_bureau.InsuranceBureauClient
     credit: credit_platform.CreditPlatformClient
     sms: SmsSender
+    channels: dict[str, Channel]  # the payment channels this hospital offers
 
 
 def gateway_http(url: str, sim_app: object, stack: AsyncExitStack) -> httpx.AsyncClient:
@@ -53,4 +55,5 @@ def build_integrations(settings: Settings, factory: async_sessionmaker[AsyncSess
         credit=credit_platform.CreditPlatformClient(credit_http, app_id=settings.credit_platform_app_id,
                                                     secret=settings.credit_platform_secret),
         sms=sms_sender(settings, factory, Pii(settings.data_key)),
+        channels=build_channels(settings),
     )

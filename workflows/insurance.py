@@ -18,6 +18,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from domain.money import format_fen
     from workflows import contracts as c
+    from workflows.reconcile import tell_visits
     from workflows.refund import start_refunds
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
@@ -49,7 +50,7 @@ class InsurancePaymentWorkflow:
                     c.CLOSE_PAYMENT, c.ReconcilePaymentInput(payment_id=inp.self_pay_payment_id),
                     result_type=c.ReconcilePaymentResult, start_to_close_timeout=TIMEOUT, retry_policy=RETRY,
                     summary="close the self-pay order")
-                await self._tell_visits(inp.self_pay_payment_id, asked.landed)
+                await tell_visits(inp.self_pay_payment_id, asked.landed)
                 await start_refunds(asked.refunds)
             return settled
         if inp.self_pay_fen > 0:
@@ -66,7 +67,7 @@ class InsurancePaymentWorkflow:
                     c.ReconcilePaymentInput(payment_id=inp.self_pay_payment_id),
                     result_type=c.ReconcilePaymentResult, start_to_close_timeout=TIMEOUT, retry_policy=RETRY,
                     summary="close the self-pay order" if closing else "ask the channel about the self-pay part")
-                await self._tell_visits(inp.self_pay_payment_id, asked.landed)
+                await tell_visits(inp.self_pay_payment_id, asked.landed)
                 await start_refunds(asked.refunds)
                 if asked.status not in PAID:
                     reversed_ = await workflow.execute_activity(
@@ -79,7 +80,7 @@ class InsurancePaymentWorkflow:
         booked = await workflow.execute_activity(
             c.BOOK_INSURANCE, c.SettlementInput(settlement_id=inp.settlement_id), result_type=c.SettlementResult,
             start_to_close_timeout=TIMEOUT, retry_policy=RETRY, summary="book the insurance part in the ledger")
-        await self._tell_visits(inp.settlement_id, booked.landed)
+        await tell_visits(inp.settlement_id, booked.landed)
         await start_refunds(booked.refunds)
         self._status = booked.status
         self._describe(inp)
@@ -92,14 +93,6 @@ class InsurancePaymentWorkflow:
     @workflow.query
     def status(self) -> str:
         return self._status
-
-    async def _tell_visits(self, payment_id: str, landed: list[c.AllocationResult]) -> None:
-        for part in landed:
-            try:
-                await workflow.get_external_workflow_handle(c.workflow_id(part.visit_id)).signal(
-                    "payment_received", c.PaymentReceivedInput(payment_id=payment_id, amount_fen=part.amount_fen))
-            except Exception:  # noqa: BLE001 - a closed visit's money is booked all the same
-                workflow.logger.info("visit %s no longer waits for payments", part.visit_id)
 
     def _describe(self, inp: c.InsurancePaymentInput) -> None:
         workflow.set_current_details("\n\n".join([

@@ -17,6 +17,16 @@ RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=time
                     maximum_attempts=5)
 
 
+async def tell_visits(payment_id: str, landed: list[c.AllocationResult]) -> None:
+    """Signal each visit the money landed on, one after the other."""
+    for part in landed:
+        try:
+            await workflow.get_external_workflow_handle(c.workflow_id(part.visit_id)).signal(
+                "payment_received", c.PaymentReceivedInput(payment_id=payment_id, amount_fen=part.amount_fen))
+        except Exception:  # noqa: BLE001 - a settled visit's workflow is gone; its money is booked
+            workflow.logger.info("visit %s no longer waits for payment %s", part.visit_id, payment_id)
+
+
 @workflow.defn
 class ReconcileWorkflow:
     @workflow.run
@@ -31,14 +41,8 @@ class ReconcileWorkflow:
                                                              close_if_older_than_seconds=inp.expire_after_seconds),
                 result_type=c.ReconcilePaymentResult, start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RETRY, summary=f"ask the channel about {payment_id}")
-            for part in result.landed:
-                landed += 1
-                handle = workflow.get_external_workflow_handle(c.workflow_id(part.visit_id))
-                try:
-                    await handle.signal("payment_received", c.PaymentReceivedInput(payment_id=payment_id,
-                                                                                   amount_fen=part.amount_fen))
-                except Exception:  # noqa: BLE001 - a settled visit's workflow is gone; its money is booked
-                    workflow.logger.info("visit %s no longer waits for payment %s", part.visit_id, payment_id)
+            landed += len(result.landed)
+            await tell_visits(payment_id, result.landed)
             await start_refunds(result.refunds)
         resumed = 0
         if workflow.patched("reconcile-refunds"):

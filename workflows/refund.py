@@ -43,7 +43,8 @@ class RefundWorkflow:
             retry_policy=RETRY, summary=f"ask {inp.method} to refund {format_fen(inp.amount_fen)}")
         self._status = RefundStatus(result.status)
         self._describe(inp, result.detail)
-        if self._status is RefundStatus.manual:
+        by_hand = self._status is RefundStatus.manual
+        if by_hand:
             await self._sms(inp, "refund_at_window")
         pause = FIRST_PAUSE
         while self._status not in REFUND_FINAL:
@@ -60,7 +61,7 @@ class RefundWorkflow:
             self._status = RefundStatus(result.status)
             self._describe(inp, result.detail)
             pause = min(pause * 2, LONGEST_PAUSE)
-        if self._status is RefundStatus.succeeded and not inp.method.startswith(("cash", "card", "insurance")):
+        if self._status is RefundStatus.succeeded and not by_hand:
             await self._sms(inp, "refund_sent")
         return result
 

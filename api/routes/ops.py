@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
+from temporalio.client import WorkflowFailureError
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 
 from api import payments
 from api import schemas as s
@@ -16,6 +18,8 @@ from api import services as svc
 from api.deps import OpsDep, SessionDep, StateDep
 from api.errors import ApiError, responses
 from api.metrics import PAYMENTS
+from workflows import contracts as c
+from workflows.statement import StatementWorkflow
 from db.models import AuditLog, InsuranceSettlement, Payment, Refund, StatementRun, Visit
 from db.refunds import refund_credit, settle_refund
 from db.repositories import audit, lock_patient, totals_by_visit, utcnow
@@ -208,12 +212,6 @@ async def statements(session: SessionDep, _: OpsDep, channel: str | None = None,
 @router.post("/statements", response_model=s.StatementRunOut, responses=responses(401, 409, 422, 502))
 async def run_statement(body: s.StatementRunIn, state: StateDep, session: SessionDep, actor: OpsDep) -> Any:
     """Match one channel's statement of one day now (again), and answer the result."""
-    from temporalio.client import WorkflowFailureError
-    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-
-    from workflows import contracts as c
-    from workflows.statement import StatementWorkflow
-
     if body.channel not in state.channels:
         raise ApiError(409, "channel_unavailable", f"{body.channel} is not set up at this hospital")
     await session.commit()

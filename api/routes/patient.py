@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from temporalio.common import WorkflowIDConflictPolicy
 from sqlalchemy import func, select, update
 
 from api import payments
@@ -19,8 +20,10 @@ from api.errors import ApiError, responses
 from db.models import (AuditLog, InsuranceSettlement, Patient, PatientSession, Receipt, Refund, SmsMessage,
                        Visit)
 from db.receipts import receipt_html
-from db.repositories import active_enrolment, audit, ledger_lines, open_visits, utcnow
+from db.repositories import active_enrolment, audit, ledger_lines, open_charges, open_visits, utcnow
 from integrations.gateway import GatewayError
+from workflows import contracts as c
+from workflows.insurance import InsurancePaymentWorkflow
 
 router = APIRouter(prefix="/v1/patient", tags=["patients"])
 IDENTITY_TRIES = 5
@@ -229,10 +232,7 @@ async def insurance_presettle(body: s.InsurancePresettleIn, patient: PatientDep,
     for visit, totals in bills:
         if totals.paid_fen != 0:
             raise ApiError(409, "partly_paid", f"visit {visit.id} is partly paid: pay the rest at a channel")
-        entries = await ledger_lines(session, visit.id)
-        reversed_ = {e.item_id for e in entries if e.kind == "reversal"}
-        items += [(e.category or "other", e.amount_fen) for e in entries
-                  if e.kind == "charge" and e.item_id not in reversed_]
+        items += [(e.category or "other", e.amount_fen) for e in open_charges(await ledger_lines(session, visit.id))]
     settlement_id = svc.new_id("ins_")
     await session.commit()  # the bureau may live in this process and write the same database
     try:
@@ -261,11 +261,6 @@ async def insurance_pay(settlement_id: str, body: s.InsurancePayIn, patient: Pat
     """Pay a pre-settled bill: the insurance part is settled with the bureau, the self-pay part
     is paid at `channel` (answered in `self_pay`). Unpaid in time, the insurance part is
     reversed (冲正)."""
-    from temporalio.common import WorkflowIDConflictPolicy
-
-    from workflows import contracts as c
-    from workflows.insurance import InsurancePaymentWorkflow
-
     request_hash = svc.body_hash({"settlement_id": settlement_id, **body.model_dump()})
     key = f"insurance-pay:{patient.id}:{idempotency_key}" if idempotency_key else None
     bills = await payments.unpaid(session, patient.id, None)  # takes the patient's lock
