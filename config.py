@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import os
 import re
 from datetime import time, timedelta
 from functools import lru_cache
@@ -15,6 +18,8 @@ from domain.policy import PaymentPolicy, QuietHours
 
 ROOT = Path(__file__).resolve().parent
 DEV_SECRETS = {"dev-his-key", "dev-ops-key", "dev-data-key-change-me", "dev-bureau-secret", "dev-credit-secret"}
+# the payload codec's key that `make dev` sets (devstack.py): public, so refused outside the sandbox
+DEV_PAYLOAD_KEY = "dev:eWlob3VmdSBkZXYgcGF5bG9hZCBrZXk6IHB1YmxpYyE="
 
 _ISO_DURATION = re.compile(
     r"^P(?:(?P<days>\d+)D)?(?:T(?:(?P<hours>\d+)H)?(?:(?P<minutes>\d+)M)?"
@@ -62,16 +67,58 @@ def parse_arrears_after(value: object) -> str | timedelta:
     return parse_duration(text)
 
 
+def parse_payload_keys(value: str) -> list[tuple[str, bytes]]:
+    """YHF_PAYLOAD_KEY, `id:base64key[,id:base64key...]` -> [(id, 32-byte AES-256 key)]: the
+    first encrypts, every one decrypts (rotation: put the new key first, keep the old ones while
+    histories written under them are kept). Errors never quote a key."""
+    keys: list[tuple[str, bytes]] = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        kid, sep, encoded = entry.partition(":")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", kid):
+            raise ValueError("YHF_PAYLOAD_KEY: each key is `id:base64key`, the id of letters, digits, . _ -")
+        try:
+            key = base64.b64decode(encoded.strip(), validate=True)
+        except binascii.Error:
+            raise ValueError(f"YHF_PAYLOAD_KEY: key {kid!r} is not base64") from None
+        if len(key) != 32:
+            raise ValueError(f"YHF_PAYLOAD_KEY: key {kid!r} must be 32 bytes (AES-256), not {len(key)}")
+        if kid in dict(keys):
+            raise ValueError(f"YHF_PAYLOAD_KEY: key id {kid!r} is given twice")
+        keys.append((kid, key))
+    return keys
+
+
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="YHF_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="YHF_", env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     sandbox: bool = False
     database_url: str = f"sqlite+aiosqlite:///{ROOT / '.data' / 'yihoufu.db'}"
     temporal_address: str = "127.0.0.1:7233"
     temporal_namespace: str = "default"
+    # a cluster that needs more than a plain connection (none set: the embedded dev server): mTLS
+    # with a client certificate and key (PEM files, set together) and the CA of the server's
+    # certificate (unset: the system's roots), or Temporal Cloud's API key (TLS on); the server
+    # name, when the certificate does not carry the address's host (integrations/temporal.py)
+    temporal_tls_cert: str = ""
+    temporal_tls_key: str = ""
+    temporal_tls_ca: str = ""
+    temporal_tls_server_name: str = ""
+    temporal_api_key: str = ""
+    # the payload codec's keys (parse_payload_keys); unset: payloads go to Temporal plain (the
+    # sandbox only). The Temporal UI's origins (comma-separated) may call /v1/ops/codec
+    payload_key: str = ""
+    ui_origin: str = ""
+    # Temporal UI signed in through OIDC passes its user's access token to the codec endpoint
+    # (TEMPORAL_CODEC_PASS_ACCESS_TOKEN): accepted when signed by a key of this JWKS, with this
+    # issuer and audience (unset: only the ops key opens the codec outside the sandbox)
+    ui_oidc_jwks_url: str = ""
+    ui_oidc_issuer: str = ""
+    ui_oidc_audience: str = ""
     task_queue: str = "yihoufu-visits"
 
     his_api_key: str = ""
@@ -86,6 +133,10 @@ class Settings(BaseSettings):
     pre_default_notice: Duration = timedelta(days=1)
     # a settled visit accepts cancellations (退费) this long, refunding what they free
     refund_window: Duration = timedelta(days=7)
+    # no reminders this long after the deadline; the debt stays in the books and receivables
+    dunning_stop_after: Duration = timedelta(days=90)
+    # a visit the HIS never discharges is discharged this long after registration
+    auto_discharge_after: Duration = timedelta(hours=24)
     sms_quiet_hours: Annotated[QuietHours | None, BeforeValidator(parse_quiet_hours)] = Field(
         default_factory=lambda: QuietHours.of(time(21, 0), time(8, 0))
     )
@@ -95,7 +146,8 @@ class Settings(BaseSettings):
     agreement_version: str = "2026-01"
     hospital_name: str = "医后付示范医院"  # the issuer on electronic receipts
 
-    # The government-side gateways. Unset in the sandbox: their simulators run in-process.
+    # The government-side gateways. In the sandbox devstack points the URLs at its simulators
+    # (simulators/bureau.py, credit.py); a gateway with no URL stops the API and the worker at start.
     insurance_bureau_url: str = ""
     insurance_bureau_app_id: str = "yhf-hospital"
     insurance_bureau_secret: str = ""
@@ -128,6 +180,14 @@ class Settings(BaseSettings):
     alipay_gateway: str = "https://openapi.alipay.com/gateway.do"
     # reconciliation: every so often, ask the channels about payments pending longer than this
     reconcile_every: Duration = timedelta(minutes=5)
+    # a window payment answers once its visits recorded `settled` (their sanctions undone), or
+    # after this long: read-your-writes, bounded (a visit whose workflow is away is not waited for)
+    payment_settled_wait: Duration = timedelta(seconds=5)
+    # a stopping worker lets the activities in hand finish this long before it cancels them
+    # (one cancelled in the middle of a transaction would hold SQLite's write lock until collected)
+    worker_shutdown_grace: Duration = timedelta(seconds=10)
+    # activities one worker runs at once (None: the SDK's default, 100)
+    worker_max_concurrent_activities: int | None = Field(default=None, ge=1)
     reconcile_after: Duration = timedelta(minutes=2)
     # a channel order still unpaid this long is closed there and the payment marked failed
     order_expires_after: Duration = timedelta(hours=2)
@@ -147,10 +207,35 @@ class Settings(BaseSettings):
     patient_token_ttl: Duration = timedelta(hours=12)
     sandbox_channel_secret: str = "dev-sandbox-channel-secret"
 
+    # the API's edges
+    max_body_bytes: int = 1_048_576  # a larger request body is refused (413 body_too_large) unread
+    docs_enabled: bool | None = None  # /docs and /openapi.json; unset: on in the sandbox only
+    metrics_token: str = ""  # a scrape token for /metrics (the ops key opens it too); unset in the sandbox: open
+    trust_forwarded_proto: bool = False  # behind a TLS-terminating proxy: X-Forwarded-Proto says https (HSTS)
+    engine_wait: Duration = timedelta(seconds=3)  # an unreachable Temporal is retried this long, then 503
+
+    # observability (observability.py): logs as JSON lines or text (unset: text in the sandbox, else JSON)
+    log_format: Literal["json", "text"] | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # one line per request (method, path, status, ms; the request id beside it), logger yihoufu.access;
+    # YHF_ACCESS_LOG=0 turns it off (phone and ID numbers in a path are masked; the query is never logged)
+    access_log: bool = True
+    # the worker's Temporal SDK metrics (Prometheus, GET /metrics) and its health answer
+    # (GET /healthz, /readyz, /livez), each on host:port; unset: not served
+    worker_metrics_address: str = ""
+    worker_health_address: str = ""
+
     @model_validator(mode="after")
     def _secrets(self) -> Settings:
+        if self.docs_enabled is None:
+            self.docs_enabled = self.sandbox
+        if self.log_format is None:
+            self.log_format = "text" if self.sandbox else "json"
         if self.sms_backend == "aliyun" and not (self.aliyun_access_key_id and self.aliyun_access_key_secret):
             raise ValueError("YHF_SMS_BACKEND=aliyun needs YHF_ALIYUN_ACCESS_KEY_ID and YHF_ALIYUN_ACCESS_KEY_SECRET")
+        self._temporal_files()
+        self._ui_oidc()
+        keys = parse_payload_keys(self.payload_key)
         if self.sandbox:
             self.his_api_key = self.his_api_key or "dev-his-key"
             self.ops_api_key = self.ops_api_key or "dev-ops-key"
@@ -158,23 +243,56 @@ class Settings(BaseSettings):
             self.insurance_bureau_secret = self.insurance_bureau_secret or "dev-bureau-secret"
             self.credit_platform_secret = self.credit_platform_secret or "dev-credit-secret"
             return self
-        for name in ("his_api_key", "ops_api_key", "data_key", "insurance_bureau_url", "insurance_bureau_secret",
-                     "credit_platform_url", "credit_platform_secret"):
+        for name in (
+            "his_api_key",
+            "ops_api_key",
+            "data_key",
+            "insurance_bureau_url",
+            "insurance_bureau_secret",
+            "credit_platform_url",
+            "credit_platform_secret",
+        ):
             value = getattr(self, name)
             if not value or value in DEV_SECRETS:
                 raise ValueError(f"YHF_{name.upper()} must be set to a real secret outside the sandbox")
+        if not keys or any(key in dict(parse_payload_keys(DEV_PAYLOAD_KEY)).values() for _, key in keys):
+            raise ValueError("YHF_PAYLOAD_KEY must be set to a real key outside the sandbox")
         return self
+
+    def _ui_oidc(self) -> None:
+        if self.ui_oidc_jwks_url and not (self.ui_oidc_issuer and self.ui_oidc_audience):
+            raise ValueError("YHF_UI_OIDC_JWKS_URL needs YHF_UI_OIDC_ISSUER and YHF_UI_OIDC_AUDIENCE")
+
+    def _temporal_files(self) -> None:
+        """mTLS: the certificate and its key set together; each file named must be readable."""
+        if bool(self.temporal_tls_cert) != bool(self.temporal_tls_key):
+            raise ValueError("YHF_TEMPORAL_TLS_CERT and YHF_TEMPORAL_TLS_KEY are set together (mTLS) or not at all")
+        for name in ("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca"):
+            path = getattr(self, name)
+            if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+                raise ValueError(f"YHF_{name.upper()}: {path} is not a readable file")
+
+    def payload_keys(self) -> list[tuple[str, bytes]]:
+        return parse_payload_keys(self.payload_key)
+
+    def ui_origins(self) -> list[str]:
+        """Who may call the codec endpoint from a browser: YHF_UI_ORIGIN, else in the sandbox the
+        dev server's UI on its default port."""
+        given = [o.strip().rstrip("/") for o in self.ui_origin.split(",") if o.strip()]
+        if given or not self.sandbox:
+            return given
+        return ["http://127.0.0.1:8233", "http://localhost:8233"]
 
     def payment_policy(self) -> PaymentPolicy:
         return PaymentPolicy(
             timezone=self.timezone,
-            arrears_after_seconds=None
-            if self.arrears_after == "end_of_day"
-            else self.arrears_after.total_seconds(),
+            arrears_after_seconds=None if isinstance(self.arrears_after, str) else self.arrears_after.total_seconds(),
             default_after_seconds=self.default_after.total_seconds(),
             dunning_every_seconds=self.dunning_every.total_seconds(),
             notice_before_seconds=self.pre_default_notice.total_seconds(),
             refund_window_seconds=self.refund_window.total_seconds(),
+            dunning_stop_after_seconds=self.dunning_stop_after.total_seconds(),
+            auto_discharge_after_seconds=self.auto_discharge_after.total_seconds(),
             quiet_hours=self.sms_quiet_hours,
         )
 
@@ -182,33 +300,3 @@ class Settings(BaseSettings):
 @lru_cache
 def get_settings() -> Settings:
     return Settings()
-
-
-def wechat_config(settings: Settings):  # type: ignore[no-untyped-def]
-    """The WeChat Pay merchant configuration, or None when the channel is not set up."""
-    if not settings.wechat_mchid:
-        return None
-    from integrations.payments.wechat import WeChatConfig
-
-    return WeChatConfig(
-        mchid=settings.wechat_mchid, appid=settings.wechat_appid,
-        merchant_private_key=Path(settings.wechat_merchant_key_path).read_text(),
-        merchant_serial=settings.wechat_merchant_serial, apiv3_key=settings.wechat_apiv3_key,
-        platform_public_key=Path(settings.wechat_platform_public_key_path).read_text(),
-        platform_public_key_id=settings.wechat_platform_public_key_id,
-        notify_url=f"{settings.public_base_url.rstrip('/')}/v1/payments/notify/wechat",
-        gateway=settings.wechat_gateway)
-
-
-def alipay_config(settings: Settings):  # type: ignore[no-untyped-def]
-    """The Alipay app configuration, or None when the channel is not set up."""
-    if not settings.alipay_app_id:
-        return None
-    from integrations.payments.alipay import AlipayConfig
-
-    return AlipayConfig(
-        app_id=settings.alipay_app_id, seller_id=settings.alipay_seller_id,
-        app_private_key=Path(settings.alipay_app_private_key_path).read_text(),
-        alipay_public_key=Path(settings.alipay_public_key_path).read_text(),
-        notify_url=f"{settings.public_base_url.rstrip('/')}/v1/payments/notify/alipay",
-        gateway=settings.alipay_gateway)

@@ -11,13 +11,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.refunds import refund_input
-from db.models import CardLockHold, InsuranceSettlement, Payment
-from db.payments import any_visit, book, unpaid
-from db.refunds import refund_credit
+from db.models import CardLockHold, InsuranceSettlement
 from db.repositories import audit, patient_mutex, utcnow
 from integrations.gateway import GatewayError
 from integrations.insurance_bureau import InsuranceBureauClient
+from ledger.payments import land_insurance_part
+from ledger.refunds import refund_input
 from workflows import contracts as c
 
 
@@ -32,8 +31,12 @@ class InsuranceActivities:
     async def _call(self, action: str, inp: c.CardLockInput) -> bool:
         try:
             return await self._bureau.set_card_lock(
-                action=action, request_id=f"{action}:{inp.patient_id}:{inp.visit_id}",
-                patient_id=inp.patient_id, reason=inp.reason, at=inp.at)
+                action=action,
+                request_id=f"{action}:{inp.patient_id}:{inp.visit_id}",
+                patient_id=inp.patient_id,
+                reason=inp.reason,
+                at=inp.at,
+            )
         except GatewayError as err:
             if err.retryable:
                 raise
@@ -53,11 +56,20 @@ class InsuranceActivities:
             call = not others
             locked = await self._call("lock", inp) if call else True
             async with self._factory() as session, session.begin():
-                session.add(CardLockHold(patient_id=inp.patient_id, visit_id=inp.visit_id, reason=inp.reason,
-                                         held_at=inp.at))
-                audit(session, actor="workflow", action="card_locked" if call else "card_lock_hold",
-                      subject_type="patient", subject_id=inp.patient_id, reason=inp.reason, at=inp.at,
-                      visit_id=inp.visit_id, note=None if call else "card already locked by another overdue visit")
+                session.add(
+                    CardLockHold(patient_id=inp.patient_id, visit_id=inp.visit_id, reason=inp.reason, held_at=inp.at)
+                )
+                audit(
+                    session,
+                    actor="workflow",
+                    action="card_locked" if call else "card_lock_hold",
+                    subject_type="patient",
+                    subject_id=inp.patient_id,
+                    reason=inp.reason,
+                    at=inp.at,
+                    visit_id=inp.visit_id,
+                    note=None if call else "card already locked by another overdue visit",
+                )
             return c.CardLockResult(locked=locked, bureau_called=call)
 
     @activity.defn(name=c.UNLOCK_CARD)
@@ -75,16 +87,24 @@ class InsuranceActivities:
                 hold = await session.get(CardLockHold, mine.id)
                 assert hold is not None
                 hold.released_at = inp.at
-                audit(session, actor="workflow", action="card_unlocked" if call else "card_lock_released",
-                      subject_type="patient", subject_id=inp.patient_id, reason=inp.reason, at=inp.at,
-                      visit_id=inp.visit_id,
-                      note=None if call else f"card stays locked: {len(others)} other overdue visit(s)")
+                audit(
+                    session,
+                    actor="workflow",
+                    action="card_unlocked" if call else "card_lock_released",
+                    subject_type="patient",
+                    subject_id=inp.patient_id,
+                    reason=inp.reason,
+                    at=inp.at,
+                    visit_id=inp.visit_id,
+                    note=None if call else f"card stays locked: {len(others)} other overdue visit(s)",
+                )
             return c.CardLockResult(locked=locked, bureau_called=call)
 
 
 def unknown_settlement(settlement_id: str) -> ApplicationError:
-    return ApplicationError(f"settlement {settlement_id} is not in the database", type="invalid_input",
-                            non_retryable=True)
+    return ApplicationError(
+        f"settlement {settlement_id} is not in the database", type="invalid_input", non_retryable=True
+    )
 
 
 class SettlementActivities:
@@ -111,15 +131,23 @@ class SettlementActivities:
             for name, value in fields.items():
                 setattr(row, name, value)
             row.updated_at = utcnow()
-            audit(session, actor="workflow", action=f"insurance_{status}", subject_type="patient",
-                  subject_id=row.patient_id, settlement_id=settlement_id, before=before)
+            audit(
+                session,
+                actor="workflow",
+                action=f"insurance_{status}",
+                subject_type="patient",
+                subject_id=row.patient_id,
+                settlement_id=settlement_id,
+                before=before,
+            )
 
     @activity.defn(name=c.SETTLE_INSURANCE)
     async def settle_insurance(self, inp: c.SettlementInput) -> c.SettlementResult:
         row = await self._load(inp.settlement_id)
         if row.status != "presettled":
             return c.SettlementResult(settlement_id=row.id, status=row.status, detail=row.detail or "")
-        try:  # outside any transaction: the bureau may be in this process, writing the same database
+        # no transaction is held across the call (on SQLite every transaction holds the write lock)
+        try:
             number = await self._bureau.settle(request_id=f"settle:{row.id}", presettle_id=str(row.bureau_presettle_id))
         except GatewayError as err:
             if err.retryable:
@@ -145,8 +173,7 @@ class SettlementActivities:
             if row is None:
                 raise unknown_settlement(inp.settlement_id)
             if row.status not in ("insurance_settled", "completed"):
-                raise ApplicationError(f"settlement {row.id} is {row.status}", type="invalid_input",
-                                       non_retryable=True)
+                raise ApplicationError(f"settlement {row.id} is {row.status}", type="invalid_input", non_retryable=True)
             landed: list[c.AllocationResult] = []
             refunds: list[c.RefundInput] = []
             if row.status == "insurance_settled":
@@ -154,21 +181,26 @@ class SettlementActivities:
                 for part, fen in (("pooled", row.pooled_fen), ("personal", row.personal_fen)):
                     if fen <= 0:
                         continue
-                    payment = Payment(id=f"{row.id}-{part}", patient_id=row.patient_id, method=f"insurance_{part}",
-                                      amount_fen=fen, status="succeeded", actor="insurance", created_at=now,
-                                      completed_at=now, visit_ids=row.visit_ids, insurance_settlement_id=row.id,
-                                      channel_trade_no=row.bureau_settlement_no)
-                    session.add(payment)
-                    await session.flush()
-                    bills = await unpaid(session, row.patient_id, list(row.visit_ids))
-                    parts = book(session, payment, bills or await any_visit(session, payment))
-                    landed += [c.AllocationResult(visit_id=v, amount_fen=a) for v, a in parts]
-                    for visit_id, _ in parts:
-                        refunds += [refund_input(r) for r in await refund_credit(
-                            session, visit_id=visit_id, patient_id=row.patient_id, reason="overpayment",
-                            actor="insurance")]
+                    money = await land_insurance_part(  # the ledger writes the money
+                        session,
+                        settlement_id=row.id,
+                        part=part,
+                        patient_id=row.patient_id,
+                        visit_ids=list(row.visit_ids),
+                        amount_fen=fen,
+                        bureau_settlement_no=row.bureau_settlement_no,
+                    )
+                    landed += [c.AllocationResult(visit_id=v, amount_fen=a) for v, a in money.parts]
+                    refunds += [refund_input(r) for r in money.refunds]
                 row.status, row.updated_at = "completed", now
-                audit(session, actor="insurance", action="insurance_booked", subject_type="patient",
-                      subject_id=row.patient_id, settlement_id=row.id, pooled_fen=row.pooled_fen,
-                      personal_fen=row.personal_fen)
+                audit(
+                    session,
+                    actor="insurance",
+                    action="insurance_booked",
+                    subject_type="patient",
+                    subject_id=row.patient_id,
+                    settlement_id=row.id,
+                    pooled_fen=row.pooled_fen,
+                    personal_fen=row.personal_fen,
+                )
             return c.SettlementResult(settlement_id=row.id, status="completed", landed=landed, refunds=refunds)

@@ -9,8 +9,7 @@ from temporalio.exceptions import ApplicationError
 
 from db.models import Patient
 from db.pii import Pii
-from integrations.aliyun_sms import SmsRejected
-from integrations.sms import TEMPLATES, OutgoingSms, SmsSender
+from integrations.sms import TEMPLATES, OutgoingSms, SmsRejected, SmsSender
 from workflows import contracts as c
 
 
@@ -36,9 +35,17 @@ class NotifyActivities:
             activity.logger.warning("patient %s has no phone on record; SMS %s not sent", inp.patient_id, inp.template)
             return None
         try:
-            result = await self._sender.send(OutgoingSms(
-                idempotency_key=inp.idempotency_key, phone=phone, template=inp.template, params=inp.params,
-                patient_id=inp.patient_id, visit_id=inp.visit_id, at=inp.at))
+            result = await self._sender.send(
+                OutgoingSms(
+                    idempotency_key=inp.idempotency_key,
+                    phone=phone,
+                    template=inp.template,
+                    params=inp.params,
+                    patient_id=inp.patient_id,
+                    visit_id=inp.visit_id,
+                    at=inp.at,
+                )
+            )
         except SmsRejected as err:  # recorded as failed in the outbox; retrying cannot help
             raise ApplicationError(str(err), type="sms_rejected", non_retryable=True) from err
         # SmsThrottled and network errors propagate: the retry policy tries again later

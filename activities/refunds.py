@@ -15,20 +15,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db.models import Payment, Refund
-from db.refunds import WINDOW_METHODS, refund_credit, settle_refund
 from db.repositories import utcnow
-from domain.payment import RefundStatus
-from integrations.payments.channels import Channel
-from integrations.payments.wechat import RefundAnswer
+from domain.payment import REFUND_NOT_AT_CHANNEL, RefundStatus
+from integrations.payments.channels import Channel, RefundAnswer
+from ledger.refunds import WINDOW_METHODS, refund_credit, refund_input, settle_refund
 from workflows import contracts as c
-
-
-WAITING_ON_NOBODY = (RefundStatus.succeeded, RefundStatus.failed, RefundStatus.manual)
-
-
-def refund_input(refund: Refund) -> c.RefundInput:
-    return c.RefundInput(refund_id=refund.id, patient_id=refund.patient_id, visit_id=refund.visit_id,
-                         payment_id=refund.payment_id, method=refund.method, amount_fen=refund.amount_fen)
 
 
 class RefundActivities:
@@ -39,8 +30,9 @@ class RefundActivities:
     @activity.defn(name=c.REFUND_CREDIT)
     async def refund_credit(self, inp: c.RefundCreditInput) -> c.RefundCreditResult:
         async with self._factory() as session, session.begin():
-            refunds = await refund_credit(session, visit_id=inp.visit_id, patient_id=inp.patient_id,
-                                          reason=inp.reason, actor="workflow")
+            refunds = await refund_credit(
+                session, visit_id=inp.visit_id, patient_id=inp.patient_id, reason=inp.reason, actor="workflow"
+            )
             return c.RefundCreditResult(refunds=[refund_input(r) for r in refunds])
 
     async def _load(self, refund_id: str) -> tuple[Refund, Payment]:
@@ -48,8 +40,9 @@ class RefundActivities:
             refund = await session.get(Refund, refund_id)
             payment = None if refund is None else await session.get(Payment, refund.payment_id)
         if refund is None or payment is None:
-            raise ApplicationError(f"refund {refund_id} is not in the database", type="invalid_input",
-                                   non_retryable=True)
+            raise ApplicationError(
+                f"refund {refund_id} is not in the database", type="invalid_input", non_retryable=True
+            )
         return refund, payment
 
     def _channel(self, refund: Refund) -> Channel:
@@ -58,37 +51,52 @@ class RefundActivities:
             raise ApplicationError(f"channel {refund.method} is not configured here", type="channel_unavailable")
         return channel
 
-    async def _record(self, refund_id: str, to: RefundStatus, *, actor: str, channel_refund_no: str = "",
-                      detail: str = "") -> c.RefundStatusResult:
+    async def _record(
+        self, refund_id: str, to: RefundStatus, *, actor: str, channel_refund_no: str = "", detail: str = ""
+    ) -> c.RefundStatusResult:
         async with self._factory() as session, session.begin():
-            refund = await settle_refund(session, refund_id, to, actor=actor,
-                                         channel_refund_no=channel_refund_no or None, detail=detail or None)
+            refund = await settle_refund(
+                session, refund_id, to, actor=actor, channel_refund_no=channel_refund_no or None, detail=detail or None
+            )
             assert refund is not None
             return c.RefundStatusResult(refund_id=refund_id, status=refund.status, detail=refund.detail or "")
 
     async def _answer(self, refund: Refund, answer: RefundAnswer) -> c.RefundStatusResult:
         if answer.status == RefundStatus.succeeded and answer.amount_fen not in (refund.amount_fen, -1):
-            raise ApplicationError(f"the channel refunded {answer.amount_fen} fen for a {refund.amount_fen} fen "
-                                   "refund: reconcile by hand", type="refund_mismatch", non_retryable=True)
-        return await self._record(refund.id, RefundStatus(answer.status), actor=f"channel:{refund.method}",
-                                  channel_refund_no=answer.channel_refund_no, detail=answer.detail)
+            raise ApplicationError(
+                f"the channel refunded {answer.amount_fen} fen for a {refund.amount_fen} fen refund: reconcile by hand",
+                type="refund_mismatch",
+                non_retryable=True,
+            )
+        return await self._record(
+            refund.id,
+            RefundStatus(answer.status),
+            actor=f"channel:{refund.method}",
+            channel_refund_no=answer.channel_refund_no,
+            detail=answer.detail,
+        )
 
     @activity.defn(name=c.SUBMIT_REFUND)
     async def submit_refund(self, inp: c.RefundInput) -> c.RefundStatusResult:
         refund, payment = await self._load(inp.refund_id)
-        if refund.status in WAITING_ON_NOBODY:  # decided, or in an operator's hands
+        if refund.status in REFUND_NOT_AT_CHANNEL:  # decided, or in an operator's hands
             return c.RefundStatusResult(refund_id=refund.id, status=refund.status, detail=refund.detail or "")
         if refund.method in WINDOW_METHODS:
-            return await self._record(refund.id, RefundStatus.manual, actor="workflow",
-                                      detail="paid at the window: hand the money back and confirm")
-        answer = await self._channel(refund).refund(out_refund_no=refund.id, out_trade_no=payment.id,
-                                                    refund_fen=refund.amount_fen, total_fen=payment.amount_fen)
+            return await self._record(
+                refund.id,
+                RefundStatus.manual,
+                actor="workflow",
+                detail="paid at the window: hand the money back and confirm",
+            )
+        answer = await self._channel(refund).refund(
+            out_refund_no=refund.id, out_trade_no=payment.id, refund_fen=refund.amount_fen, total_fen=payment.amount_fen
+        )
         return await self._answer(refund, answer)  # ChannelBusy propagates: asked again later
 
     @activity.defn(name=c.CHECK_REFUND)
     async def check_refund(self, inp: c.RefundInput) -> c.RefundStatusResult:
         refund, payment = await self._load(inp.refund_id)
-        if refund.status in WAITING_ON_NOBODY:  # decided, or in an operator's hands
+        if refund.status in REFUND_NOT_AT_CHANNEL:  # decided, or in an operator's hands
             return c.RefundStatusResult(refund_id=refund.id, status=refund.status, detail=refund.detail or "")
         if refund.method not in WINDOW_METHODS:
             answer = await self._channel(refund).query_refund(out_refund_no=refund.id, out_trade_no=payment.id)
@@ -102,7 +110,14 @@ class RefundActivities:
         commit and the start): the reconciliation starts them; a running one is left alone."""
         cutoff = utcnow() - timedelta(seconds=inp.older_than_seconds)
         async with self._factory() as session:
-            rows = (await session.scalars(select(Refund).where(
-                Refund.status.in_([RefundStatus.created, RefundStatus.processing]), Refund.created_at < cutoff)
-                .order_by(Refund.created_at).limit(500))).all()
+            rows = (
+                await session.scalars(
+                    select(Refund)
+                    .where(
+                        Refund.status.in_([RefundStatus.created, RefundStatus.processing]), Refund.created_at < cutoff
+                    )
+                    .order_by(Refund.created_at)
+                    .limit(500)
+                )
+            ).all()
             return c.StaleRefundsResult(refunds=[refund_input(r) for r in rows])

@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
 from api.errors import ApiError
-from db.models import Patient, PatientSession
-from db.repositories import utcnow
+from api.tokens import session_of
 from config import Settings
+from db.models import Patient, PatientSession
 from db.pii import Pii
+from db.repositories import utcnow
 from integrations.credit_platform import CreditPlatformClient
 from integrations.insurance_bureau import InsuranceBureauClient
 from integrations.payments.channels import Channel
@@ -36,33 +37,50 @@ class AppState:
 
 
 def get_state(request: Request) -> AppState:
-    return request.app.state.yhf
+    state: AppState = request.app.state.yhf
+    return state
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
 async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    """One session a request, committed when the route returns, rolled back when it raises.
-    A route may commit earlier (before a long call to Temporal) and go on."""
+    """One session a request, committed when the route returns, rolled back when it raises,
+    except for a refusal that keeps what the request wrote (`ApiError(keeps_writes=True)`: a
+    wrong try counted, a payment left `unknown`). The one earlier commit is `commit_before_call`."""
     async with state.factory() as session:
         try:
             yield session
+        except ApiError as err:
+            await (session.commit() if err.keeps_writes else session.rollback())
+            raise
         except BaseException:
             await session.rollback()
             raise
         await session.commit()
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+async def commit_before_call(session: AsyncSession) -> None:
+    """Commit what the request wrote so far, before a call to Temporal or to another system;
+    the request goes on in a new transaction, committed by `get_session`. For two reasons only:
+    what the call starts must find its rows (the visit exists before its workflow does; the
+    code before the text that carries it), and no lock or transaction is held across the call
+    (SQLite would hold its write lock; a patient's payments stay serialised, not blocked)."""
+    await session.commit()
+
+
+# committed when the route returns and before the answer starts (scope="function"): a commit that
+# fails is a problem answer, never a 2xx for something that was not stored
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def _bearer(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "unauthorized", "an Authorization: Bearer key is required",
-                       headers={"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401, "unauthorized", "an Authorization: Bearer key is required", headers={"WWW-Authenticate": "Bearer"}
+        )
     return token.strip()
 
 
@@ -86,8 +104,6 @@ OpsDep = Annotated[str, Depends(require_ops)]
 
 async def current_session(request: Request, state: StateDep, session: SessionDep) -> PatientSession:
     """The signed-in patient's session: 401 for a missing, bad, expired or revoked token."""
-    from api.tokens import session_of
-
     sid = session_of(state.settings.data_key, _bearer(request))
     row = await session.get(PatientSession, sid) if sid else None
     if row is None or row.revoked_at is not None or row.expires_at <= utcnow():
@@ -101,8 +117,9 @@ PatientSessionDep = Annotated[PatientSession, Depends(current_session)]
 async def current_patient(login: PatientSessionDep, session: SessionDep) -> Patient:
     """The patient record the signed-in phone is linked to (by enrolment or identity)."""
     if login.patient_id is None:
-        raise ApiError(403, "identity_required",
-                       "this phone is not linked to a patient record yet: bind your identity first")
+        raise ApiError(
+            403, "identity_required", "this phone is not linked to a patient record yet: bind your identity first"
+        )
     patient = await session.get(Patient, login.patient_id)
     if patient is None:
         raise ApiError(403, "identity_required", "bind your identity first")

@@ -30,8 +30,14 @@ def issue(data_key: str, session_id: str, *, issued_at: datetime, expires_at: da
 def session_of(data_key: str, token: str) -> str | None:
     """The session a valid, unexpired token names, or None."""
     try:
-        claims = jwt.decode(token, _key(data_key), algorithms=["HS256"], audience=AUDIENCE, issuer=ISSUER,
-                            options={"require": ["exp", "iat", "sid"]})
+        claims = jwt.decode(
+            token,
+            _key(data_key),
+            algorithms=["HS256"],
+            audience=AUDIENCE,
+            issuer=ISSUER,
+            options={"require": ["exp", "iat", "sid"]},
+        )
     except jwt.PyJWTError:
         return None
     sid = claims.get("sid")

@@ -15,14 +15,14 @@ import sys
 import tempfile
 import time
 import timeit
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 
 from devstack import Stack
 from domain.policy import PaymentPolicy, PaymentState
-from tests.flows import Clinic, item
+from tests.flows import STEPS, Clinic
 from tests.support import free_port, fresh_database
 
 VISITS = int(sys.argv[1]) if len(sys.argv) > 1 else 40
@@ -31,7 +31,7 @@ CONCURRENCY = int(sys.argv[2]) if len(sys.argv) > 2 else 8
 
 def bench_policy() -> None:
     policy = PaymentPolicy()
-    t0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
+    t0 = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
     state = PaymentState(discharged_at=t0, balance_fen=5000, in_arrears=True, last_dunning_at=t0 + timedelta(days=1))
     n = 20_000
     seconds = timeit.timeit(lambda: policy.decide(state, t0 + timedelta(days=2)), number=n)
@@ -45,12 +45,7 @@ def pct(values: list[float], p: float) -> float:
 
 async def one_visit(clinic: Clinic, patient_id: str, latencies: list[float]) -> None:
     visit_id = (await clinic.register(patient_id))["visit_id"]
-    steps = [("checked_in", {"channel": "app"}), ("called", {}), ("consultation_started", {}),
-             ("orders_placed", {"items": [item("lab", "lab", 2500), item("ct", "exam", 20000)]}),
-             ("consultation_ended", {}), ("results_ready", {"item_ids": ["lab", "ct"]}),
-             ("consultation_started", {}), ("prescribed", {"items": [item("d", "drug", 3000)]}),
-             ("consultation_ended", {}), ("dispensed", {}), ("discharged", {})]
-    for type_, fields in steps:
+    for type_, fields in STEPS:
         start = time.perf_counter()
         await clinic.event(visit_id, type_, **fields)
         latencies.append(time.perf_counter() - start)
@@ -64,9 +59,16 @@ async def bench_stack() -> None:
 
 async def run_stack(tmp: Path, url: str) -> None:
     database = url.split(":", 1)[0].split("+", 1)[0]
-    stack = Stack(data_dir=tmp / "data", api_port=free_port(), temporal_port=free_port(), headless=True,
-                  wechat_port=free_port(), alipay_port=free_port(),
-                  env={"YHF_DATABASE_URL": url}, log_dir=tmp / "logs")
+    stack = Stack(
+        data_dir=tmp / "data",
+        api_port=free_port(),
+        temporal_port=free_port(),
+        headless=True,
+        wechat_port=free_port(),
+        alipay_port=free_port(),
+        env={"YHF_DATABASE_URL": url},
+        log_dir=tmp / "logs",
+    )
     await asyncio.to_thread(stack.start)
     try:
         async with httpx.AsyncClient(base_url=stack.api_url, timeout=60) as http:
@@ -88,12 +90,16 @@ async def run_stack(tmp: Path, url: str) -> None:
     events = len(latencies)
     print(f"stack: {VISITS} visits, {events} events, {CONCURRENCY} at a time, {database}, 1 worker, 1 API process")
     print(f"  throughput {events / elapsed:.1f} events/s ({elapsed:.1f} s)")
-    print(f"  event latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
-          f"p95 {pct(latencies, 0.95) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms")
+    print(
+        f"  event latency p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"p95 {pct(latencies, 0.95) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms"
+    )
     pay_latencies, settled_after = paid
     print(f"payments: {len(pay_latencies)} merged bills ({VISITS} visits) paid at the window at once")
-    print(f"  payment latency p50 {statistics.median(pay_latencies) * 1000:.0f} ms, "
-          f"max {max(pay_latencies) * 1000:.0f} ms; every visit settled {settled_after:.1f} s after the first payment")
+    print(
+        f"  payment latency p50 {statistics.median(pay_latencies) * 1000:.0f} ms, "
+        f"max {max(pay_latencies) * 1000:.0f} ms; every visit settled {settled_after:.1f} s after the first payment"
+    )
 
 
 async def bench_payments(http: httpx.AsyncClient, patients: list[str]) -> tuple[list[float], float]:
@@ -108,16 +114,20 @@ async def bench_payments(http: httpx.AsyncClient, patients: list[str]) -> tuple[
 
     async def pay(patient_id: str) -> None:
         t = time.perf_counter()
-        r = await http.post("/v1/ops/payments", json={"patient_id": patient_id, "amount_fen": amounts[patient_id],
-                                                       "method": "card"}, headers={**ops, "Idempotency-Key": f"bench-{patient_id}"})
+        r = await http.post(
+            "/v1/ops/payments",
+            json={"patient_id": patient_id, "amount_fen": amounts[patient_id], "method": "card"},
+            headers={**ops, "Idempotency-Key": f"bench-{patient_id}"},
+        )
         r.raise_for_status()
         latencies.append(time.perf_counter() - t)
 
     start = time.perf_counter()
     await asyncio.gather(*(pay(p) for p in patients))
     while True:
-        settled = (await http.get("/v1/ops/visits", params={"payment_status": "settled", "limit": 500},
-                                  headers=ops)).json()
+        settled = (
+            await http.get("/v1/ops/visits", params={"payment_status": "settled", "limit": 500}, headers=ops)
+        ).json()
         if len(settled) >= VISITS:
             return latencies, time.perf_counter() - start
         await asyncio.sleep(0.05)

@@ -8,6 +8,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
+from config import Settings
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,7 +27,5 @@ def upgrade(database_url: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from config import Settings
-
     upgrade(Settings(sandbox=True).database_url if len(sys.argv) < 2 else sys.argv[1])
     print("database at the newest schema")

@@ -4,11 +4,22 @@ asking a credit source). Money columns end `_fen` and hold integers; times end `
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, ClassVar
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, MetaData, String, Text
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -32,21 +43,19 @@ class UtcDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime")
-        from datetime import timezone
 
-        return value.astimezone(timezone.utc)
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        from datetime import timezone
 
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UtcDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
 
 
 Money = BigInteger
@@ -121,6 +130,10 @@ class PatientSession(Base):
 
 class Visit(Base):
     __tablename__ = "visit"
+    __table_args__ = (  # receivables by age and by department
+        Index("ix_visit_receivable", "payment_status", "discharged_at"),
+        Index("ix_visit_department", "department", "payment_status"),
+    )
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     patient_id: Mapped[str] = mapped_column(ForeignKey("patient.id"), index=True)
     department: Mapped[str] = mapped_column(String(100))
@@ -135,6 +148,12 @@ class Visit(Base):
     due_at: Mapped[datetime | None]
     card_locked: Mapped[bool] = mapped_column(Boolean, default=False)
     credit_reported: Mapped[bool] = mapped_column(Boolean, default=False)
+    # the hold that suspends sanctions (domain.sanctions.HoldKind), as the workflow records it
+    hold_kind: Mapped[str | None] = mapped_column(String(16))
+    hold_reason: Mapped[str | None] = mapped_column(String(300))
+    hold_started_at: Mapped[datetime | None]
+    hold_until_at: Mapped[datetime | None]
+    auto_discharged: Mapped[bool] = mapped_column(Boolean, default=False)  # the HIS never discharged it
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -170,6 +189,26 @@ class LedgerEntry(Base):
     quantity: Mapped[int | None] = mapped_column(Integer)
     payment_id: Mapped[str | None] = mapped_column(String(40), index=True)
     created_at: Mapped[datetime]
+
+
+class VisitNotification(Base):
+    """The outbox of `payment_received` signals: written in the payment's own transaction,
+    delivered after the commit and retried until Temporal accepts it (ledger/outbox.py)."""
+
+    __tablename__ = "visit_notification"
+    __table_args__ = (
+        UniqueConstraint("payment_id", "visit_id"),
+        Index("ix_visit_notification_pending", "delivered_at", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    visit_id: Mapped[str] = mapped_column(String(64))
+    payment_id: Mapped[str] = mapped_column(String(40))
+    amount_fen: Mapped[int] = mapped_column(Money)
+    created_at: Mapped[datetime]
+    next_attempt_at: Mapped[datetime]  # not before: a deliverer's claim, or the backoff after a failure
+    delivered_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_error: Mapped[str | None] = mapped_column(String(300))
 
 
 class Payment(Base):
@@ -327,52 +366,3 @@ class AuditLog(Base):
     subject_id: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(String(300))
     detail: Mapped[dict[str, Any]]
-
-
-# --- the other side, simulated (sandbox) ---------------------------------------------
-
-
-class SimInsuranceCardEvent(Base):
-    __tablename__ = "sim_insurance_card_event"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(String(200), unique=True)
-    patient_id: Mapped[str] = mapped_column(String(40), index=True)
-    action: Mapped[str] = mapped_column(String(10))
-    reason: Mapped[str] = mapped_column(String(200))
-    at: Mapped[datetime]
-
-
-class SimInsuranceSettlement(Base):
-    """The simulated bureau's side of card-less settlements (pre-settle, settle, 冲正)."""
-
-    __tablename__ = "sim_insurance_settlement"
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the bureau's presettle id
-    request_id: Mapped[str] = mapped_column(String(200), unique=True)
-    patient_id: Mapped[str] = mapped_column(String(40), index=True)
-    total_fen: Mapped[int] = mapped_column(Money)
-    pooled_fen: Mapped[int] = mapped_column(Money)
-    personal_fen: Mapped[int] = mapped_column(Money)
-    self_pay_fen: Mapped[int] = mapped_column(Money)
-    status: Mapped[str] = mapped_column(String(16))  # presettled | settled | reversed
-    settlement_no: Mapped[str | None] = mapped_column(String(64))
-    created_at: Mapped[datetime]
-    updated_at: Mapped[datetime]
-
-
-class SimCreditRecord(Base):
-    __tablename__ = "sim_credit_record"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(String(200), unique=True)
-    patient_id: Mapped[str] = mapped_column(String(40), index=True)
-    visit_id: Mapped[str] = mapped_column(String(64))
-    kind: Mapped[str] = mapped_column(String(12))
-    amount_fen: Mapped[int] = mapped_column(Money)
-    at: Mapped[datetime]
-
-
-class SimCreditScore(Base):
-    __tablename__ = "sim_credit_score"
-    id_number_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    bank_score: Mapped[int | None] = mapped_column(Integer)
-    sesame_score: Mapped[int | None] = mapped_column(Integer)
-    updated_at: Mapped[datetime]

@@ -59,5 +59,6 @@ def mask_name(name: str) -> str:
 
 
 def mask_card(card_no: str) -> str:
+    """The last four characters behind at most 12 stars: fits the column whatever the length."""
     c = card_no.strip()
-    return "*" * max(len(c) - 4, 0) + c[-4:] if len(c) > 4 else "****"
+    return "*" * min(len(c) - 4, 12) + c[-4:] if len(c) > 4 else "****"

@@ -6,19 +6,19 @@ import asyncio
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.models import AuditLog, Enrolment, LedgerEntry, Patient, Visit
+from db.models import AuditLog, CardLockHold, Enrolment, LedgerEntry, Patient, Visit
 from domain.bill import Entry, EntryKind, Totals, totals
-from domain.policy import ServiceStatus, service_status
+from domain.policy import PaymentStatus, ServiceStatus, service_status
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 async def visit_totals(session: AsyncSession, visit_id: str) -> Totals:
@@ -46,9 +46,9 @@ async def totals_by_visit(session: AsyncSession, visit_ids: Sequence[str]) -> di
 
 
 async def ledger_lines(session: AsyncSession, visit_id: str) -> Sequence[LedgerEntry]:
-    return (await session.scalars(
-        select(LedgerEntry).where(LedgerEntry.visit_id == visit_id).order_by(LedgerEntry.id)
-    )).all()
+    return (
+        await session.scalars(select(LedgerEntry).where(LedgerEntry.visit_id == visit_id).order_by(LedgerEntry.id))
+    ).all()
 
 
 def open_charges(entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
@@ -58,26 +58,40 @@ def open_charges(entries: Sequence[LedgerEntry]) -> list[LedgerEntry]:
 
 
 async def open_visits(session: AsyncSession, patient_id: str) -> list[tuple[Visit, Totals]]:
-    """The patient's visits that still owe money, oldest first."""
-    visits = (await session.scalars(
-        select(Visit).where(Visit.patient_id == patient_id).order_by(Visit.created_at, Visit.id)
-    )).all()
+    """The patient's visits that still owe money, oldest first. A written-off debt is not asked
+    for (the merged bill), not paid into (allocation) and does not keep the patient enrolled:
+    it stays in the books and in receivables only."""
+    visits = (
+        await session.scalars(
+            select(Visit)
+            .where(Visit.patient_id == patient_id, Visit.payment_status != PaymentStatus.written_off)
+            .order_by(Visit.created_at, Visit.id)
+        )
+    ).all()
     sums = await totals_by_visit(session, [v.id for v in visits])
     return [(v, sums[v.id]) for v in visits if sums[v.id].balance_fen > 0]
 
 
 async def patient_service_status(session: AsyncSession, patient_id: str) -> ServiceStatus:
-    statuses = (await session.scalars(
-        select(Visit.payment_status).where(Visit.patient_id == patient_id)
-    )).all()
-    return service_status(list(statuses))
+    """From the visits that are late AND still owe money by the ledger: a visit paid whose
+    workflow has not caught up yet (Temporal away, a signal pending) suspends nothing."""
+    late = dict(
+        (
+            await session.execute(
+                select(Visit.id, Visit.payment_status).where(
+                    Visit.patient_id == patient_id, Visit.payment_status.in_(["arrears", "defaulted"])
+                )
+            )
+        ).all()
+    )
+    sums = await totals_by_visit(session, list(late))
+    return service_status([status for visit_id, status in late.items() if sums[visit_id].balance_fen > 0])
 
 
 async def card_locked(session: AsyncSession, patient_id: str) -> bool:
-    from db.models import CardLockHold
-
     held = await session.scalar(
-        select(func.count()).select_from(CardLockHold)
+        select(func.count())
+        .select_from(CardLockHold)
         .where(CardLockHold.patient_id == patient_id, CardLockHold.released_at.is_(None))
     )
     return bool(held)
@@ -101,7 +115,7 @@ async def patient_mutex(factory: async_sessionmaker[AsyncSession], patient_id: s
     a transaction open): a PostgreSQL advisory lock across workers; on SQLite, whose
     deployments run one worker, a lock in this process."""
     async with factory() as session:
-        if session.bind.dialect.name == "postgresql":
+        if session.get_bind().dialect.name == "postgresql":
             key = int.from_bytes(hashlib.sha256(patient_id.encode()).digest()[:8], "big", signed=True)
             async with session.begin():
                 await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
@@ -112,7 +126,25 @@ async def patient_mutex(factory: async_sessionmaker[AsyncSession], patient_id: s
         yield
 
 
-def audit(session: AsyncSession, *, actor: str, action: str, subject_type: str, subject_id: str,
-          reason: str | None = None, at: datetime | None = None, **detail: Any) -> None:
-    session.add(AuditLog(at=at or utcnow(), actor=actor, action=action, subject_type=subject_type,
-                         subject_id=subject_id, reason=reason, detail=detail))
+def audit(
+    session: AsyncSession,
+    *,
+    actor: str,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    reason: str | None = None,
+    at: datetime | None = None,
+    **detail: Any,
+) -> None:
+    session.add(
+        AuditLog(
+            at=at or utcnow(),
+            actor=actor,
+            action=action,
+            subject_type=subject_type,
+            subject_id=subject_id,
+            reason=reason,
+            detail=detail,
+        )
+    )

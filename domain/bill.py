@@ -14,11 +14,18 @@ class EntryKind(StrEnum):
     payment = "payment"
     refund = "refund"  # money on its way back to the patient (booked when the refund is asked for)
     refund_reversal = "refund_reversal"  # the channel refused the refund: the credit is back
+    waiver = "waiver"  # 减免: an operator (or an upheld dispute) gave up part of the bill
 
 
 # How each kind moves what the patient owes.
-SIGN = {EntryKind.charge: 1, EntryKind.reversal: -1, EntryKind.payment: -1, EntryKind.refund: 1,
-        EntryKind.refund_reversal: -1}
+SIGN = {
+    EntryKind.charge: 1,
+    EntryKind.reversal: -1,
+    EntryKind.payment: -1,
+    EntryKind.refund: 1,
+    EntryKind.refund_reversal: -1,
+    EntryKind.waiver: -1,
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,6 +39,7 @@ class Totals:
     total_fen: int  # charges less reversals
     paid_fen: int  # payments less refunds
     balance_fen: int  # what is still owed (negative: overpaid)
+    waived_fen: int = 0  # what operators waived (减免): owed no more, never paid
 
 
 def totals(entries: Iterable[Entry]) -> Totals:
@@ -42,7 +50,8 @@ def totals(entries: Iterable[Entry]) -> Totals:
         sums[entry.kind] += entry.amount_fen
     total = sums[EntryKind.charge] - sums[EntryKind.reversal]
     paid = sums[EntryKind.payment] - sums[EntryKind.refund] + sums[EntryKind.refund_reversal]
-    return Totals(total_fen=total, paid_fen=paid, balance_fen=total - paid)
+    waived = sums[EntryKind.waiver]
+    return Totals(total_fen=total, paid_fen=paid, balance_fen=total - paid - waived, waived_fen=waived)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,6 +13,18 @@ class Rule(StrEnum):
     sesame_score = "sesame_score"
 
 
+class EnrolmentRefusal(StrEnum):
+    """Why post-pay refuses a patient: to enrol, to leave, or to open a visit (the API answers
+    each as its problem `code`)."""
+
+    not_eligible = "not_eligible"  # no rule of `decide` passed
+    already_enrolled = "already_enrolled"
+    agreement_outdated = "agreement_outdated"  # agreed to another version of the service agreement
+    not_enrolled = "not_enrolled"  # leaving, or a visit, without an active enrolment
+    outstanding_balance = "outstanding_balance"  # leaving while a visit is unpaid or still in progress
+    service_suspended = "service_suspended"  # a new visit while the patient is in arrears or defaulted
+
+
 @dataclass(frozen=True, kw_only=True)
 class EligibilityFacts:
     insured_locally: bool

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
-class PaymentStatus(StrEnum):
+class PaymentProgress(StrEnum):
+    """Where one payment stands at its channel (a visit's `payment_status` is another thing: a
+    PaymentStatus)."""
+
     created = "created"  # recorded here, not yet at the channel
     pending = "pending"  # the channel has the order; the patient has not paid
     unknown = "unknown"  # we asked and got no answer: query before anything else
@@ -30,15 +33,17 @@ class PaymentEvent(StrEnum):
     refunded = "refunded"  # a refund went through (with its amount)
 
 
-S, E = PaymentStatus, PaymentEvent
+S, E = PaymentProgress, PaymentEvent
 
 FINAL = frozenset({S.failed, S.refunded})
-PAID = frozenset({S.succeeded, S.partially_refunded, S.refunded})
+PAID = frozenset({S.succeeded, S.partially_refunded, S.refunded})  # the money moved: the one "paid" set
+WAITING = frozenset({S.created, S.pending, S.unknown})  # the channel has not said yet
+UNRESOLVED = frozenset({S.pending, S.unknown})  # at the channel with no known outcome: reconciliation asks
 
 
 @dataclass(frozen=True, kw_only=True)
 class PaymentState:
-    status: PaymentStatus
+    status: PaymentProgress
     amount_fen: int
     refunded_fen: int = 0
 
@@ -51,7 +56,7 @@ class Moved:
 
 @dataclass(frozen=True, kw_only=True)
 class Illegal:
-    status: PaymentStatus
+    status: PaymentProgress
     event: PaymentEvent
     detail: str
 
@@ -63,9 +68,13 @@ def apply(state: PaymentState, event: PaymentEvent, *, amount_fen: int = 0) -> M
     def stay() -> Moved:
         return Moved(state=state, changed=False)
 
-    def to(status: PaymentStatus, **kw: int) -> Moved:
-        return Moved(state=PaymentState(status=status, amount_fen=state.amount_fen,
-                                        refunded_fen=kw.get("refunded_fen", state.refunded_fen)), changed=True)
+    def to(status: PaymentProgress, **kw: int) -> Moved:
+        return Moved(
+            state=PaymentState(
+                status=status, amount_fen=state.amount_fen, refunded_fen=kw.get("refunded_fen", state.refunded_fen)
+            ),
+            changed=True,
+        )
 
     def illegal(detail: str) -> Illegal:
         return Illegal(status=st, event=event, detail=detail)
@@ -73,19 +82,19 @@ def apply(state: PaymentState, event: PaymentEvent, *, amount_fen: int = 0) -> M
     if event is E.submitted:
         if st is S.created:
             return to(S.pending)
-        return stay() if st in (S.pending, S.unknown) else illegal("the order was settled already")
+        return stay() if st in UNRESOLVED else illegal("the order was settled already")
     if event is E.timed_out:
         if st in (S.created, S.pending):
             return to(S.unknown)
         return stay()  # a known outcome is not forgotten because a later call timed out
     if event is E.succeeded:
-        if st in (S.created, S.pending, S.unknown):
+        if st in WAITING:
             return to(S.succeeded)
         if st in PAID:
             return stay()  # the same money, told again
         return illegal("the channel reports money for an order it had failed: reconcile by hand")
     if event is E.failed:
-        if st in (S.created, S.pending, S.unknown):
+        if st in WAITING:
             return to(S.failed)
         if st is S.failed:
             return stay()
@@ -113,6 +122,8 @@ class RefundStatus(StrEnum):
 
 
 REFUND_FINAL = frozenset({RefundStatus.succeeded, RefundStatus.failed})
+# nothing to ask a channel about: decided, or in an operator's hands
+REFUND_NOT_AT_CHANNEL = REFUND_FINAL | {RefundStatus.manual}
 _REFUND_MOVES = {
     RefundStatus.created: {RefundStatus.processing, RefundStatus.manual, RefundStatus.succeeded, RefundStatus.failed},
     RefundStatus.processing: {RefundStatus.succeeded, RefundStatus.failed},
@@ -127,6 +138,4 @@ def refund_move(status: RefundStatus, to: RefundStatus) -> bool | None:
         return False
     if status in REFUND_FINAL:
         return None
-    if to in _REFUND_MOVES.get(status, set()):
-        return True
-    return False  # e.g. "processing" after "manual": no news
+    return to in _REFUND_MOVES.get(status, set())  # False, e.g. "processing" after "manual": no news

@@ -8,8 +8,9 @@ when the channel reports it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from enum import StrEnum
+from zoneinfo import ZoneInfo
 
 
 class Mismatch(StrEnum):
@@ -55,17 +56,38 @@ def match(channel: list[Line], ours: list[Line], *, known: dict[tuple[str, str],
         key = (line.kind, line.ref)
         seen.add(key)
         if key not in known:
-            findings.append(Finding(kind=line.kind, ref=line.ref, problem=Mismatch.missing_in_ledger,
-                                    channel_fen=line.amount_fen, ledger_fen=None))
+            findings.append(
+                Finding(
+                    kind=line.kind,
+                    ref=line.ref,
+                    problem=Mismatch.missing_in_ledger,
+                    channel_fen=line.amount_fen,
+                    ledger_fen=None,
+                )
+            )
         elif known[key] != line.amount_fen:
-            findings.append(Finding(kind=line.kind, ref=line.ref, problem=Mismatch.amount_mismatch,
-                                    channel_fen=line.amount_fen, ledger_fen=known[key]))
+            findings.append(
+                Finding(
+                    kind=line.kind,
+                    ref=line.ref,
+                    problem=Mismatch.amount_mismatch,
+                    channel_fen=line.amount_fen,
+                    ledger_fen=known[key],
+                )
+            )
         else:
             matched += 1
     for key, o in mine.items():
         if key not in seen and o.inside_day:
-            findings.append(Finding(kind=o.kind, ref=o.ref, problem=Mismatch.missing_at_channel,
-                                    channel_fen=None, ledger_fen=o.amount_fen))
+            findings.append(
+                Finding(
+                    kind=o.kind,
+                    ref=o.ref,
+                    problem=Mismatch.missing_at_channel,
+                    channel_fen=None,
+                    ledger_fen=o.amount_fen,
+                )
+            )
 
     def net(lines: list[Line]) -> int:
         return sum(x.amount_fen if x.kind == "payment" else -x.amount_fen for x in lines)
@@ -75,17 +97,11 @@ def match(channel: list[Line], ours: list[Line], *, known: dict[tuple[str, str],
 
 def previous_local_day(now: datetime, tz: str) -> str:
     """Yesterday, where the hospital is: the statement a morning run asks for."""
-    from datetime import timedelta
-    from zoneinfo import ZoneInfo
-
     return (now.astimezone(ZoneInfo(tz)).date() - timedelta(days=1)).isoformat()
 
 
 def day_window(day: str, tz: str) -> tuple[datetime, datetime]:
     """[start, end) of a local day, as aware datetimes."""
-    from datetime import date, datetime, time, timedelta
-    from zoneinfo import ZoneInfo
-
     d = date.fromisoformat(day)
     start = datetime.combine(d, time(0), tzinfo=ZoneInfo(tz))
     return start, datetime.combine(d + timedelta(days=1), time(0), tzinfo=ZoneInfo(tz))

@@ -122,11 +122,19 @@ ALLOWED: dict[Stage, tuple[EventType, ...]] = {
     S.checked_in: (E.called, E.orders_cancelled, E.discharged),
     S.called: (E.called, E.consultation_started, E.orders_cancelled, E.discharged),
     S.in_consultation: (
-        E.orders_placed, E.orders_cancelled, E.prescribed, E.consultation_ended,
-        E.consultation_started, E.discharged,
+        E.orders_placed,
+        E.orders_cancelled,
+        E.prescribed,
+        E.consultation_ended,
+        E.consultation_started,
+        E.discharged,
     ),
     S.awaiting_results: (
-        E.results_ready, E.orders_placed, E.orders_cancelled, E.consultation_started, E.discharged,
+        E.results_ready,
+        E.orders_placed,
+        E.orders_cancelled,
+        E.consultation_started,
+        E.discharged,
     ),
     S.prescribed: (E.dispensed, E.orders_cancelled, E.consultation_ended, E.consultation_started, E.discharged),
     S.skin_test: (E.skin_test_result, E.orders_cancelled, E.consultation_ended),
@@ -162,7 +170,9 @@ def _condition(state: VisitState, event: EventType) -> str | None:
     return None
 
 
-def _refuse(state: VisitState, event: Event, detail: str, code: RefusalCode = RefusalCode.invalid_transition) -> Refusal:
+def _refuse(
+    state: VisitState, event: Event, detail: str, code: RefusalCode = RefusalCode.invalid_transition
+) -> Refusal:
     return Refusal(code=code, stage=state.stage, detail=detail, allowed=allowed_events(state))
 
 
@@ -175,7 +185,9 @@ def _check_new_items(state: VisitState, event: Event) -> Refusal | None:
             return _refuse(state, event, f"item {item.item_id} was already ordered", RefusalCode.duplicate_item)
         seen.add(item.item_id)
         if not is_valid_amount(item.unit_price_fen, allow_zero=True) or not (1 <= item.quantity <= 10_000):
-            return _refuse(state, event, f"item {item.item_id} has an invalid price or quantity", RefusalCode.invalid_item)
+            return _refuse(
+                state, event, f"item {item.item_id} has an invalid price or quantity", RefusalCode.invalid_item
+            )
         if not is_valid_amount(item.amount_fen, allow_zero=True):
             return _refuse(state, event, f"item {item.item_id} amounts to more than allowed", RefusalCode.invalid_item)
     return None

@@ -1,5 +1,6 @@
-"""Builds the clients of the other parties from the settings: the real gateways where
-they are configured, else their simulators in-process (the sandbox)."""
+"""Builds the clients of the other parties from the settings: each gateway at its URL (in the
+sandbox, the simulator devstack started), or over a transport the caller injects (tests pass
+`httpx.ASGITransport(app=<simulator app>)`)."""
 
 from __future__ import annotations
 
@@ -7,53 +8,75 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 import httpx
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
-from db.pii import Pii
 from integrations import credit_platform, insurance_bureau
-from integrations.aliyun_sms import AliyunSmsSender
-from integrations.payments.channels import Channel, build_channels
-from integrations.sms import OutboxSender, SmsSender
+from integrations.aliyun_sms import AliyunSms
+from integrations.payments.channels import Channel
+from integrations.payments.registry import build_channels
 
 
 @dataclass
 class Integrations:
     bureau: insurance_bureau.InsuranceBureauClient
     credit: credit_platform.CreditPlatformClient
-    sms: SmsSender
+    sms: AliyunSms | None  # the SMS gateway; None: the outbox row is the delivery (the sandbox)
     channels: dict[str, Channel]  # the payment channels this hospital offers
 
 
-def gateway_http(url: str, sim_app: object, stack: AsyncExitStack) -> httpx.AsyncClient:
-    if url:
+@dataclass(frozen=True)
+class Transports:
+    """Transports to reach the gateways by, in place of their URLs (tests: the simulators in-process)."""
+
+    bureau: httpx.AsyncBaseTransport | None = None
+    credit: httpx.AsyncBaseTransport | None = None
+
+
+class MissingGateway(RuntimeError):
+    """A gateway has neither a URL nor an injected transport: refuse to start."""
+
+
+def gateway_http(
+    setting: str, url: str, transport: httpx.AsyncBaseTransport | None, stack: AsyncExitStack
+) -> httpx.AsyncClient:
+    if transport is not None:
+        http = httpx.AsyncClient(base_url=url or "http://simulator", transport=transport, timeout=20)
+    elif url:
         http = httpx.AsyncClient(base_url=url, timeout=20)
     else:
-        http = httpx.AsyncClient(base_url="http://simulator", transport=httpx.ASGITransport(app=sim_app), timeout=20)
+        raise MissingGateway(
+            f"YHF_{setting.upper()} is not set: point it at the gateway "
+            "(in the sandbox, at its simulator: devstack.py starts one and sets it)"
+        )
     stack.push_async_callback(http.aclose)
     return http
 
 
-def sms_sender(settings: Settings, factory: async_sessionmaker[AsyncSession], pii: Pii) -> SmsSender:
-    if settings.sms_backend == "aliyun":
-        return AliyunSmsSender(factory, pii, access_key_id=settings.aliyun_access_key_id,
-                               access_key_secret=settings.aliyun_access_key_secret,
-                               endpoint=settings.aliyun_sms_endpoint, protocol=settings.aliyun_sms_protocol,
-                               sign_name=settings.aliyun_sms_sign_name)
-    return OutboxSender(factory, pii)
+def sms_delivery(settings: Settings) -> AliyunSms | None:
+    if settings.sms_backend != "aliyun":
+        return None
+    return AliyunSms(
+        access_key_id=settings.aliyun_access_key_id,
+        access_key_secret=settings.aliyun_access_key_secret,
+        endpoint=settings.aliyun_sms_endpoint,
+        protocol=settings.aliyun_sms_protocol,
+        sign_name=settings.aliyun_sms_sign_name,
+    )
 
 
-def build_integrations(settings: Settings, factory: async_sessionmaker[AsyncSession],
-                       stack: AsyncExitStack) -> Integrations:
-    bureau_http = gateway_http(settings.insurance_bureau_url, insurance_bureau.simulator_app(
-        factory, {settings.insurance_bureau_app_id: settings.insurance_bureau_secret}), stack)
-    credit_http = gateway_http(settings.credit_platform_url, credit_platform.simulator_app(
-        factory, {settings.credit_platform_app_id: settings.credit_platform_secret}), stack)
+def build_integrations(
+    settings: Settings, stack: AsyncExitStack, *, transports: Transports | None = None
+) -> Integrations:
+    transports = transports or Transports()
+    bureau_http = gateway_http("insurance_bureau_url", settings.insurance_bureau_url, transports.bureau, stack)
+    credit_http = gateway_http("credit_platform_url", settings.credit_platform_url, transports.credit, stack)
     return Integrations(
-        bureau=insurance_bureau.InsuranceBureauClient(bureau_http, app_id=settings.insurance_bureau_app_id,
-                                                      secret=settings.insurance_bureau_secret),
-        credit=credit_platform.CreditPlatformClient(credit_http, app_id=settings.credit_platform_app_id,
-                                                    secret=settings.credit_platform_secret),
-        sms=sms_sender(settings, factory, Pii(settings.data_key)),
+        bureau=insurance_bureau.InsuranceBureauClient(
+            bureau_http, app_id=settings.insurance_bureau_app_id, secret=settings.insurance_bureau_secret
+        ),
+        credit=credit_platform.CreditPlatformClient(
+            credit_http, app_id=settings.credit_platform_app_id, secret=settings.credit_platform_secret
+        ),
+        sms=sms_delivery(settings),
         channels=build_channels(settings),
     )

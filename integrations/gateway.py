@@ -1,5 +1,5 @@
-"""Shared pieces of the two government-side gateways (insurance bureau, credit platform):
-the signed JSON client and the simulator's request checking."""
+"""The client both government-side gateways (insurance bureau, credit platform) are spoken to
+with: signed JSON over httpx, their answers turned into `GatewayError`s."""
 
 from __future__ import annotations
 
@@ -7,10 +7,8 @@ import json
 from typing import Any
 
 import httpx
-from fastapi import Request
-from fastapi.responses import JSONResponse
 
-from integrations.signing import SignatureError, Verifier, signed_headers
+from integrations.signing import signed_headers
 
 
 class GatewayError(Exception):
@@ -35,25 +33,11 @@ class SignedJsonClient:
         response = await self._http.post(path.lstrip("/"), content=body, headers=headers)
         data = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
         if response.status_code >= 500 or response.status_code == 429:
-            raise GatewayError(str(data.get("code", response.status_code)), str(data.get("message", "")), retryable=True)
+            raise GatewayError(
+                str(data.get("code", response.status_code)), str(data.get("message", "")), retryable=True
+            )
         if response.status_code >= 400:
-            raise GatewayError(str(data.get("code", response.status_code)), str(data.get("message", "")), retryable=False)
+            raise GatewayError(
+                str(data.get("code", response.status_code)), str(data.get("message", "")), retryable=False
+            )
         return data
-
-
-async def verified_json(request: Request, verifier: Verifier, required: dict[str, type]) -> dict[str, Any] | JSONResponse:
-    """The simulator's gate: a good signature and every required field of the right type."""
-    body = await request.body()
-    try:
-        verifier.verify(request.headers, request.method, request.url.path, body)
-    except SignatureError as err:
-        return JSONResponse({"code": err.code, "message": str(err)}, status_code=401)
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return JSONResponse({"code": "MalformedBody", "message": "body is not JSON"}, status_code=400)
-    for name, kind in required.items():
-        value = data.get(name) if isinstance(data, dict) else None
-        if not isinstance(value, kind) or isinstance(value, bool) and kind is int or value in ("", None):
-            return JSONResponse({"code": "MissingParameter", "message": f"{name} is required"}, status_code=400)
-    return data

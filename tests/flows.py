@@ -4,7 +4,7 @@ tests (over ASGI) and the end-to-end tests (over a socket)."""
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from tests.support import uid
@@ -19,24 +19,47 @@ def random_id_number() -> str:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 def item(item_id: str, category: str, price: int, qty: int = 1, name: str | None = None) -> dict[str, Any]:
-    return {"item_id": item_id, "code": f"C-{item_id}", "name": name or f"项目{item_id}", "category": category,
-            "unit_price_fen": price, "quantity": qty}
+    return {
+        "item_id": item_id,
+        "code": f"C-{item_id}",
+        "name": name or f"项目{item_id}",
+        "category": category,
+        "unit_price_fen": price,
+        "quantity": qty,
+    }
+
+
+# the figure-1 walk the benchmarks' visits take: one lab and one exam, results, a drug
+STEPS: list[tuple[str, dict[str, Any]]] = [
+    ("checked_in", {"channel": "app"}),
+    ("called", {}),
+    ("consultation_started", {}),
+    ("orders_placed", {"items": [item("lab", "lab", 2500), item("ct", "exam", 20000)]}),
+    ("consultation_ended", {}),
+    ("results_ready", {"item_ids": ["lab", "ct"]}),
+    ("consultation_started", {}),
+    ("prescribed", {"items": [item("d", "drug", 3000)]}),
+    ("consultation_ended", {}),
+    ("dispensed", {}),
+    ("discharged", {}),
+]
 
 
 class Clinic:
     """Drives one hospital's HIS against the API: `post(path, body, headers)` and `get(path, headers)`
     are coroutines returning httpx responses."""
 
-    def __init__(self, post, get, his_headers: dict[str, str]) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, post, get, his_headers: dict[str, str]) -> None:
         self.post, self.get, self.his = post, get, his_headers
 
     @classmethod
-    def over(cls, http: Any, his_headers: dict[str, str]) -> "Clinic":
+    def over(cls, http: Any, his_headers: dict[str, str]) -> Clinic:
         """A clinic speaking through an httpx.AsyncClient (over ASGI or a socket)."""
+
         async def post(path: str, body: Any, headers: dict[str, str]) -> Any:
             return await http.post(path, json=body, headers=headers)
 
@@ -45,8 +68,7 @@ class Clinic:
 
         return cls(post, get, his_headers)
 
-    async def read_card(self, *, insured: bool = True, phone: str | None = None,
-                        id_number: str | None = None) -> str:
+    async def read_card(self, *, insured: bool = True, phone: str | None = None, id_number: str | None = None) -> str:
         body = {"card_type": "insurance_card", "card_no": uid("SI"), "name": "李小龙", "insured_locally": insured}
         if id_number:
             body["id_number"] = id_number
@@ -65,8 +87,11 @@ class Clinic:
         r = await self.post(f"/v1/his/patients/{patient_id}/sms-code", {"phone": phone}, self.his)
         assert r.status_code == 202, r.text
         code = await self.last_code(phone)
-        r = await self.post(f"/v1/his/patients/{patient_id}/enrollment",
-                            {"agreement_version": "2026-01", "phone": phone, "code": code}, self.his)
+        r = await self.post(
+            f"/v1/his/patients/{patient_id}/enrollment",
+            {"agreement_version": "2026-01", "phone": phone, "code": code},
+            self.his,
+        )
         assert r.status_code == 201, r.text
 
     async def enrolled_patient(self) -> tuple[str, str]:
@@ -76,8 +101,17 @@ class Clinic:
         return patient_id, phone
 
     async def register(self, patient_id: str, fee: int = 500) -> dict[str, Any]:
-        r = await self.post("/v1/his/visits", {"visit_id": uid("V"), "patient_id": patient_id, "department": "呼吸内科",
-                                               "channel": "kiosk", "registration_fee_fen": fee}, self.his)
+        r = await self.post(
+            "/v1/his/visits",
+            {
+                "visit_id": uid("V"),
+                "patient_id": patient_id,
+                "department": "呼吸内科",
+                "channel": "kiosk",
+                "registration_fee_fen": fee,
+            },
+            self.his,
+        )
         assert r.status_code == 201, r.text
         return r.json()
 
@@ -93,8 +127,11 @@ class Clinic:
         await self.event(visit_id, "checked_in", channel="app")
         await self.event(visit_id, "called", room="3诊室")
         await self.event(visit_id, "consultation_started")
-        await self.event(visit_id, "orders_placed", items=[item("xray", "exam", 12000), item("cbc", "lab", 2500),
-                                                           item("crp", "lab", 3000)])
+        await self.event(
+            visit_id,
+            "orders_placed",
+            items=[item("xray", "exam", 12000), item("cbc", "lab", 2500), item("crp", "lab", 3000)],
+        )
         await self.event(visit_id, "orders_cancelled", item_ids=["crp"])
         await self.event(visit_id, "consultation_ended")
         await self.event(visit_id, "results_ready", item_ids=["xray", "cbc"])
@@ -102,8 +139,12 @@ class Clinic:
         await self.event(visit_id, "prescribed", items=[item("pen", "drug", 4000, 2)], skin_test_required=True)
         await self.event(visit_id, "skin_test_result", result="positive")
         await self.event(visit_id, "orders_cancelled", item_ids=["pen"])
-        await self.event(visit_id, "prescribed", items=[item("azi", "drug", 3500), item("drip", "infusion", 6000)],
-                         skin_test_required=False)
+        await self.event(
+            visit_id,
+            "prescribed",
+            items=[item("azi", "drug", 3500), item("drip", "infusion", 6000)],
+            skin_test_required=False,
+        )
         await self.event(visit_id, "consultation_ended")
         await self.event(visit_id, "dispensed")
         await self.event(visit_id, "infusion_started")

@@ -2,11 +2,14 @@
 types, and every activity's name, input and result. Ids and amounts only, never personal
 data. Frozen keyword-only dataclasses; a field added later must have a default."""
 
-
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from domain.policy import PaymentPolicy
+from workflows.contracts_oversight import (  # re-exported: the visit's own payloads
+    RecordPaymentStatusInput as RecordPaymentStatusInput,
+    VisitCarry as VisitCarry,
+)
 
 TASK_QUEUE = "yihoufu-visits"
 
@@ -28,6 +31,13 @@ class VisitInput:
     patient_id: str
     registration_fee_fen: int
     policy: PaymentPolicy
+    department: str = ""  # for the Department search attribute
+    # for the PatientTag search attribute: a keyed hash of the patient's id (the API's), so a
+    # patient's visits group in Temporal UI while the index holds no id of theirs
+    patient_tag: str = ""
+    # the history length after which the visit continues as new (the server's own suggestion too)
+    continue_after_events: int = 5000
+    carried: VisitCarry | None = None  # set by a continue-as-new: the run before's state
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,6 +81,50 @@ class VisitStateResult:
     credit_reported: bool = False
     dunning_sent: int = 0
     notice_sent_at: datetime | None = None
+    lock_at: datetime | None = None  # the earliest card lock and credit report, while one is ahead
+
+
+@dataclass(frozen=True, kw_only=True)
+class VisitRecordResult:
+    """The answer to `record_event`: the visit as the workflow has recorded it in the database
+    (the stage and bill the event left, the payment status last written), times in UTC. The
+    API answers the HIS from it and reads only the lines and events it does not carry."""
+
+    visit_id: str
+    stage: str
+    payment_status: str
+    total_fen: int
+    paid_fen: int
+    balance_fen: int
+    discharged_at: datetime | None = None  # the HIS's time of the discharge
+    arrears_at: datetime | None = None
+    due_at: datetime | None = None
+    card_locked: bool = False
+    credit_reported: bool = False
+    # the hold on the visit's sanctions (domain.sanctions.HoldKind), if one is on
+    hold_kind: str | None = None
+    hold_reason: str | None = None
+    hold_since: datetime | None = None
+    hold_until: datetime | None = None
+    waived_fen: int = 0
+    pending_approval_id: str | None = None  # a write-off waiting for the second operator
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperatorActionInput:
+    """The `operator_action` update: the body of `POST /v1/ops/visits/{id}/actions` plus the
+    operator, the same JSON an operator sends from Temporal UI. `action` is a
+    domain.sanctions.OperatorAction; the fields each action reads are named beside them."""
+
+    action: str
+    operator: str  # X-Operator-Id; a dispute's opener: `patient:{patient_id}` or `his:{actor}`
+    reason: str
+    until: datetime | None = None  # pause_sanctions (None: until resumed)
+    due_at: datetime | None = None  # extend_deadline: later only
+    amount_fen: int | None = None  # waive; resolve_dispute upheld (None: the whole balance)
+    approval_id: str | None = None  # approve, reject
+    dispute_id: str | None = None  # open_dispute, resolve_dispute
+    outcome: str | None = None  # resolve_dispute: domain.sanctions.DisputeOutcome
 
 
 # --- activities ------------------------------------------------------------------------
@@ -100,6 +154,7 @@ class ApplyVisitEventInput:
     stage_after: str
     charge: list[ItemInput] = field(default_factory=list)
     reverse: list[str] = field(default_factory=list)
+    auto: bool = False  # a discharge by the workflow: the HIS never sent one
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,19 +167,7 @@ class BalanceResult:
     total_fen: int
     paid_fen: int
     balance_fen: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class RecordPaymentStatusInput:
-    visit_id: str
-    patient_id: str
-    status: str
-    at: datetime
-    reason: str
-    arrears_at: datetime | None = None
-    due_at: datetime | None = None
-    card_locked: bool = False
-    credit_reported: bool = False
+    waived_fen: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,7 +196,7 @@ class CardLockResult:
 
 @dataclass(frozen=True, kw_only=True)
 class ReportCreditInput:
-    kind: str  # report | correction
+    kind: str  # domain.sanctions.CreditReportKind
     patient_id: str
     visit_id: str
     amount_fen: int

@@ -9,82 +9,58 @@ never pays for a bill the patient left half-paid."""
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from domain.insurance import SettlementStatus
     from domain.money import format_fen
-    from workflows import contracts as c
+    from domain.payment import PAID
+    from workflows import activities as a, contracts as c
     from workflows.reconcile import tell_visits
     from workflows.refund import start_refunds
+    from workflows.retries import CHANNEL_CALL, LEDGER_WRITE, Retries
+    from workflows.steps import until_done
 
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), backoff_coefficient=2.0,
-                    maximum_interval=timedelta(minutes=1), non_retryable_error_types=["invalid_input"])
-TIMEOUT = timedelta(seconds=30)
-PAID = ("succeeded", "partially_refunded", "refunded")
+I = TypeVar("I")  # noqa: E741 (an activity's input, beside T its result)
+T = TypeVar("T")
 
 
 @workflow.defn
 class InsurancePaymentWorkflow:
     def __init__(self) -> None:
-        self._status = "presettled"
+        self._status = SettlementStatus.presettled
         self._self_paid = False
+        self._lines: list[str] = []
+        self._alert = ""  # a call to the bureau or the channel that keeps failing
 
     @workflow.run
     async def run(self, inp: c.InsurancePaymentInput) -> c.SettlementResult:
         self._describe(inp)
-        settled = await workflow.execute_activity(
-            c.SETTLE_INSURANCE, c.SettlementInput(settlement_id=inp.settlement_id), result_type=c.SettlementResult,
-            start_to_close_timeout=TIMEOUT, retry_policy=RETRY,
-            summary=f"settle the insurance part {format_fen(inp.insurance_fen)} with the bureau")
-        self._status = settled.status
-        self._describe(inp)
-        if settled.status != "insurance_settled":
-            if inp.self_pay_payment_id and workflow.patched("close-self-pay"):
+        settlement = c.SettlementInput(settlement_id=inp.settlement_id)
+        settled = await self._step(
+            a.settle_insurance,
+            settlement,
+            f"settle the insurance part {format_fen(inp.insurance_fen)} with the bureau",
+            CHANNEL_CALL,
+        )
+        self._set_status(inp, settled)
+        if settled.status != SettlementStatus.insurance_settled:
+            if inp.self_pay_payment_id:
                 # the bureau refused: the self-pay order is no longer wanted (paid already: it
                 # lands as an ordinary payment of the bill)
-                asked = await workflow.execute_activity(
-                    c.CLOSE_PAYMENT, c.ReconcilePaymentInput(payment_id=inp.self_pay_payment_id),
-                    result_type=c.ReconcilePaymentResult, start_to_close_timeout=TIMEOUT, retry_policy=RETRY,
-                    summary="close the self-pay order")
-                await tell_visits(inp.self_pay_payment_id, asked.landed)
-                await start_refunds(asked.refunds)
+                await self._close_self_pay(inp)
             return settled
-        if inp.self_pay_fen > 0:
-            try:
-                await workflow.wait_condition(lambda: self._self_paid,
-                                              timeout=timedelta(seconds=inp.self_pay_timeout_seconds),
-                                              timeout_summary="self-pay deadline")
-            except asyncio.TimeoutError:
-                # the notification may be lost: close the order (so it cannot be paid after the
-                # 冲正) and let the channel's answer decide; older runs only asked
-                closing = workflow.patched("close-self-pay")
-                asked = await workflow.execute_activity(
-                    c.CLOSE_PAYMENT if closing else c.RECONCILE_PAYMENT,
-                    c.ReconcilePaymentInput(payment_id=inp.self_pay_payment_id),
-                    result_type=c.ReconcilePaymentResult, start_to_close_timeout=TIMEOUT, retry_policy=RETRY,
-                    summary="close the self-pay order" if closing else "ask the channel about the self-pay part")
-                await tell_visits(inp.self_pay_payment_id, asked.landed)
-                await start_refunds(asked.refunds)
-                if asked.status not in PAID:
-                    reversed_ = await workflow.execute_activity(
-                        c.REVERSE_INSURANCE, c.SettlementInput(settlement_id=inp.settlement_id),
-                        result_type=c.SettlementResult, start_to_close_timeout=TIMEOUT, retry_policy=RETRY,
-                        summary="冲正: reverse the insurance settlement")
-                    self._status = reversed_.status
-                    self._describe(inp)
-                    return reversed_
-        booked = await workflow.execute_activity(
-            c.BOOK_INSURANCE, c.SettlementInput(settlement_id=inp.settlement_id), result_type=c.SettlementResult,
-            start_to_close_timeout=TIMEOUT, retry_policy=RETRY, summary="book the insurance part in the ledger")
+        late = inp.self_pay_fen > 0 and not await self._self_pay_in_time(inp)
+        if late and (reversed_ := await self._reverse_unless_paid(inp, settlement)) is not None:
+            return self._set_status(inp, reversed_)
+        booked = await self._step(a.book_insurance, settlement, "book the insurance part in the ledger", LEDGER_WRITE)
         await tell_visits(inp.settlement_id, booked.landed)
         await start_refunds(booked.refunds)
-        self._status = booked.status
-        self._describe(inp)
-        return booked
+        return self._set_status(inp, booked)
 
     @workflow.signal
     def self_pay_received(self) -> None:
@@ -92,9 +68,63 @@ class InsurancePaymentWorkflow:
 
     @workflow.query
     def status(self) -> str:
-        return self._status
+        return str(self._status)
+
+    async def _self_pay_in_time(self, inp: c.InsurancePaymentInput) -> bool:
+        try:
+            await workflow.wait_condition(
+                lambda: self._self_paid,
+                timeout=timedelta(seconds=inp.self_pay_timeout_seconds),
+                timeout_summary="self-pay deadline",
+            )
+        except TimeoutError:
+            return False
+        return True
+
+    async def _reverse_unless_paid(
+        self, inp: c.InsurancePaymentInput, settlement: c.SettlementInput
+    ) -> c.SettlementResult | None:
+        """The self-pay part did not come in time, but its notification may be lost: close the
+        order (so it cannot be paid after the 冲正) and let the channel's answer decide. Paid
+        after all: None; unpaid: the insurance settlement reversed."""
+        if (await self._close_self_pay(inp)).status in PAID:
+            return None
+        return await self._step(a.reverse_insurance, settlement, "冲正: reverse the insurance settlement", CHANNEL_CALL)
+
+    async def _close_self_pay(self, inp: c.InsurancePaymentInput) -> c.ReconcilePaymentResult:
+        """Close the self-pay order at its channel; money that landed after all goes to the
+        visits, and what it paid beyond the bills back to the patient."""
+        asked = await self._step(
+            a.close_payment,
+            c.ReconcilePaymentInput(payment_id=inp.self_pay_payment_id),
+            "close the self-pay order",
+            CHANNEL_CALL,
+        )
+        await tell_visits(inp.self_pay_payment_id, asked.landed)
+        await start_refunds(asked.refunds)
+        return asked
+
+    def _set_status(self, inp: c.InsurancePaymentInput, result: c.SettlementResult) -> c.SettlementResult:
+        self._status = SettlementStatus(result.status)
+        self._describe(inp)
+        return result
+
+    async def _step(self, activity: Callable[[I], Awaitable[T]], arg: I, summary: str, retries: Retries) -> T:
+        return await until_done(activity, arg, retries=retries, summary=summary, alert=self._raise_alert)
+
+    def _raise_alert(self, text: str) -> None:
+        self._alert = text
+        self._show()
 
     def _describe(self, inp: c.InsurancePaymentInput) -> None:
-        workflow.set_current_details("\n\n".join([
-            f"**Settlement:** {inp.settlement_id}", f"**Status:** {self._status}",
-            f"**Insurance part:** {format_fen(inp.insurance_fen)}", f"**Self-pay part:** {format_fen(inp.self_pay_fen)}"]))
+        self._lines = [
+            f"**Settlement:** {inp.settlement_id}",
+            f"**Status:** {self._status}",
+            f"**Insurance part:** {format_fen(inp.insurance_fen)}",
+            f"**Self-pay part:** {format_fen(inp.self_pay_fen)}",
+        ]
+        self._show()
+
+    def _show(self) -> None:
+        alert = [f"**⚠ Alert:** {self._alert}"] if self._alert else []
+        workflow.set_current_details("\n\n".join(alert + self._lines))

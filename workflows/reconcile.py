@@ -4,17 +4,13 @@ beyond the bill, and restarts refunds whose workflow never started."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import contracts as c
+    from workflows import activities as a, contracts as c
     from workflows.refund import start_refunds
-
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(seconds=30),
-                    maximum_attempts=5)
+    from workflows.retries import SWEEP
+    from workflows.steps import call
 
 
 async def tell_visits(payment_id: str, landed: list[c.AllocationResult]) -> None:
@@ -22,8 +18,9 @@ async def tell_visits(payment_id: str, landed: list[c.AllocationResult]) -> None
     for part in landed:
         try:
             await workflow.get_external_workflow_handle(c.workflow_id(part.visit_id)).signal(
-                "payment_received", c.PaymentReceivedInput(payment_id=payment_id, amount_fen=part.amount_fen))
-        except Exception:  # noqa: BLE001 - a settled visit's workflow is gone; its money is booked
+                "payment_received", c.PaymentReceivedInput(payment_id=payment_id, amount_fen=part.amount_fen)
+            )
+        except Exception:
             workflow.logger.info("visit %s no longer waits for payment %s", part.visit_id, payment_id)
 
 
@@ -31,23 +28,18 @@ async def tell_visits(payment_id: str, landed: list[c.AllocationResult]) -> None
 class ReconcileWorkflow:
     @workflow.run
     async def run(self, inp: c.ReconcileInput) -> c.ReconcileResult:
-        stale = await workflow.execute_activity(
-            c.FIND_STALE_PAYMENTS, inp, result_type=c.StalePaymentsResult,
-            start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY, summary="find stale payments")
+        stale = await call(a.find_stale_payments, inp, retries=SWEEP, summary="find stale payments")
         landed = 0
         for payment_id in stale.payment_ids:
-            result = await workflow.execute_activity(
-                c.RECONCILE_PAYMENT, c.ReconcilePaymentInput(payment_id=payment_id,
-                                                             close_if_older_than_seconds=inp.expire_after_seconds),
-                result_type=c.ReconcilePaymentResult, start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RETRY, summary=f"ask the channel about {payment_id}")
+            result = await call(
+                a.reconcile_payment,
+                c.ReconcilePaymentInput(payment_id=payment_id, close_if_older_than_seconds=inp.expire_after_seconds),
+                retries=SWEEP,
+                summary=f"ask the channel about {payment_id}",
+            )
             landed += len(result.landed)
             await tell_visits(payment_id, result.landed)
             await start_refunds(result.refunds)
-        resumed = 0
-        if workflow.patched("reconcile-refunds"):
-            stale_refunds = await workflow.execute_activity(
-                c.FIND_STALE_REFUNDS, inp, result_type=c.StaleRefundsResult,
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=RETRY, summary="find stalled refunds")
-            resumed = await start_refunds(stale_refunds.refunds)
+        stale_refunds = await call(a.find_stale_refunds, inp, retries=SWEEP, summary="find stalled refunds")
+        resumed = await start_refunds(stale_refunds.refunds)
         return c.ReconcileResult(checked=len(stale.payment_ids), landed=landed, refunds_resumed=resumed)

@@ -7,24 +7,18 @@ booked when the refund was asked for; a refusal books the reversal (in the activ
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from domain.money import format_fen, yuan
     from domain.payment import REFUND_FINAL, RefundStatus
-    from workflows import contracts as c
+    from workflows import activities as a, contracts as c
+    from workflows.retries import CHANNEL_CALL, PATIENT_MESSAGE
+    from workflows.steps import call, until_done
 
-RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), backoff_coefficient=2.0,
-                    maximum_interval=timedelta(minutes=10),
-                    non_retryable_error_types=["invalid_input", "refund_mismatch"])
-SMS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5),
-                        maximum_attempts=8, non_retryable_error_types=["invalid_input", "sms_rejected"])
-TIMEOUT = timedelta(seconds=60)
 FIRST_PAUSE, LONGEST_PAUSE = timedelta(seconds=5), timedelta(hours=1)
 WINDOW_PAUSE = timedelta(days=1)  # a window refund waits for the operator's confirmation
 
@@ -34,13 +28,19 @@ class RefundWorkflow:
     def __init__(self) -> None:
         self._updated = False
         self._status = RefundStatus.created
+        self._lines: list[str] = []
+        self._alert = ""  # a call to the channel that keeps failing
 
     @workflow.run
     async def run(self, inp: c.RefundInput) -> c.RefundStatusResult:
         self._describe(inp, "")
-        result = await workflow.execute_activity(
-            c.SUBMIT_REFUND, inp, result_type=c.RefundStatusResult, start_to_close_timeout=TIMEOUT,
-            retry_policy=RETRY, summary=f"ask {inp.method} to refund {format_fen(inp.amount_fen)}")
+        result = await until_done(
+            a.submit_refund,
+            inp,
+            retries=CHANNEL_CALL,
+            alert=self._raise_alert,
+            summary=f"ask {inp.method} to refund {format_fen(inp.amount_fen)}",
+        )
         self._status = RefundStatus(result.status)
         self._describe(inp, result.detail)
         by_hand = self._status is RefundStatus.manual
@@ -50,14 +50,19 @@ class RefundWorkflow:
         while self._status not in REFUND_FINAL:
             wait = WINDOW_PAUSE if self._status is RefundStatus.manual else pause
             try:
-                await workflow.wait_condition(lambda: self._updated, timeout=wait,
-                                              timeout_summary=f"ask again in {wait}")
-            except asyncio.TimeoutError:
+                await workflow.wait_condition(
+                    lambda: self._updated, timeout=wait, timeout_summary=f"ask again in {wait}"
+                )
+            except TimeoutError:
                 pass
             self._updated = False
-            result = await workflow.execute_activity(
-                c.CHECK_REFUND, inp, result_type=c.RefundStatusResult, start_to_close_timeout=TIMEOUT,
-                retry_policy=RETRY, summary=f"ask {inp.method} about the refund")
+            result = await until_done(
+                a.check_refund,
+                inp,
+                retries=CHANNEL_CALL,
+                alert=self._raise_alert,
+                summary=f"ask {inp.method} about the refund",
+            )
             self._status = RefundStatus(result.status)
             self._describe(inp, result.detail)
             pause = min(pause * 2, LONGEST_PAUSE)
@@ -75,22 +80,38 @@ class RefundWorkflow:
         return str(self._status)
 
     async def _sms(self, inp: c.RefundInput, template: str) -> None:
+        text = c.SendSmsInput(
+            idempotency_key=f"{workflow.info().workflow_id}:sms:{template}",
+            patient_id=inp.patient_id,
+            visit_id=inp.visit_id,
+            template=template,
+            params={"amount": yuan(inp.amount_fen)},
+            at=workflow.now(),
+        )
         try:
-            await workflow.execute_activity(
-                c.SEND_SMS,
-                c.SendSmsInput(idempotency_key=f"{workflow.info().workflow_id}:sms:{template}",
-                               patient_id=inp.patient_id, visit_id=inp.visit_id, template=template,
-                               params={"amount": yuan(inp.amount_fen)}, at=workflow.now()),
-                start_to_close_timeout=timedelta(seconds=30), retry_policy=SMS_RETRY, summary=f"SMS {template}")
+            await call(a.send_sms, text, retries=PATIENT_MESSAGE, summary=f"SMS {template}")
         except ActivityError:
             workflow.logger.warning("SMS %s could not be sent", template)
 
     def _describe(self, inp: c.RefundInput, detail: str) -> None:
-        lines = [f"**Refund:** {format_fen(inp.amount_fen)} to {inp.method}", f"**Status:** {self._status}",
-                 f"**Visit:** {inp.visit_id}", f"**Payment:** {inp.payment_id}"]
+        lines = [
+            f"**Refund:** {format_fen(inp.amount_fen)} to {inp.method}",
+            f"**Status:** {self._status}",
+            f"**Visit:** {inp.visit_id}",
+            f"**Payment:** {inp.payment_id}",
+        ]
         if detail:
             lines.append(f"**Detail:** {detail}")
-        workflow.set_current_details("\n\n".join(lines))
+        self._lines = lines
+        self._show()
+
+    def _raise_alert(self, text: str) -> None:
+        self._alert = text
+        self._show()
+
+    def _show(self) -> None:
+        alert = [f"**⚠ Alert:** {self._alert}"] if self._alert else []
+        workflow.set_current_details("\n\n".join(alert + self._lines))
 
 
 async def start_refunds(refunds: list[c.RefundInput]) -> int:
@@ -100,9 +121,12 @@ async def start_refunds(refunds: list[c.RefundInput]) -> int:
     for refund in refunds:
         try:
             await workflow.start_child_workflow(
-                RefundWorkflow.run, refund, id=c.refund_workflow_id(refund.refund_id),
+                RefundWorkflow.run,
+                refund,
+                id=c.refund_workflow_id(refund.refund_id),
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                static_summary=f"Refund {format_fen(refund.amount_fen)} · visit {refund.visit_id}")
+                static_summary=f"Refund {format_fen(refund.amount_fen)} · visit {refund.visit_id}",
+            )
             started += 1
         except WorkflowAlreadyStartedError:
             pass

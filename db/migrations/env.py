@@ -6,6 +6,8 @@ from logging.config import fileConfig
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from config import Settings
+from db import oversight  # noqa: F401  (its tables join Base.metadata)
 from db.models import Base
 from db.session import create_engine
 
@@ -19,8 +21,6 @@ target_metadata = Base.metadata
 def _url() -> str:
     url = config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url")
     if not url:
-        from config import Settings
-
         url = Settings(sandbox=True).database_url
     return url
 

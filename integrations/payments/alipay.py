@@ -1,49 +1,62 @@
-"""Alipay: mobile-site payment (alipay.trade.wap.pay), query, and the asynchronous notify,
-through python-alipay-sdk (RSA2), and a local simulator of Alipay's gateway.
+"""Alipay: mobile-site payment (alipay.trade.wap.pay), query, close, refunds, the trade bill
+and the asynchronous notify, through python-alipay-sdk (RSA2), and `AlipayChannel`, its
+adapter to the `Channel` interface.
 
 `verify_notification` adds what the SDK leaves to us: app_id and seller_id are ours, the
 trade status is a paid one, and total_amount (a yuan string) converts to fen exactly.
-The simulator verifies the app's RSA2 signature over the sorted parameters, answers queries
-signed with Alipay's key, and on `/_sim/pay` posts a signed form notification to the
-order's notify_url, as Alipay does; it expects the body `success` back."""
+The other side, for dev and tests, is `simulators.alipay`."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import secrets
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+import io
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 from alipay import AliPay
-from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse
 
+from config import Settings
+from domain.channels import CHANNELS, ChannelName
 from domain.money import fen_from_yuan, yuan
-from integrations.payments.wechat import Paid, RefundAnswer, StatementError, StatementLine, _sign, _verify
+from integrations.payments.channels import (
+    DESCRIPTION,
+    REFUND_REASON,
+    ChannelBusy,
+    ChannelRefused,
+    Paid,
+    RefundAnswer,
+    StatementError,
+    StatementLine,
+)
 
-PAID_STATES = ("TRADE_SUCCESS", "TRADE_FINISHED")
 # Alipay's refusals of a refund that a retry will not change (others, e.g. ACQ.SYSTEM_ERROR
 # or ACQ.SELLER_BALANCE_NOT_ENOUGH, are worth asking again)
-FINAL_REFUND_ERRORS = frozenset({"ACQ.TRADE_NOT_EXIST", "ACQ.TRADE_STATUS_ERROR", "ACQ.TRADE_HAS_CLOSE",
-                                 "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "ACQ.BUYER_ERROR", "ACQ.INVALID_PARAMETER"})
+FINAL_REFUND_ERRORS = frozenset(
+    {
+        "ACQ.TRADE_NOT_EXIST",
+        "ACQ.TRADE_STATUS_ERROR",
+        "ACQ.TRADE_HAS_CLOSE",
+        "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL",
+        "ACQ.BUYER_ERROR",
+        "ACQ.INVALID_PARAMETER",
+    }
+)
 
 
 # the detail file of Alipay's trade bill (业务明细), GBK, comment lines start with '#'
-BILL_COLUMNS = ("支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,"
-                "订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,"
-                "券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注").split(",")
+BILL_COLUMNS = (
+    "支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,"
+    "订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,"
+    "券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注"
+).split(",")
 
 
 def parse_bill_zip(data: bytes) -> list[StatementLine]:
     """Alipay's bill archive -> lines: the 业务明细 file, GBK, amounts in yuan (refunds negative)."""
-    import io
-    import zipfile
-
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             name = next(n for n in archive.namelist() if n.endswith("业务明细.csv"))
@@ -60,9 +73,15 @@ def parse_bill_zip(data: bytes) -> list[StatementLine]:
         fen = fen_from_yuan(values["订单金额（元）"].removeprefix("-"))
         if fen is None:
             raise StatementError(f"bad amount in {row!r}")
-        out.append(StatementLine(kind="refund" if refund else "payment", out_trade_no=values["商户订单号"],
-                                 out_refund_no=values["退款批次号/请求号"] if refund else "", amount_fen=fen,
-                                 channel_no=values["支付宝交易号"]))
+        out.append(
+            StatementLine(
+                kind="refund" if refund else "payment",
+                out_trade_no=values["商户订单号"],
+                out_refund_no=values["退款批次号/请求号"] if refund else "",
+                amount_fen=fen,
+                channel_no=values["支付宝交易号"],
+            )
+        )
     return out
 
 
@@ -76,31 +95,28 @@ class AlipayConfig:
     gateway: str = "https://openapi.alipay.com/gateway.do"
 
 
-class AlipayError(Exception):
+class AlipayError(ChannelRefused):
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-
-
-def unsigned_string(params: dict[str, str], *, request: bool = False) -> str:
-    """What is signed: the parameters sorted, k=v joined by &, without `sign` — and, in
-    Alipay's notifications (not in requests to it), without `sign_type`."""
-    skip = ("sign",) if request else ("sign", "sign_type")
-    return "&".join(f"{k}={v}" for k, v in sorted(params.items()) if k not in skip and v != "")
+        super().__init__(code, f"{code}: {message}")
 
 
 class AlipayClient:
     def __init__(self, config: AlipayConfig) -> None:
         self.config = config
-        self._ali = AliPay(appid=config.app_id, app_notify_url=config.notify_url,
-                           app_private_key_string=config.app_private_key,
-                           alipay_public_key_string=config.alipay_public_key, sign_type="RSA2")
+        self._ali = AliPay(
+            appid=config.app_id,
+            app_notify_url=config.notify_url,
+            app_private_key_string=config.app_private_key,
+            alipay_public_key_string=config.alipay_public_key,
+            sign_type="RSA2",
+        )
         self._ali._gateway = config.gateway  # the SDK has no setting for it
 
     def wap_pay_url(self, *, out_trade_no: str, subject: str, amount_fen: int) -> str:
         """The URL the patient's phone browser opens to pay."""
-        order = self._ali.api_alipay_trade_wap_pay(subject=subject, out_trade_no=out_trade_no,
-                                                   total_amount=yuan(amount_fen), notify_url=self.config.notify_url)
+        order = self._ali.api_alipay_trade_wap_pay(
+            subject=subject, out_trade_no=out_trade_no, total_amount=yuan(amount_fen), notify_url=self.config.notify_url
+        )
         return f"{self.config.gateway}?{order}"
 
     async def query(self, out_trade_no: str) -> Paid:
@@ -108,8 +124,12 @@ class AlipayClient:
         if answer.get("code") != "10000":
             raise AlipayError(str(answer.get("sub_code") or answer.get("code")), str(answer.get("sub_msg", "")))
         fen = fen_from_yuan(str(answer.get("total_amount")))
-        return Paid(out_trade_no=str(answer["out_trade_no"]), transaction_id=str(answer.get("trade_no", "")),
-                    amount_fen=fen if fen is not None else -1, trade_state=str(answer.get("trade_status")))
+        return Paid(
+            out_trade_no=str(answer["out_trade_no"]),
+            transaction_id=str(answer.get("trade_no", "")),
+            amount_fen=fen if fen is not None else -1,
+            trade_state=str(answer.get("trade_status")),
+        )
 
     async def close(self, out_trade_no: str) -> None:
         """alipay.trade.close: an unpaid order can no longer be paid. A trade Alipay never saw
@@ -122,37 +142,53 @@ class AlipayClient:
     async def refund(self, *, out_request_no: str, out_trade_no: str, refund_fen: int, reason: str) -> RefundAnswer:
         """alipay.trade.refund; the same out_request_no is the same refund. A repeat answers
         fund_change=N although the money went back, so anything but Y is confirmed by a query."""
-        answer = await asyncio.to_thread(self._ali.api_alipay_trade_refund, refund_amount=yuan(refund_fen),
-                                         out_trade_no=out_trade_no, out_request_no=out_request_no,
-                                         refund_reason=reason)
+        answer = await asyncio.to_thread(
+            self._ali.api_alipay_trade_refund,
+            refund_amount=yuan(refund_fen),
+            out_trade_no=out_trade_no,
+            out_request_no=out_request_no,
+            refund_reason=reason,
+        )
         code = str(answer.get("sub_code") or answer.get("code"))
         if answer.get("code") != "10000":
             if code in FINAL_REFUND_ERRORS:
-                return RefundAnswer(out_refund_no=out_request_no, status="failed", detail=f"{code}: "
-                                    f"{answer.get('sub_msg', '')}")
+                return RefundAnswer(
+                    out_refund_no=out_request_no, status="failed", detail=f"{code}: {answer.get('sub_msg', '')}"
+                )
             raise AlipayError(code, str(answer.get("sub_msg", "")))
         if answer.get("fund_change") == "Y":
-            return RefundAnswer(out_refund_no=out_request_no, status="succeeded", amount_fen=refund_fen,
-                                channel_refund_no=str(answer.get("trade_no", "")))
+            return RefundAnswer(
+                out_refund_no=out_request_no,
+                status="succeeded",
+                amount_fen=refund_fen,
+                channel_refund_no=str(answer.get("trade_no", "")),
+            )
         return await self.query_refund(out_request_no, out_trade_no=out_trade_no)
 
     async def query_refund(self, out_request_no: str, *, out_trade_no: str) -> RefundAnswer:
-        answer = await asyncio.to_thread(self._ali.api_alipay_trade_fastpay_refund_query,
-                                         out_request_no=out_request_no, out_trade_no=out_trade_no)
+        answer = await asyncio.to_thread(
+            self._ali.api_alipay_trade_fastpay_refund_query, out_request_no=out_request_no, out_trade_no=out_trade_no
+        )
         if answer.get("code") != "10000":
             raise AlipayError(str(answer.get("sub_code") or answer.get("code")), str(answer.get("sub_msg", "")))
         if answer.get("refund_status") == "REFUND_SUCCESS":
             fen = fen_from_yuan(str(answer.get("refund_amount")))
-            return RefundAnswer(out_refund_no=out_request_no, status="succeeded", amount_fen=-1 if fen is None else fen,
-                                channel_refund_no=str(answer.get("trade_no", "")))
+            return RefundAnswer(
+                out_refund_no=out_request_no,
+                status="succeeded",
+                amount_fen=-1 if fen is None else fen,
+                channel_refund_no=str(answer.get("trade_no", "")),
+            )
         return RefundAnswer(out_refund_no=out_request_no, status="processing")
 
     async def statement(self, day: str) -> list[StatementLine]:
         """alipay.data.dataservice.bill.downloadurl.query for a day's trade bill, then the archive."""
-        data = self._ali.build_body("alipay.data.dataservice.bill.downloadurl.query",
-                                    {"bill_type": "trade", "bill_date": day})
-        answer = await asyncio.to_thread(self._ali.verified_sync_response, data,
-                                         "alipay_data_dataservice_bill_downloadurl_query_response")
+        data = self._ali.build_body(
+            "alipay.data.dataservice.bill.downloadurl.query", {"bill_type": "trade", "bill_date": day}
+        )
+        answer = await asyncio.to_thread(
+            self._ali.verified_sync_response, data, "alipay_data_dataservice_bill_downloadurl_query_response"
+        )
         if answer.get("code") != "10000":
             raise AlipayError(str(answer.get("sub_code") or answer.get("code")), str(answer.get("sub_msg", "")))
         async with httpx.AsyncClient(timeout=30) as http:
@@ -165,8 +201,7 @@ class AlipayClient:
         """Sandbox only: the phone opens the cashier (the simulated Alipay learns the order),
         the patient pays, and Alipay notifies us."""
         async with httpx.AsyncClient(timeout=30) as http:
-            await http.get(self.wap_pay_url(out_trade_no=out_trade_no, subject="医后付-就诊费用",
-                                            amount_fen=amount_fen))
+            await http.get(self.wap_pay_url(out_trade_no=out_trade_no, subject=DESCRIPTION, amount_fen=amount_fen))
             r = await http.post(f"{self.config.gateway.rsplit('/', 1)[0]}/_sim/pay/{out_trade_no}")
         if r.status_code != 200:
             raise AlipayError("SIMULATOR", r.text)
@@ -179,233 +214,93 @@ class AlipayClient:
         try:
             if not self._ali.verify(dict(data), signature):
                 return None
-        except Exception:  # noqa: BLE001 - the SDK raises on a malformed signature
+        except Exception:
             return None
         if data.get("app_id") != self.config.app_id or data.get("seller_id") != self.config.seller_id:
             return None
         fen = fen_from_yuan(data.get("total_amount", ""))
         if fen is None or not data.get("out_trade_no"):
             return None
-        return Paid(out_trade_no=data["out_trade_no"], transaction_id=data.get("trade_no", ""), amount_fen=fen,
-                    trade_state=data.get("trade_status", ""))
+        return Paid(
+            out_trade_no=data["out_trade_no"],
+            transaction_id=data.get("trade_no", ""),
+            amount_fen=fen,
+            trade_state=data.get("trade_status", ""),
+        )
 
 
-# --- the other side ------------------------------------------------------------------
+class AlipayChannel:
+    name = ChannelName.alipay
+    keeps_statements = CHANNELS[name].keeps_statements
+    ack = "success"  # Alipay notifies again until it reads exactly this
 
+    def __init__(self, client: AlipayClient) -> None:
+        self.client = client
 
-@dataclass
-class AlipaySimState:
-    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
-    notifications: list[tuple[str, str]] = field(default_factory=list)  # (out_trade_no, our answer)
-    bill_tokens: dict[str, str] = field(default_factory=dict)  # download token -> day
-    closed: set[str] = field(default_factory=set)  # out_trade_no closed by the merchant
-    extra_bill_rows: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    async def open_order(self, *, out_trade_no: str, amount_fen: int, client_ip: str) -> str:
+        # a signed URL: Alipay learns of the order when the phone opens it
+        return self.client.wap_pay_url(out_trade_no=out_trade_no, subject=DESCRIPTION, amount_fen=amount_fen)
 
-
-def alipay_simulator_app(*, app_id: str, seller_id: str, app_public_key: str, alipay_private_key: str) -> FastAPI:
-    app = FastAPI(title="Alipay gateway (simulated)", docs_url=None, redoc_url=None, openapi_url=None)
-    state = AlipaySimState()
-    app.state.alipay = state
-
-    def signed(name: str, body: dict[str, Any]) -> JSONResponse:
-        raw = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-        text = f'{{"{name}":{raw},"sign":"{_sign(alipay_private_key, raw)}"}}'
-        return JSONResponse(content=json.loads(text))
-
-    @app.api_route("/gateway.do", methods=["GET", "POST"])
-    async def gateway(request: Request) -> Any:
-        params = dict(request.query_params)
-        if request.method == "POST":
-            params.update(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-        method = params.get("method", "")
-        name = method.replace(".", "_") + "_response"
-        if params.get("app_id") != app_id:
-            return signed(name, {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-app-id",
-                                 "sub_msg": "无效的AppID参数"})
-        if params.get("sign_type") != "RSA2" or not _verify(app_public_key, unsigned_string(params, request=True),
-                                                             params.get("sign", "")):
-            return signed(name, {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-signature",
-                                 "sub_msg": "验签出错"})
+    async def query(self, out_trade_no: str) -> Paid | None:
         try:
-            biz = json.loads(params.get("biz_content") or "{}")
-        except ValueError:
-            biz = None
-        if not isinstance(biz, dict):
-            return signed(name, {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-biz-content",
-                                 "sub_msg": "biz_content 不是合法的 JSON"})
-        if method == "alipay.trade.wap.pay":
-            fen = fen_from_yuan(str(biz.get("total_amount")))
-            no = str(biz.get("out_trade_no", ""))
-            if fen is None or fen < 1 or not no or not biz.get("subject") or not params.get("notify_url"):
-                return HTMLResponse("<h1>参数错误</h1>", status_code=400)
-            if no in state.closed:
-                return HTMLResponse("<h1>交易已关闭</h1>", status_code=400)
-            order = state.orders.setdefault(no, {"out_trade_no": no, "total_fen": fen, "subject": biz["subject"],
-                                                 "notify_url": params["notify_url"], "trade_status": "WAIT_BUYER_PAY"})
-            if order["total_fen"] != fen:
-                return HTMLResponse("<h1>交易信息被篡改</h1>", status_code=400)
-            return HTMLResponse(f"<h1>支付宝收银台（模拟）</h1><p>{order['subject']}：¥{yuan(fen)}</p>")
-        if method == "alipay.trade.query":
-            order = state.orders.get(str(biz.get("out_trade_no", "")))
-            if order is None:
-                return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST",
-                                     "sub_msg": "交易不存在"})
-            return signed(name, {"code": "10000", "msg": "Success", "out_trade_no": order["out_trade_no"],
-                                 "trade_no": order.get("trade_no", ""), "trade_status": order["trade_status"],
-                                 "total_amount": yuan(order["total_fen"])})
-        if method == "alipay.data.dataservice.bill.downloadurl.query":
-            day = str(biz.get("bill_date", ""))
-            if biz.get("bill_type") not in ("trade", "signcustomer") or len(day) != 10:
-                return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "isp.bill_not_exist",
-                                     "sub_msg": "账单不存在"})
-            token = secrets.token_urlsafe(12)
-            state.bill_tokens[token] = day
-            base = str(request.base_url).rstrip("/")
-            return signed(name, {"code": "10000", "msg": "Success",
-                                 "bill_download_url": f"{base}/_bills/download?token={token}"})
-        if method == "alipay.trade.refund":
-            return signed(name, refund(biz))
-        if method == "alipay.trade.close":
-            no = str(biz.get("out_trade_no", ""))
-            order = state.orders.get(no)
-            state.closed.add(no)  # a cashier opened after the close cannot pay it
-            if order is None:
-                return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST",
-                                     "sub_msg": "交易不存在"})
-            if order["trade_status"] != "WAIT_BUYER_PAY":
-                return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_STATUS_ERROR",
-                                     "sub_msg": "交易状态不合法"})
-            order["trade_status"] = "TRADE_CLOSED"
-            return signed(name, {"code": "10000", "msg": "Success", "out_trade_no": no,
-                                 "trade_no": order.get("trade_no", "")})
-        if method == "alipay.trade.fastpay.refund.query":
-            order = state.orders.get(str(biz.get("out_trade_no", "")))
-            if order is None:
-                return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "ACQ.TRADE_NOT_EXIST",
-                                     "sub_msg": "交易不存在"})
-            done = order.setdefault("refunds", {}).get(str(biz.get("out_request_no", "")))
-            if done is None:  # Alipay answers success with no refund fields: no such refund
-                return signed(name, {"code": "10000", "msg": "Success"})
-            return signed(name, {"code": "10000", "msg": "Success", "out_trade_no": order["out_trade_no"],
-                                 "trade_no": order["trade_no"], "out_request_no": biz["out_request_no"],
-                                 "total_amount": yuan(order["total_fen"]), "refund_amount": yuan(done),
-                                 "refund_status": "REFUND_SUCCESS"})
-        return signed(name, {"code": "40004", "msg": "Business Failed", "sub_code": "isv.invalid-method",
-                             "sub_msg": "不存在的方法名"})
+            return await self.client.query(out_trade_no)
+        except AlipayError as err:
+            if err.code == "ACQ.TRADE_NOT_EXIST":  # the patient never opened the cashier
+                return None
+            raise ChannelBusy(str(err)) from err
 
-    def refund(biz: dict[str, Any]) -> dict[str, Any]:
-        def failed(sub_code: str, sub_msg: str) -> dict[str, Any]:
-            return {"code": "40004", "msg": "Business Failed", "sub_code": sub_code, "sub_msg": sub_msg}
+    async def close(self, out_trade_no: str) -> None:
+        try:
+            await self.client.close(out_trade_no)
+        except AlipayError as err:
+            raise ChannelBusy(str(err)) from err
 
-        order = state.orders.get(str(biz.get("out_trade_no", "")))
-        if order is None:
-            return failed("ACQ.TRADE_NOT_EXIST", "交易不存在")
-        if order["trade_status"] != "TRADE_SUCCESS":
-            return failed("ACQ.TRADE_STATUS_ERROR", "交易状态不合法")
-        fen = fen_from_yuan(str(biz.get("refund_amount")))
-        if fen is None or fen < 1:
-            return {"code": "40002", "msg": "Invalid Arguments", "sub_code": "isv.invalid-parameter",
-                    "sub_msg": "refund_amount 不合法"}
-        request_no = str(biz.get("out_request_no") or order["out_trade_no"])
-        refunds: dict[str, int] = order.setdefault("refunds", {})
-        fund_change = "N"
-        if request_no in refunds:
-            if refunds[request_no] != fen:
-                return failed("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "同一退款请求号的退款金额不一致")
-        else:
-            if sum(refunds.values()) + fen > order["total_fen"]:
-                return failed("ACQ.REFUND_AMT_NOT_EQUAL_TOTAL", "退款金额超限")
-            refunds[request_no] = fen
-            fund_change = "Y"
-            order.setdefault("refund_log", []).append(
-                (request_no, fen, datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")))
-        return {"code": "10000", "msg": "Success", "trade_no": order["trade_no"], "out_trade_no": order["out_trade_no"],
-                "buyer_logon_id": "159****5620", "fund_change": fund_change,
-                "refund_fee": yuan(sum(refunds.values())),
-                "gmt_refund_pay": datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S")}
+    async def refund(self, *, out_refund_no: str, out_trade_no: str, refund_fen: int, total_fen: int) -> RefundAnswer:
+        try:
+            return await self.client.refund(
+                out_request_no=out_refund_no, out_trade_no=out_trade_no, refund_fen=refund_fen, reason=REFUND_REASON
+            )
+        except AlipayError as err:
+            raise ChannelBusy(str(err)) from err
 
-    @app.get("/_bills/download")
-    async def bill_download(token: str = "") -> Any:
-        import io
-        import zipfile
+    async def query_refund(self, *, out_refund_no: str, out_trade_no: str) -> RefundAnswer | None:
+        try:
+            answer = await self.client.query_refund(out_refund_no, out_trade_no=out_trade_no)
+        except AlipayError as err:
+            if err.code in FINAL_REFUND_ERRORS:
+                return None
+            raise ChannelBusy(str(err)) from err
+        # Alipay refunds synchronously: "no such refund" means the request never arrived
+        return None if answer.status == "processing" else answer
 
-        from fastapi.responses import Response
+    async def statement(self, day: str) -> list[StatementLine]:
+        try:
+            return await self.client.statement(day)
+        except AlipayError as err:
+            raise ChannelBusy(str(err)) from err
 
-        day = state.bill_tokens.pop(token, None)
-        if day is None:
-            return JSONResponse({"error": "token expired"}, status_code=404)
-        rows = []
-        for order in state.orders.values():
-            if order.get("gmt_payment", "")[:10] == day:
-                rows.append({"支付宝交易号": order["trade_no"], "商户订单号": order["out_trade_no"], "业务类型": "交易",
-                             "商品名称": order["subject"], "完成时间": order["gmt_payment"],
-                             "订单金额（元）": yuan(order["total_fen"]), "商家实收（元）": yuan(order["total_fen"])})
-            for request_no, fen, at in order.get("refund_log", []):
-                if at[:10] == day:
-                    rows.append({"支付宝交易号": order["trade_no"], "商户订单号": order["out_trade_no"],
-                                 "业务类型": "退款", "商品名称": order["subject"], "完成时间": at,
-                                 "订单金额（元）": "-" + yuan(fen), "退款批次号/请求号": request_no})
-        rows += [r for d, r in state.extra_bill_rows if d == day]
-        lines = ["#支付宝业务明细查询", f"#账号：[{seller_id}]", f"#起始日期：[{day} 00:00:00]",
-                 ",".join(BILL_COLUMNS)] + [",".join(r.get(c, "") for c in BILL_COLUMNS) for r in rows]
-        lines += ["#-----------------------------------------业务明细列表结束------------------------------------"]
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w") as archive:
-            archive.writestr(f"{seller_id}0156_{day.replace('-', '')}_业务明细.csv",
-                             "\r\n".join(lines).encode("gbk"))
-            archive.writestr(f"{seller_id}0156_{day.replace('-', '')}_业务明细(汇总).csv", "#汇总\r\n".encode("gbk"))
-        return Response(buf.getvalue(), media_type="application/zip")
+    def verify(self, headers: Mapping[str, str], body: bytes) -> Paid | RefundAnswer | None:
+        return self.client.verify_notification(dict(parse_qsl(body.decode(errors="replace"), keep_blank_values=True)))
 
-    @app.post("/_sim/bill-extra/{day}")
-    async def bill_extra(day: str, out_trade_no: str, total: int) -> JSONResponse:
-        """A trade on Alipay's bill that the merchant never recorded (for reconciliation tests)."""
-        state.extra_bill_rows.append((day, {"支付宝交易号": "2026" + secrets.token_hex(8), "商户订单号": out_trade_no,
-                                            "业务类型": "交易", "完成时间": f"{day} 12:00:00",
-                                            "订单金额（元）": yuan(total)}))
-        return JSONResponse({"day": day, "out_trade_no": out_trade_no})
-
-    @app.post("/_sim/pay/{out_trade_no}")
-    async def pay(out_trade_no: str, notify: bool = True) -> JSONResponse:
-        order = state.orders.get(out_trade_no)
-        if order is None:
-            return JSONResponse({"error": "ACQ.TRADE_NOT_EXIST"}, status_code=404)
-        if order["trade_status"] == "TRADE_CLOSED":
-            return JSONResponse({"error": "ACQ.TRADE_HAS_CLOSE"}, status_code=400)
-        if order["trade_status"] != "TRADE_SUCCESS":
-            order.update(trade_status="TRADE_SUCCESS", trade_no=datetime.now().strftime("%Y%m%d") + "2200"
-                         + f"{secrets.randbelow(10**14):014d}",
-                         gmt_payment=datetime.now(timezone(timedelta(hours=8))).strftime("%Y-%m-%d %H:%M:%S"))
-        if not notify:
-            return JSONResponse({"notified": None})
-        form = {"notify_time": order["gmt_payment"], "notify_type": "trade_status_sync",
-                "notify_id": secrets.token_hex(16), "charset": "utf-8", "version": "1.0", "app_id": app_id,
-                "seller_id": seller_id, "trade_no": order["trade_no"], "out_trade_no": out_trade_no,
-                "total_amount": yuan(order["total_fen"]), "receipt_amount": yuan(order["total_fen"]),
-                "trade_status": "TRADE_SUCCESS", "gmt_payment": order["gmt_payment"], "subject": order["subject"],
-                "sign_type": "RSA2"}
-        form["sign"] = _sign(alipay_private_key, unsigned_string(form))
-        async with httpx.AsyncClient(timeout=10) as http:
-            r = await http.post(order["notify_url"], data=form)
-        state.notifications.append((out_trade_no, r.text))
-        return JSONResponse({"notified": r.text})
-
-    return app
+    async def simulate_payment(self, out_trade_no: str, amount_fen: int) -> None:
+        await self.client.simulate_payment(out_trade_no, amount_fen)
 
 
-# --- the sandbox app -----------------------------------------------------------------
+def alipay_config(settings: Settings) -> AlipayConfig | None:
+    """The Alipay app configuration, or None when the channel is not set up."""
+    if not settings.alipay_app_id:
+        return None
+    return AlipayConfig(
+        app_id=settings.alipay_app_id,
+        seller_id=settings.alipay_seller_id,
+        app_private_key=Path(settings.alipay_app_private_key_path).read_text(),
+        alipay_public_key=Path(settings.alipay_public_key_path).read_text(),
+        notify_url=f"{settings.public_base_url.rstrip('/')}/v1/payments/notify/{ChannelName.alipay}",
+        gateway=settings.alipay_gateway,
+    )
 
-SANDBOX_APP_ID, SANDBOX_SELLER_ID = "2021000000000001", "2088000000000001"
 
-
-if __name__ == "__main__":  # python -m integrations.payments.alipay PORT DATA_FOLDER
-    import sys
-
-    import uvicorn
-
-    from integrations.payments.sandbox import sandbox_keys
-
-    keys = sandbox_keys(Path(sys.argv[2]), "alipay")
-    uvicorn.run(alipay_simulator_app(app_id=SANDBOX_APP_ID, seller_id=SANDBOX_SELLER_ID,
-                                     app_public_key=keys.our_public_key, alipay_private_key=keys.their_private_key),
-                host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
-
+def build(settings: Settings) -> AlipayChannel | None:
+    """The channel, when this hospital has an Alipay app."""
+    config = alipay_config(settings)
+    return None if config is None else AlipayChannel(AlipayClient(config))

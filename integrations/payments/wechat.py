@@ -1,38 +1,43 @@
-"""WeChat Pay API v3: H5 orders, queries and result notifications through the wechatpayv3
-SDK, and a local simulator of WeChat's side that checks what WeChat checks.
+"""WeChat Pay API v3: H5 orders, queries, refunds, the trade bill and result notifications
+through the wechatpayv3 SDK, and `WeChatChannel`, its adapter to the `Channel` interface.
 
 The client signs every request with the merchant's RSA key (WECHATPAY2-SHA256-RSA2048) and
 verifies every answer with WeChat's platform public key ("微信支付公钥" mode, so no
 certificate download). `verify_notification` adds what the SDK leaves to us: the timestamp
 within 5 minutes, and the decrypted transaction's appid, mchid and amount matching our order.
-
-`wechat_simulator_app` verifies the merchant's signature (serial, timestamp, nonce, RSA),
-the parameters of an order, answers signed, and on `/_sim/pay` posts a signed notification
-with an AES-256-GCM encrypted resource to the order's notify_url, as WeChat does."""
+The other side, for dev and tests, is `simulators.wechat`."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import gzip
+import hashlib
 import json
-import re
-import secrets
 import time
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import httpx
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+import requests
 from wechatpayv3 import WeChatPay, WeChatPayType
 
-from domain.money import fen_from_yuan, yuan
+from config import Settings
+from domain.channels import CHANNELS, ChannelName
+from domain.money import fen_from_yuan
+from integrations.payments.channels import (
+    DESCRIPTION,
+    REFUND_REASON,
+    ChannelBusy,
+    ChannelRefused,
+    ChannelTimeout,
+    Paid,
+    RefundAnswer,
+    StatementError,
+    StatementLine,
+)
 
 MAX_SKEW_SECONDS = 300
 SIGNATURE_TYPE = "WECHATPAY2-SHA256-RSA2048"
@@ -51,49 +56,19 @@ class WeChatConfig:
     gateway: str = "https://api.mch.weixin.qq.com"
 
 
-class WeChatPayError(Exception):
+class WeChatPayError(ChannelRefused):
     def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{status} {code}: {message}")
-        self.status, self.code = status, code
-
-
-@dataclass(frozen=True, kw_only=True)
-class Paid:
-    out_trade_no: str
-    transaction_id: str
-    amount_fen: int
-    trade_state: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class RefundAnswer:
-    """What a channel says about a refund, in our words (domain.payment.RefundStatus)."""
-    out_refund_no: str
-    status: str  # processing | succeeded | failed
-    channel_refund_no: str = ""
-    amount_fen: int = 0
-    detail: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class StatementLine:
-    """One line of a channel's daily statement, in our words."""
-    kind: str  # payment | refund
-    out_trade_no: str
-    amount_fen: int
-    out_refund_no: str = ""
-    channel_no: str = ""  # the channel's transaction or refund number
+        super().__init__(code, f"{status} {code}: {message}")
+        self.status = status
 
 
 # the columns of WeChat's trade bill (交易账单, bill_type=ALL); every value starts with a backtick
-BILL_COLUMNS = ("交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
-                "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,"
-                "商户数据包,手续费,费率,订单金额,申请退款金额,费率备注").split(",")
+BILL_COLUMNS = (
+    "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
+    "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,"
+    "商户数据包,手续费,费率,订单金额,申请退款金额,费率备注"
+).split(",")
 BILL_SUMMARY = "总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额"
-
-
-class StatementError(Exception):
-    pass
 
 
 def parse_trade_bill(text: str) -> list[StatementLine]:
@@ -114,8 +89,15 @@ def parse_trade_bill(text: str) -> list[StatementLine]:
             kind, no = "payment", values["微信订单号"]
         if fen is None:
             raise StatementError(f"bad amount in {row!r}")
-        out.append(StatementLine(kind=kind, out_trade_no=values["商户订单号"], out_refund_no=values["商户退款单号"],
-                                 amount_fen=fen, channel_no=no))
+        out.append(
+            StatementLine(
+                kind=kind,
+                out_trade_no=values["商户订单号"],
+                out_refund_no=values["商户退款单号"],
+                amount_fen=fen,
+                channel_no=no,
+            )
+        )
     return out
 
 
@@ -126,28 +108,41 @@ def _refund_answer(data: dict[str, Any]) -> RefundAnswer:
     status = str(data.get("status") or data.get("refund_status") or "")
     refund = data.get("amount", {}).get("refund") if isinstance(data.get("amount"), dict) else None
     detail = {"ABNORMAL": "退款异常：用户银行卡不可用，需线下处理", "CLOSED": "退款关闭"}.get(status, "")
-    return RefundAnswer(out_refund_no=str(data.get("out_refund_no", "")), status=REFUND_STATES.get(status, "processing"),
-                        channel_refund_no=str(data.get("refund_id", "")),
-                        amount_fen=refund if isinstance(refund, int) and not isinstance(refund, bool) else -1,
-                        detail=detail)
+    return RefundAnswer(
+        out_refund_no=str(data.get("out_refund_no", "")),
+        status=REFUND_STATES.get(status, "processing"),
+        channel_refund_no=str(data.get("refund_id", "")),
+        amount_fen=refund if isinstance(refund, int) and not isinstance(refund, bool) else -1,
+        detail=detail,
+    )
 
 
 class WeChatPayClient:
     def __init__(self, config: WeChatConfig) -> None:
         self.config = config
-        self._wx = WeChatPay(wechatpay_type=WeChatPayType.H5, mchid=config.mchid,
-                             private_key=config.merchant_private_key, cert_serial_no=config.merchant_serial,
-                             appid=config.appid, apiv3_key=config.apiv3_key, notify_url=config.notify_url,
-                             public_key=config.platform_public_key, public_key_id=config.platform_public_key_id,
-                             timeout=(5, 15))
+        self._wx = WeChatPay(
+            wechatpay_type=WeChatPayType.H5,
+            mchid=config.mchid,
+            private_key=config.merchant_private_key,
+            cert_serial_no=config.merchant_serial,
+            appid=config.appid,
+            apiv3_key=config.apiv3_key,
+            notify_url=config.notify_url,
+            public_key=config.platform_public_key,
+            public_key_id=config.platform_public_key_id,
+            timeout=(5, 15),
+        )
         self._wx._core._gate_way = config.gateway.rstrip("/")  # the SDK has no setting for it
 
     async def create_h5(self, *, out_trade_no: str, description: str, amount_fen: int, client_ip: str) -> str:
         """An H5 order; answers the URL the patient's browser opens to pay."""
         code, message = await asyncio.to_thread(
-            self._wx.pay, description=description, out_trade_no=out_trade_no,
+            self._wx.pay,
+            description=description,
+            out_trade_no=out_trade_no,
             amount={"total": amount_fen, "currency": "CNY"},
-            scene_info={"payer_client_ip": client_ip, "h5_info": {"type": "Wap"}})
+            scene_info={"payer_client_ip": client_ip, "h5_info": {"type": "Wap"}},
+        )
         data = _json(message)
         if code != 200:
             raise WeChatPayError(code, str(data.get("code")), str(data.get("message")))
@@ -158,8 +153,12 @@ class WeChatPayClient:
         data = _json(message)
         if code != 200:
             raise WeChatPayError(code, str(data.get("code")), str(data.get("message")))
-        return Paid(out_trade_no=data["out_trade_no"], transaction_id=str(data.get("transaction_id") or ""),
-                    amount_fen=int(data["amount"]["total"]), trade_state=str(data["trade_state"]))
+        return Paid(
+            out_trade_no=data["out_trade_no"],
+            transaction_id=str(data.get("transaction_id") or ""),
+            amount_fen=int(data["amount"]["total"]),
+            trade_state=str(data["trade_state"]),
+        )
 
     async def close(self, out_trade_no: str) -> None:
         """Close an unpaid order so it can no longer be paid. WeChat answers 204 whatever the
@@ -169,12 +168,17 @@ class WeChatPayClient:
         if code not in (200, 204) and data.get("code") not in ("ORDER_CLOSED",):
             raise WeChatPayError(code, str(data.get("code")), str(data.get("message")))
 
-    async def refund(self, *, out_refund_no: str, out_trade_no: str, refund_fen: int, total_fen: int,
-                     reason: str) -> RefundAnswer:
+    async def refund(
+        self, *, out_refund_no: str, out_trade_no: str, refund_fen: int, total_fen: int, reason: str
+    ) -> RefundAnswer:
         """Ask WeChat to return money to the payer (same out_refund_no: the same refund)."""
         code, message = await asyncio.to_thread(
-            self._wx.refund, out_refund_no=out_refund_no, out_trade_no=out_trade_no, reason=reason,
-            amount={"refund": refund_fen, "total": total_fen, "currency": "CNY"})
+            self._wx.refund,
+            out_refund_no=out_refund_no,
+            out_trade_no=out_trade_no,
+            reason=reason,
+            amount={"refund": refund_fen, "total": total_fen, "currency": "CNY"},
+        )
         data = _json(message)
         if code != 200:
             raise WeChatPayError(code, str(data.get("code")), str(data.get("message")))
@@ -190,9 +194,6 @@ class WeChatPayClient:
     async def statement(self, day: str) -> list[StatementLine]:
         """The trade bill of a day (YYYY-MM-DD, Beijing time): ask for it, download it (gzip),
         check its SHA1 against the signed answer, parse it."""
-        import gzip
-        import hashlib
-
         code, message = await asyncio.to_thread(self._wx.trade_bill, bill_date=day, bill_type="ALL")
         data = _json(message)
         if code != 200:
@@ -212,8 +213,9 @@ class WeChatPayClient:
         if r.status_code != 200:
             raise WeChatPayError(r.status_code, "SIMULATOR", r.text)
 
-    def verify_notification(self, headers: dict[str, str], body: bytes, *,
-                            now: float | None = None) -> Paid | RefundAnswer | None:
+    def verify_notification(
+        self, headers: dict[str, str], body: bytes, *, now: float | None = None
+    ) -> Paid | RefundAnswer | None:
         """A notification's transaction (or refund), or None when it is forged, stale, or not
         for this merchant."""
         h = {k.lower(): v for k, v in headers.items()}
@@ -224,7 +226,7 @@ class WeChatPayClient:
             return None
         try:
             result = self._wx.callback(h, body)
-        except Exception:  # noqa: BLE001 - the SDK raises bare Exception on an unknown algorithm
+        except Exception:
             return None
         if not result or not isinstance(result.get("resource"), dict):
             return None
@@ -238,8 +240,12 @@ class WeChatPayClient:
         total = tx.get("amount", {}).get("total")
         if not isinstance(total, int) or isinstance(total, bool):
             return None
-        return Paid(out_trade_no=str(tx.get("out_trade_no")), transaction_id=str(tx.get("transaction_id")),
-                    amount_fen=total, trade_state=str(tx.get("trade_state")))
+        return Paid(
+            out_trade_no=str(tx.get("out_trade_no")),
+            transaction_id=str(tx.get("transaction_id")),
+            amount_fen=total,
+            trade_state=str(tx.get("trade_state")),
+        )
 
 
 def _json(message: Any) -> dict[str, Any]:
@@ -250,404 +256,90 @@ def _json(message: Any) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-# --- keys for the sandbox and the tests ----------------------------------------------
+class WeChatChannel:
+    name = ChannelName.wechat
+    keeps_statements = CHANNELS[name].keeps_statements
+    ack = MappingProxyType({"code": "SUCCESS"})
 
+    def __init__(self, client: WeChatPayClient) -> None:
+        self.client = client
 
-def new_rsa_pair() -> tuple[str, str]:
-    """(private PEM, public PEM), 2048-bit, as WeChat issues them."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                           serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-    return private, public
-
-
-def _sign(private_pem: str, message: str) -> str:
-    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
-    assert isinstance(key, rsa.RSAPrivateKey)
-    return base64.b64encode(key.sign(message.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def _verify(public_pem: str, message: str, signature: str) -> bool:
-    key = serialization.load_pem_public_key(public_pem.encode())
-    assert isinstance(key, rsa.RSAPublicKey)
-    try:
-        key.verify(base64.b64decode(signature), message.encode(), padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-# --- the other side ------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class Merchant:
-    mchid: str
-    appid: str
-    serial: str
-    public_key: str  # the merchant's, registered with WeChat
-
-
-@dataclass
-class SimState:
-    orders: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    refunds: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)  # (mchid, out_refund_no)
-    nonces: set[str] = field(default_factory=set)
-    notifications: list[tuple[str, int]] = field(default_factory=list)  # (out_trade_no, our HTTP answer)
-    refund_outcome: dict[str, str] = field(default_factory=dict)  # out_trade_no -> SUCCESS | ABNORMAL | CLOSED
-    bill_tokens: dict[str, tuple[str, bool]] = field(default_factory=dict)  # download token -> (day, gzip)
-    extra_bill_rows: list[tuple[str, list[str]]] = field(default_factory=list)
-    tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-
-AUTH = re.compile(r'(\w+)="([^"]*)"')
-
-
-def wechat_simulator_app(merchants: list[Merchant], *, platform_private_key: str, platform_public_key_id: str,
-                         apiv3_key: str, refund_delay: float = 0.5) -> FastAPI:
-    app = FastAPI(title="WeChat Pay v3 (simulated)", docs_url=None, redoc_url=None, openapi_url=None)
-    state = SimState()
-    app.state.wechat = state
-    by_mchid = {m.mchid: m for m in merchants}
-
-    def signature_headers(body: str) -> dict[str, str]:
-        """WeChat signs every answer, an empty 204 included."""
-        stamp, nonce = str(int(time.time())), secrets.token_hex(16)
-        return {"Wechatpay-Timestamp": stamp, "Wechatpay-Nonce": nonce,
-                "Wechatpay-Signature": _sign(platform_private_key, f"{stamp}\n{nonce}\n{body}\n"),
-                "Wechatpay-Serial": platform_public_key_id, "Wechatpay-Signature-Type": SIGNATURE_TYPE}
-
-    def signed(data: dict[str, Any], status: int = 200) -> JSONResponse:
-        body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        return JSONResponse(content=data, status_code=status, headers=signature_headers(body))
-
-    def error(status: int, code: str, message: str) -> JSONResponse:
-        return JSONResponse({"code": code, "message": message}, status_code=status)
-
-    def authenticate(request: Request, raw: bytes) -> Merchant | JSONResponse:
-        header = request.headers.get("authorization", "")
-        if not header.startswith(SIGNATURE_TYPE + " "):
-            return error(401, "SIGN_ERROR", "Authorization 头缺失或签名类型错误")
-        fields = dict(AUTH.findall(header))
-        merchant = by_mchid.get(fields.get("mchid", ""))
-        if merchant is None:
-            return error(401, "SIGN_ERROR", "商户号不存在")
-        if fields.get("serial_no") != merchant.serial:
-            return error(401, "SIGN_ERROR", "商户证书序列号有误")
-        stamp, nonce = fields.get("timestamp", ""), fields.get("nonce_str", "")
-        if not stamp.isdigit() or abs(time.time() - int(stamp)) > MAX_SKEW_SECONDS:
-            return error(401, "SIGN_ERROR", "请求时间戳已过期")
-        if not nonce or nonce in state.nonces:
-            return error(401, "SIGN_ERROR", "随机串重复")
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        message = f"{request.method}\n{path}\n{stamp}\n{nonce}\n{raw.decode()}\n"
-        if not _verify(merchant.public_key, message, fields.get("signature", "")):
-            return error(401, "SIGN_ERROR", "签名错误")
-        state.nonces.add(nonce)
-        return merchant
-
-    async def signed_request(request: Request) -> tuple[Merchant, dict[str, Any]] | JSONResponse:
-        """The merchant behind a correctly signed request, and its JSON body."""
-        raw = await request.body()
-        merchant = authenticate(request, raw)
-        if isinstance(merchant, JSONResponse):
-            return merchant
+    async def open_order(self, *, out_trade_no: str, amount_fen: int, client_ip: str) -> str:
         try:
-            body = json.loads(raw)
-        except ValueError:
-            return error(400, "PARAM_ERROR", "请求体不是合法的 JSON")
-        return merchant, body if isinstance(body, dict) else {}
+            return await self.client.create_h5(
+                out_trade_no=out_trade_no, description=DESCRIPTION, amount_fen=amount_fen, client_ip=client_ip
+            )
+        except requests.RequestException as err:  # the SDK's transport: no answer, or a cut one
+            raise ChannelTimeout(f"WeChat did not answer: {type(err).__name__}") from err
 
-    def transaction(order: dict[str, Any]) -> dict[str, Any]:
-        tx = {"appid": order["appid"], "mchid": order["mchid"], "out_trade_no": order["out_trade_no"],
-              "trade_state": order["trade_state"], "trade_type": "MWEB",
-              "amount": {"total": order["total"], "currency": "CNY"}}
-        if order["trade_state"] == "SUCCESS":
-            tx.update(transaction_id=order["transaction_id"], success_time=order["success_time"],
-                      bank_type="OTHERS", trade_state_desc="支付成功",
-                      amount={"total": order["total"], "payer_total": order["total"], "currency": "CNY",
-                              "payer_currency": "CNY"})
-        return tx
-
-    @app.post("/v3/pay/transactions/h5")
-    async def create(request: Request) -> JSONResponse:
-        checked = await signed_request(request)
-        if isinstance(checked, JSONResponse):
-            return checked
-        merchant, body = checked
+    async def query(self, out_trade_no: str) -> Paid | None:
         try:
-            total = body["amount"]["total"]
-            out_trade_no = body["out_trade_no"]
-            ip = body["scene_info"]["payer_client_ip"]
-            notify_url = body["notify_url"]
-            description = body["description"]
-        except (ValueError, KeyError, TypeError):
-            return error(400, "PARAM_ERROR", "缺少必填参数")
-        if body.get("mchid") != merchant.mchid or body.get("appid") != merchant.appid:
-            return error(400, "APPID_MCHID_NOT_MATCH", "appid和mch_id不匹配")
-        if not isinstance(total, int) or isinstance(total, bool) or total < 1:
-            return error(400, "PARAM_ERROR", "amount.total 应为正整数（分）")
-        if not re.fullmatch(r"[0-9A-Za-z_\-|*]{6,32}", str(out_trade_no)):
-            return error(400, "PARAM_ERROR", "out_trade_no 格式错误")
-        if not str(notify_url).startswith(("https://", "http://")) or not ip or not description:
-            return error(400, "PARAM_ERROR", "参数格式错误")
-        key = (merchant.mchid, out_trade_no)
-        existing = state.orders.get(key)
-        if existing is not None:
-            if existing["trade_state"] == "SUCCESS":
-                return error(403, "ORDERPAID", "该订单已支付")
-            if existing["total"] != total or existing["description"] != description:
-                return error(400, "INVALID_REQUEST", "201 商户订单号重复")
-        else:
-            state.orders[key] = {"appid": merchant.appid, "mchid": merchant.mchid, "out_trade_no": out_trade_no,
-                                 "total": total, "description": description, "notify_url": notify_url,
-                                 "trade_state": "NOTPAY"}
-        prepay = "wx" + secrets.token_hex(14)
-        return signed({"h5_url": f"https://wx.tenpay.com/cgi-bin/mmpayweb-bin/checkmweb?prepay_id={prepay}"})
+            return await self.client.query(out_trade_no)
+        except WeChatPayError as err:
+            if err.status == 404:  # the order never reached WeChat: nothing was paid
+                return None
+            raise ChannelBusy(str(err)) from err
 
-    @app.post("/v3/pay/transactions/out-trade-no/{out_trade_no}/close")
-    async def close(out_trade_no: str, request: Request) -> Any:
-        from fastapi.responses import Response
-
-        checked = await signed_request(request)
-        if isinstance(checked, JSONResponse):
-            return checked
-        merchant, body = checked
-        if "mchid" not in body:
-            return error(400, "PARAM_ERROR", "缺少必填参数 mchid")
-        if body["mchid"] != merchant.mchid:
-            return error(400, "MCH_NOT_EXISTS", "商户号不存在")
-        order = state.orders.get((merchant.mchid, out_trade_no))
-        if order is None:
-            return error(404, "ORDER_NOT_EXIST", "订单不存在")
-        if order["trade_state"] == "NOTPAY":
-            order["trade_state"] = "CLOSED"
-        return Response(status_code=204, headers=signature_headers(""))  # a paid order stays paid: the query tells
-
-    @app.get("/v3/pay/transactions/out-trade-no/{out_trade_no}")
-    async def query(out_trade_no: str, request: Request) -> JSONResponse:
-        merchant = authenticate(request, b"")
-        if isinstance(merchant, JSONResponse):
-            return merchant
-        order = state.orders.get((request.query_params.get("mchid", ""), out_trade_no))
-        if order is None or order["mchid"] != merchant.mchid:
-            return error(404, "ORDER_NOT_EXIST", "订单不存在")
-        return signed(transaction(order))
-
-    def refund_view(refund: dict[str, Any]) -> dict[str, Any]:
-        return {"refund_id": refund["refund_id"], "out_refund_no": refund["out_refund_no"],
-                "transaction_id": refund["transaction_id"], "out_trade_no": refund["out_trade_no"],
-                "channel": "ORIGINAL", "user_received_account": "支付用户零钱", "status": refund["status"],
-                "create_time": refund["create_time"], "success_time": refund.get("success_time"),
-                "amount": {"total": refund["total"], "refund": refund["refund"], "payer_total": refund["total"],
-                           "payer_refund": refund["refund"], "currency": "CNY"}}
-
-    @app.post("/v3/refund/domestic/refunds")
-    async def create_refund(request: Request) -> JSONResponse:
-        checked = await signed_request(request)
-        if isinstance(checked, JSONResponse):
-            return checked
-        merchant, body = checked
+    async def close(self, out_trade_no: str) -> None:
         try:
-            out_refund_no, amount = str(body["out_refund_no"]), body["amount"]
-            refund, total, currency = amount["refund"], amount["total"], amount["currency"]
-        except (ValueError, KeyError, TypeError):
-            return error(400, "PARAM_ERROR", "缺少必填参数")
-        order = state.orders.get((merchant.mchid, str(body.get("out_trade_no", ""))))
-        if order is None:
-            return error(404, "RESOURCE_NOT_EXISTS", "订单不存在")
-        if order["trade_state"] != "SUCCESS":
-            return error(403, "TRADE_ERROR", "订单未支付，不能退款")
-        if not re.fullmatch(r"[0-9A-Za-z_\-|*@]{1,64}", out_refund_no):
-            return error(400, "PARAM_ERROR", "out_refund_no 格式错误")
-        if (not isinstance(refund, int) or isinstance(refund, bool) or refund < 1 or total != order["total"]
-                or currency != "CNY"):
-            return error(400, "PARAM_ERROR", "退款金额或订单金额错误")
-        key = (merchant.mchid, out_refund_no)
-        if (existing := state.refunds.get(key)) is not None:
-            if existing["refund"] != refund or existing["out_trade_no"] != order["out_trade_no"]:
-                return error(400, "INVALID_REQUEST", "同一退款单号的退款金额或订单不一致")
-            return signed(refund_view(existing))
-        already = sum(r["refund"] for r in state.refunds.values()
-                      if r["out_trade_no"] == order["out_trade_no"] and r["status"] != "CLOSED")
-        if already + refund > order["total"]:
-            return error(400, "INVALID_REQUEST", "退款金额超过订单可退金额")
-        entry = {"refund_id": "50" + f"{secrets.randbelow(10**27):027d}", "out_refund_no": out_refund_no,
-                 "transaction_id": order["transaction_id"], "out_trade_no": order["out_trade_no"],
-                 "total": total, "refund": refund, "status": "PROCESSING", "mchid": merchant.mchid,
-                 "notify_url": body.get("notify_url") or order["notify_url"],
-                 "create_time": datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="seconds")}
-        state.refunds[key] = entry
-        task = asyncio.create_task(finish_refund(entry, state.refund_outcome.get(order["out_trade_no"], "SUCCESS")))
-        state.tasks.add(task)
-        task.add_done_callback(state.tasks.discard)
-        return signed(refund_view(entry))
+            await self.client.close(out_trade_no)
+        except WeChatPayError as err:
+            if err.status != 404:  # an order WeChat never had needs no closing
+                raise ChannelBusy(str(err)) from err
 
-    async def finish_refund(refund: dict[str, Any], outcome: str) -> None:
-        """The money reaches the payer (or the bank refuses), then WeChat notifies the merchant."""
-        await asyncio.sleep(refund_delay)
-        refund["status"] = outcome
-        if outcome == "SUCCESS":
-            refund["success_time"] = datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="seconds")
-        resource = {"mchid": refund["mchid"], "out_trade_no": refund["out_trade_no"],
-                    "transaction_id": refund["transaction_id"], "out_refund_no": refund["out_refund_no"],
-                    "refund_id": refund["refund_id"], "refund_status": outcome,
-                    "success_time": refund.get("success_time"), "user_received_account": "支付用户零钱",
-                    "amount": {"total": refund["total"], "refund": refund["refund"], "payer_total": refund["total"],
-                               "payer_refund": refund["refund"]}}
+    async def refund(self, *, out_refund_no: str, out_trade_no: str, refund_fen: int, total_fen: int) -> RefundAnswer:
         try:
-            await post_notification(refund["notify_url"], resource, f"REFUND.{outcome}", "refund", "退款结果")
-        except httpx.HTTPError:
-            pass  # a lost notification: the merchant's query finds the outcome
+            return await self.client.refund(
+                out_refund_no=out_refund_no,
+                out_trade_no=out_trade_no,
+                refund_fen=refund_fen,
+                total_fen=total_fen,
+                reason=REFUND_REASON,
+            )
+        except WeChatPayError as err:
+            if err.status in (400, 403, 404) and err.code not in ("NOT_ENOUGH", "FREQUENCY_LIMITED"):
+                return RefundAnswer(out_refund_no=out_refund_no, status="failed", detail=f"{err.code}: {err}"[:300])
+            raise ChannelBusy(str(err)) from err  # WeChat busy, or our merchant balance short
 
-    @app.get("/v3/refund/domestic/refunds/{out_refund_no}")
-    async def query_refund(out_refund_no: str, request: Request) -> JSONResponse:
-        merchant = authenticate(request, b"")
-        if isinstance(merchant, JSONResponse):
-            return merchant
-        refund = state.refunds.get((merchant.mchid, out_refund_no))
-        if refund is None:
-            return error(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
-        return signed(refund_view(refund))
+    async def query_refund(self, *, out_refund_no: str, out_trade_no: str) -> RefundAnswer | None:
+        try:
+            return await self.client.query_refund(out_refund_no)
+        except WeChatPayError as err:
+            if err.status == 404:  # our request never reached WeChat
+                return None
+            raise ChannelBusy(str(err)) from err
 
-    def bill_rows(day: str) -> list[list[str]]:
-        rows: list[list[str]] = []
-        blank = dict.fromkeys(BILL_COLUMNS, "")
-        for order in state.orders.values():
-            if order["trade_state"] == "SUCCESS" and order["success_time"][:10] == day:
-                rows.append(list({**blank, "交易时间": order["success_time"][:19].replace("T", " "),
-                                  "公众账号ID": order["appid"], "商户号": order["mchid"],
-                                  "微信订单号": order["transaction_id"], "商户订单号": order["out_trade_no"],
-                                  "交易类型": "MWEB", "交易状态": "SUCCESS", "付款银行": "OTHERS", "货币种类": "CNY",
-                                  "应结订单金额": yuan(order['total']), "代金券金额": "0.00",
-                                  "商品名称": order["description"], "手续费": "0.00", "费率": "0.60%",
-                                  "订单金额": yuan(order['total'])}.values()))
-        for refund in state.refunds.values():
-            if refund["status"] == "SUCCESS" and (refund.get("success_time") or "")[:10] == day:
-                rows.append(list({**blank, "交易时间": refund["success_time"][:19].replace("T", " "),
-                                  "商户号": refund["mchid"], "微信订单号": refund["transaction_id"],
-                                  "商户订单号": refund["out_trade_no"], "交易类型": "MWEB", "交易状态": "REFUND",
-                                  "货币种类": "CNY", "应结订单金额": "0.00", "微信退款单号": refund["refund_id"],
-                                  "商户退款单号": refund["out_refund_no"], "退款金额": yuan(refund['refund']),
-                                  "退款类型": "ORIGINAL", "退款状态": "SUCCESS",
-                                  "申请退款金额": yuan(refund['refund'])}.values()))
-        rows += [r for d, r in state.extra_bill_rows if d == day]
-        return rows
+    async def statement(self, day: str) -> list[StatementLine]:
+        try:
+            return await self.client.statement(day)
+        except WeChatPayError as err:
+            raise ChannelBusy(str(err)) from err
 
-    def bill_text(day: str) -> bytes:
-        rows = bill_rows(day)
-        lines = [",".join(BILL_COLUMNS)] + [",".join("`" + v for v in row) for row in rows]
-        lines += [BILL_SUMMARY, f"`{len(rows)},`0.00,`0.00,`0.00,`0.00,`0.00,`0.00"]
-        return ("\r\n".join(lines) + "\r\n").encode()
+    def verify(self, headers: Mapping[str, str], body: bytes) -> Paid | RefundAnswer | None:
+        return self.client.verify_notification(dict(headers), body)
 
-    @app.get("/v3/bill/tradebill")
-    async def trade_bill(request: Request, bill_date: str = "", bill_type: str = "ALL",
-                         tar_type: str = "") -> JSONResponse:
-        import hashlib
-
-        merchant = authenticate(request, b"")
-        if isinstance(merchant, JSONResponse):
-            return merchant
-        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", bill_date) or bill_type not in ("ALL", "SUCCESS", "REFUND"):
-            return error(400, "PARAM_ERROR", "bill_date 或 bill_type 参数错误")
-        token = secrets.token_urlsafe(12)
-        state.bill_tokens[token] = (bill_date, tar_type == "GZIP")
-        return signed({"hash_type": "SHA1", "hash_value": hashlib.sha1(bill_text(bill_date)).hexdigest(),
-                       "download_url": f"{str(request.base_url).rstrip('/')}/v3/billdownload/file?token={token}"})
-
-    @app.get("/v3/billdownload/file")
-    async def bill_file(request: Request, token: str = "") -> Any:
-        import gzip
-
-        from fastapi.responses import Response
-
-        merchant = authenticate(request, b"")
-        if isinstance(merchant, JSONResponse):
-            return merchant
-        if token not in state.bill_tokens:
-            return error(400, "PARAM_ERROR", "token 无效或已过期")
-        day, gz = state.bill_tokens.pop(token)
-        body = bill_text(day)
-        return Response(gzip.compress(body) if gz else body, media_type="application/octet-stream")
-
-    @app.post("/_sim/bill-extra/{day}")
-    async def bill_extra(day: str, out_trade_no: str, total: int) -> JSONResponse:
-        """A trade on WeChat's bill that the merchant never recorded (for reconciliation tests)."""
-        blank = dict.fromkeys(BILL_COLUMNS, "")
-        state.extra_bill_rows.append((day, list({**blank, "交易时间": f"{day} 12:00:00", "商户订单号": out_trade_no,
-                                                  "微信订单号": "42" + secrets.token_hex(8), "交易状态": "SUCCESS",
-                                                  "应结订单金额": yuan(total)}.values())))
-        return JSONResponse({"day": day, "out_trade_no": out_trade_no})
-
-    @app.post("/_sim/refund-outcome/{out_trade_no}")
-    async def set_refund_outcome(out_trade_no: str, outcome: str = "ABNORMAL") -> JSONResponse:
-        """Make refunds of this order end so (ABNORMAL: the payer's card was closed)."""
-        state.refund_outcome[out_trade_no] = outcome
-        return JSONResponse({"out_trade_no": out_trade_no, "outcome": outcome})
-
-    @app.post("/_sim/pay/{mchid}/{out_trade_no}")
-    async def pay(mchid: str, out_trade_no: str, notify: bool = True) -> JSONResponse:
-        """The patient pays: WeChat marks the order paid and notifies the merchant (unless
-        `notify=false`: the notification is lost, as it can be)."""
-        order = state.orders.get((mchid, out_trade_no))
-        if order is None:
-            return error(404, "ORDER_NOT_EXIST", "订单不存在")
-        if order["trade_state"] == "CLOSED":
-            return error(400, "ORDER_CLOSED", "订单已关闭")
-        if order["trade_state"] != "SUCCESS":
-            order.update(trade_state="SUCCESS", transaction_id="42" + f"{secrets.randbelow(10**26):026d}",
-                         success_time=datetime.now(timezone(timedelta(hours=8))).isoformat(timespec="seconds"))
-        status = await send_notification(order) if notify else None
-        return JSONResponse({"notified": status})
-
-    async def send_notification(order: dict[str, Any]) -> int:
-        status = await post_notification(order["notify_url"], transaction(order), "TRANSACTION.SUCCESS",
-                                         "transaction", "支付成功")
-        state.notifications.append((order["out_trade_no"], status))
-        return status
-
-    async def post_notification(url: str, resource: dict[str, Any], event_type: str, original_type: str,
-                                summary: str) -> int:
-        nonce = secrets.token_hex(6)  # 12 characters: the GCM nonce
-        plain = json.dumps(resource, ensure_ascii=False).encode()
-        cipher = AESGCM(apiv3_key.encode()).encrypt(nonce.encode(), plain, original_type.encode())
-        body = json.dumps({
-            "id": secrets.token_hex(18), "create_time": datetime.now(timezone(timedelta(hours=8))).isoformat(
-                timespec="seconds"),
-            "resource_type": "encrypt-resource", "event_type": event_type, "summary": summary,
-            "resource": {"original_type": original_type, "algorithm": "AEAD_AES_256_GCM",
-                         "ciphertext": base64.b64encode(cipher).decode(), "associated_data": original_type,
-                         "nonce": nonce}}, ensure_ascii=False, separators=(",", ":"))
-        stamp, sig_nonce = str(int(time.time())), secrets.token_hex(16)
-        headers = {"Wechatpay-Timestamp": stamp, "Wechatpay-Nonce": sig_nonce,
-                   "Wechatpay-Signature": _sign(platform_private_key, f"{stamp}\n{sig_nonce}\n{body}\n"),
-                   "Wechatpay-Serial": platform_public_key_id, "Wechatpay-Signature-Type": SIGNATURE_TYPE,
-                   "Content-Type": "application/json"}
-        async with httpx.AsyncClient(timeout=10) as http:
-            response = await http.post(url, content=body.encode(), headers=headers)
-        return response.status_code
-
-    return app
+    async def simulate_payment(self, out_trade_no: str, amount_fen: int) -> None:
+        await self.client.simulate_payment(out_trade_no)
 
 
-# --- the sandbox merchant --------------------------------------------------------------
+def wechat_config(settings: Settings) -> WeChatConfig | None:
+    """The WeChat Pay merchant configuration, or None when the channel is not set up."""
+    if not settings.wechat_mchid:
+        return None
+    return WeChatConfig(
+        mchid=settings.wechat_mchid,
+        appid=settings.wechat_appid,
+        merchant_private_key=Path(settings.wechat_merchant_key_path).read_text(),
+        merchant_serial=settings.wechat_merchant_serial,
+        apiv3_key=settings.wechat_apiv3_key,
+        platform_public_key=Path(settings.wechat_platform_public_key_path).read_text(),
+        platform_public_key_id=settings.wechat_platform_public_key_id,
+        notify_url=f"{settings.public_base_url.rstrip('/')}/v1/payments/notify/{ChannelName.wechat}",
+        gateway=settings.wechat_gateway,
+    )
 
-SANDBOX_MCHID, SANDBOX_APPID, SANDBOX_SERIAL = "1900000109", "wx8888888888888888", "5157F09EFDC0"
-SANDBOX_PUBLIC_KEY_ID = "PUB_KEY_ID_0119000001092026"
 
-
-if __name__ == "__main__":  # python -m integrations.payments.wechat PORT DATA_FOLDER
-    import sys
-
-    import uvicorn
-
-    from integrations.payments.sandbox import sandbox_keys
-
-    keys = sandbox_keys(Path(sys.argv[2]), "wechat")
-    sim = wechat_simulator_app(
-        [Merchant(mchid=SANDBOX_MCHID, appid=SANDBOX_APPID, serial=SANDBOX_SERIAL, public_key=keys.our_public_key)],
-        platform_private_key=keys.their_private_key, platform_public_key_id=SANDBOX_PUBLIC_KEY_ID,
-        apiv3_key=keys.secret)
-    uvicorn.run(sim, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+def build(settings: Settings) -> WeChatChannel | None:
+    """The channel, when this hospital has a WeChat Pay merchant."""
+    config = wechat_config(settings)
+    return None if config is None else WeChatChannel(WeChatPayClient(config))

@@ -10,18 +10,19 @@ and at the end, once the workflows have looked at every visit, no balance is bel
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import LedgerEntry, Payment, Refund
-from db.payments import PaymentProblem, book, channel_paid, unpaid
-from db.refunds import refund_credit, settle_refund
 from db.repositories import visit_totals
 from domain.payment import RefundStatus
+from ledger.errors import LedgerError
+from ledger.payments import book, channel_paid, unpaid
+from ledger.refunds import refund_credit, settle_refund
 from tests.support import add_patient, add_visit, now, uid
 
 Factory = async_sessionmaker[AsyncSession]
@@ -39,22 +40,48 @@ op = st.one_of(
 
 
 async def charge(session: AsyncSession, patient_id: str, visit_id: str, fen: int) -> None:
-    session.add(LedgerEntry(idempotency_key=f"visit-{visit_id}:charge:{uid('i')}", visit_id=visit_id,
-                            patient_id=patient_id, kind="charge", amount_fen=fen, item_id=uid("item"),
-                            created_at=now()))
+    session.add(
+        LedgerEntry(
+            idempotency_key=f"visit-{visit_id}:charge:{uid('i')}",
+            visit_id=visit_id,
+            patient_id=patient_id,
+            kind="charge",
+            amount_fen=fen,
+            item_id=uid("item"),
+            created_at=now(),
+        )
+    )
 
 
 async def cancel(session: AsyncSession, patient_id: str, visit_id: str, pick: int) -> None:
-    charges = (await session.scalars(select(LedgerEntry).where(
-        LedgerEntry.visit_id == visit_id, LedgerEntry.kind == "charge").order_by(LedgerEntry.id))).all()
-    reversed_ = set((await session.scalars(select(LedgerEntry.item_id).where(
-        LedgerEntry.visit_id == visit_id, LedgerEntry.kind == "reversal"))).all())
+    charges = (
+        await session.scalars(
+            select(LedgerEntry)
+            .where(LedgerEntry.visit_id == visit_id, LedgerEntry.kind == "charge")
+            .order_by(LedgerEntry.id)
+        )
+    ).all()
+    reversed_ = set(
+        (
+            await session.scalars(
+                select(LedgerEntry.item_id).where(LedgerEntry.visit_id == visit_id, LedgerEntry.kind == "reversal")
+            )
+        ).all()
+    )
     open_ = [c for c in charges if c.item_id not in reversed_]
     if open_:
         c = open_[pick % len(open_)]
-        session.add(LedgerEntry(idempotency_key=f"visit-{visit_id}:reverse:{c.item_id}", visit_id=visit_id,
-                                patient_id=patient_id, kind="reversal", amount_fen=c.amount_fen,
-                                item_id=c.item_id, created_at=now()))
+        session.add(
+            LedgerEntry(
+                idempotency_key=f"visit-{visit_id}:reverse:{c.item_id}",
+                visit_id=visit_id,
+                patient_id=patient_id,
+                kind="reversal",
+                amount_fen=c.amount_fen,
+                item_id=c.item_id,
+                created_at=now(),
+            )
+        )
 
 
 async def snapshot(session: AsyncSession, patient_id: str) -> dict[int, tuple[Any, ...]]:
@@ -65,9 +92,15 @@ async def snapshot(session: AsyncSession, patient_id: str) -> dict[int, tuple[An
 async def check(session: AsyncSession, patient_id: str, visit_ids: list[str]) -> None:
     payments = (await session.scalars(select(Payment).where(Payment.patient_id == patient_id))).all()
     for p in payments:
-        sums: dict[str, int] = dict((await session.execute(
-            select(LedgerEntry.kind, func.sum(LedgerEntry.amount_fen)).where(LedgerEntry.payment_id == p.id)
-            .group_by(LedgerEntry.kind))).all())
+        sums: dict[str, int] = dict(
+            (
+                await session.execute(
+                    select(LedgerEntry.kind, func.sum(LedgerEntry.amount_fen))
+                    .where(LedgerEntry.payment_id == p.id)
+                    .group_by(LedgerEntry.kind)
+                )
+            ).all()
+        )
         refunds = (await session.scalars(select(Refund).where(Refund.payment_id == p.id))).all()
         if p.status in ("succeeded", "partially_refunded", "refunded"):
             assert sums.get("payment", 0) == p.amount_fen, (p.id, sums)
@@ -101,36 +134,65 @@ async def test_ledger_invariants_under_any_interleaving(factory: Factory, ops: l
                     chosen = None if a == VISITS else [visit_ids[a]]
                     owed = sum(t.balance_fen for _, t in await unpaid(session, patient_id, chosen))
                     if owed > 0:
-                        p = Payment(id=uid("pay_"), patient_id=patient_id, method="sandbox", amount_fen=owed,
-                                    status="pending", actor="patient", created_at=now(), completed_at=None,
-                                    visit_ids=chosen or [v.id for v, _ in await unpaid(session, patient_id, None)])
+                        p = Payment(
+                            id=uid("pay_"),
+                            patient_id=patient_id,
+                            method="sandbox",
+                            amount_fen=owed,
+                            status="pending",
+                            actor="patient",
+                            created_at=now(),
+                            completed_at=None,
+                            visit_ids=chosen or [v.id for v, _ in await unpaid(session, patient_id, None)],
+                        )
                         session.add(p)
                         orders.append(p.id)
                 elif name == "notify" and orders:
                     payment_id = orders[a % len(orders)]
-                    amount = (await session.get(Payment, payment_id)).amount_fen
+                    payment = await session.get(Payment, payment_id)
+                    assert payment is not None
+                    amount = payment.amount_fen
                     for _ in range(b):
-                        await channel_paid(session, channel="sandbox", payment_id=payment_id, amount_fen=amount,
-                                           trade_no="T" + payment_id)
+                        await channel_paid(
+                            session,
+                            channel="sandbox",
+                            payment_id=payment_id,
+                            amount_fen=amount,
+                            trade_no="T" + payment_id,
+                        )
                 elif name == "window":
                     chosen = None if a == VISITS else [visit_ids[a]]
                     bills = await unpaid(session, patient_id, chosen)
                     owed = sum(t.balance_fen for _, t in bills)
                     if owed > 0:
-                        p = Payment(id=uid("pay_"), patient_id=patient_id, method="cash", amount_fen=min(b, owed),
-                                    status="succeeded", actor="ops", created_at=now(), completed_at=now())
+                        p = Payment(
+                            id=uid("pay_"),
+                            patient_id=patient_id,
+                            method="cash",
+                            amount_fen=min(b, owed),
+                            status="succeeded",
+                            actor="ops",
+                            created_at=now(),
+                            completed_at=now(),
+                        )
                         session.add(p)
                         await session.flush()
                         book(session, p, bills)
                 elif name == "refund_outcome":
-                    refunds = (await session.scalars(select(Refund.id).where(
-                        Refund.patient_id == patient_id).order_by(Refund.created_at, Refund.id))).all()
+                    refunds = (
+                        await session.scalars(
+                            select(Refund.id)
+                            .where(Refund.patient_id == patient_id)
+                            .order_by(Refund.created_at, Refund.id)
+                        )
+                    ).all()
                     if refunds:
                         await settle_refund(session, refunds[a % len(refunds)], RefundStatus(b), actor="test")
                 elif name == "look":
-                    await refund_credit(session, visit_id=visit_ids[a], patient_id=patient_id,
-                                        reason="cancellation", actor="test")
-            except PaymentProblem:
+                    await refund_credit(
+                        session, visit_id=visit_ids[a], patient_id=patient_id, reason="cancellation", actor="test"
+                    )
+            except LedgerError:
                 pass  # e.g. nothing to pay: refused, and nothing written
         async with factory() as session:
             now_seen = await snapshot(session, patient_id)
@@ -139,8 +201,7 @@ async def test_ledger_invariants_under_any_interleaving(factory: Factory, ops: l
             await check(session, patient_id, visit_ids)
     async with factory() as session, session.begin():  # the workflows look at every visit
         for visit_id in visit_ids:
-            await refund_credit(session, visit_id=visit_id, patient_id=patient_id, reason="cancellation",
-                                actor="test")
+            await refund_credit(session, visit_id=visit_id, patient_id=patient_id, reason="cancellation", actor="test")
     async with factory() as session:
         await check(session, patient_id, visit_ids)
         for visit_id in visit_ids:
@@ -148,22 +209,31 @@ async def test_ledger_invariants_under_any_interleaving(factory: Factory, ops: l
 
 
 async def test_a_credit_asked_back_twenty_times_at_once_is_refunded_once(factory: Factory) -> None:
-    import asyncio
-
     patient_id = await add_patient(factory)
     visit_id = await add_visit(factory, patient_id, fee=0)
     async with factory() as session, session.begin():
         await charge(session, patient_id, visit_id, 500)
-        p = Payment(id=uid("pay_"), patient_id=patient_id, method="sandbox", amount_fen=800, status="succeeded",
-                    actor="test", created_at=now(), completed_at=now())
+        p = Payment(
+            id=uid("pay_"),
+            patient_id=patient_id,
+            method="sandbox",
+            amount_fen=800,
+            status="succeeded",
+            actor="test",
+            created_at=now(),
+            completed_at=now(),
+        )
         session.add(p)
         await session.flush()
         book(session, p, await unpaid(session, patient_id, None))  # 300 beyond the bill
 
     async def ask() -> int:
         async with factory() as session, session.begin():
-            return len(await refund_credit(session, visit_id=visit_id, patient_id=patient_id, reason="overpayment",
-                                           actor="test"))
+            return len(
+                await refund_credit(
+                    session, visit_id=visit_id, patient_id=patient_id, reason="overpayment", actor="test"
+                )
+            )
 
     made = await asyncio.gather(*(ask() for _ in range(20)))
     assert sum(made) == 1

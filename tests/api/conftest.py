@@ -6,5 +6,5 @@ from tests.flows import Clinic
 
 
 @pytest.fixture
-def clinic(api) -> Clinic:  # type: ignore[no-untyped-def]
+def clinic(api) -> Clinic:
     return Clinic.over(api.http, api.his)

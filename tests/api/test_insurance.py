@@ -12,6 +12,8 @@ from tests.api.test_patient import sign_in
 from tests.api.test_refunds import eventually
 from tests.flows import Clinic, assert_problem, item
 from tests.support import uid
+from tests.workflows.test_visit_workflow import record
+from workflows import contracts as c
 
 
 async def drug_and_exam_visit(clinic: Clinic, patient_id: str) -> str:
@@ -26,7 +28,7 @@ async def drug_and_exam_visit(clinic: Clinic, patient_id: str) -> str:
     return visit_id
 
 
-async def presettled(api, clinic: Clinic) -> tuple[str, str, dict[str, str], dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def presettled(api, clinic: Clinic) -> tuple[str, str, dict[str, str], dict[str, Any]]:
     patient_id, phone = await clinic.enrolled_patient()
     visit_id = await drug_and_exam_visit(clinic, patient_id)
     auth, _ = await sign_in(api, clinic, phone)
@@ -35,11 +37,15 @@ async def presettled(api, clinic: Clinic) -> tuple[str, str, dict[str, str], dic
     return patient_id, visit_id, auth, r.json()
 
 
-async def test_card_less_payment_splits_settles_and_books_both_halves(api, clinic: Clinic, temporal_env) -> None:  # type: ignore[no-untyped-def]
+async def test_card_less_payment_splits_settles_and_books_both_halves(api, clinic: Clinic, temporal_env) -> None:
     patient_id, visit_id, auth, split = await presettled(api, clinic)
     # covered 15000: the pooled fund pays 60%, the personal account the rest of it; the fee is self-pay
     assert (split["total_fen"], split["pooled_fen"], split["personal_fen"], split["self_pay_fen"]) == (
-        15500, 9000, 6000, 500)
+        15500,
+        9000,
+        6000,
+        500,
+    )
     assert split["status"] == "presettled" and split["visit_ids"] == [visit_id]
     key = {"Idempotency-Key": uid("ins-")}
     pay = f"/v1/patient/insurance/settlements/{split['settlement_id']}/pay"
@@ -47,8 +53,9 @@ async def test_card_less_payment_splits_settles_and_books_both_halves(api, clini
     assert r.status_code == 200, r.text
     assert (await api.http.post(pay, json={"channel": "sandbox"}, headers={**auth, **key})).json() == r.json()
     assert_problem(await api.http.post(pay, json={"channel": "sandbox"}, headers=auth), 409, "settlement_used")
-    assert_problem(await api.http.post(pay, json={"channel": "alipay"}, headers={**auth, **key}), 409,
-                   "idempotency_key_reused")
+    assert_problem(
+        await api.http.post(pay, json={"channel": "alipay"}, headers={**auth, **key}), 409, "idempotency_key_reused"
+    )
     self_pay = r.json()["self_pay"]
     assert self_pay["amount_fen"] == 500
     done = await api.http.post(f"/v1/sandbox/payments/{self_pay['payment_id']}/complete")
@@ -68,9 +75,6 @@ async def test_card_less_payment_splits_settles_and_books_both_halves(api, clini
     assert [(b["status"], b["pooled_fen"], b["personal_fen"]) for b in bureau] == [("settled", 9000, 6000)]
     [receipt] = await eventually(lambda: _receipts(api, auth))
     assert {p["method"]: p["amount_fen"] for p in receipt["payments"]} == paid
-    from tests.workflows.test_visit_workflow import record
-    from workflows import contracts as c
-
     # a covered drug is cancelled after settlement (退费): its money goes back to the insurance
     # first (the newest payment), by the bureau's refund procedure, which an operator confirms
     await clinic.event(visit_id, "orders_cancelled", item_ids=["amox"])
@@ -85,20 +89,24 @@ async def test_card_less_payment_splits_settles_and_books_both_halves(api, clini
     await record(saga, "insurance_completed")
 
 
-async def _receipts(api, auth: dict[str, str]) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def _receipts(api, auth: dict[str, str]) -> list[dict[str, Any]]:
     return (await api.http.get("/v1/patient/receipts", headers=auth)).json()
 
 
-async def test_only_the_locally_insured_and_only_unchanged_bills(api, clinic: Clinic, factory) -> None:  # type: ignore[no-untyped-def]
+async def test_only_the_locally_insured_and_only_unchanged_bills(api, clinic: Clinic, factory) -> None:
     patient_id, visit_id, auth, split = await presettled(api, clinic)
     # the bill changes after the pre-settlement: the split no longer holds
     await clinic.event(visit_id, "orders_cancelled", item_ids=["xray"])
-    r = await api.http.post(f"/v1/patient/insurance/settlements/{split['settlement_id']}/pay",
-                            json={"channel": "sandbox"}, headers=auth)
+    r = await api.http.post(
+        f"/v1/patient/insurance/settlements/{split['settlement_id']}/pay", json={"channel": "sandbox"}, headers=auth
+    )
     assert_problem(r, 409, "bill_changed")
     other, _ = await sign_in(api, clinic, (await clinic.enrolled_patient())[1])
-    assert_problem(await api.http.get(f"/v1/patient/insurance/settlements/{split['settlement_id']}", headers=other),
-                   404, "settlement_not_found")
+    assert_problem(
+        await api.http.get(f"/v1/patient/insurance/settlements/{split['settlement_id']}", headers=other),
+        404,
+        "settlement_not_found",
+    )
     async with factory() as session, session.begin():
         await session.execute(update(Patient).where(Patient.id == patient_id).values(insured_locally=False))
     assert_problem(await api.http.post("/v1/patient/insurance/presettle", json={}, headers=auth), 409, "not_insured")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -11,22 +12,30 @@ from tests.api.test_insurance import presettled
 from tests.api.test_refunds import eventually
 from tests.flows import Clinic
 from tests.support import uid
+from tests.workflows.test_visit_workflow import record
+from workflows import contracts as c
 
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(sandbox=True, database_url=database_url, task_queue=uid("tq-"),
-                    sms_code_min_interval=timedelta(seconds=1), sms_codes_per_ip_hour=10_000,
-                    insurance_self_pay_timeout=timedelta(seconds=2))
+    return Settings(
+        sandbox=True,
+        database_url=database_url,
+        task_queue=uid("tq-"),
+        sms_code_min_interval=timedelta(seconds=1),
+        sms_codes_per_ip_hour=10_000,
+        insurance_self_pay_timeout=timedelta(seconds=2),
+    )
 
 
-async def test_self_pay_not_paid_in_time_reverses_the_insurance(api, clinic: Clinic, temporal_env) -> None:  # type: ignore[no-untyped-def]
+async def test_self_pay_not_paid_in_time_reverses_the_insurance(api, clinic: Clinic, temporal_env) -> None:
     patient_id, visit_id, auth, split = await presettled(api, clinic)
-    r = await api.http.post(f"/v1/patient/insurance/settlements/{split['settlement_id']}/pay",
-                            json={"channel": "sandbox"}, headers=auth)
+    r = await api.http.post(
+        f"/v1/patient/insurance/settlements/{split['settlement_id']}/pay", json={"channel": "sandbox"}, headers=auth
+    )
     assert r.status_code == 200, r.text
 
-    async def reversed_() -> dict | None:  # type: ignore[type-arg]
+    async def reversed_() -> dict[str, Any] | None:
         s = (await api.http.get(f"/v1/patient/insurance/settlements/{split['settlement_id']}", headers=auth)).json()
         return s if s["status"] == "reversed" else None
 
@@ -40,14 +49,15 @@ async def test_self_pay_not_paid_in_time_reverses_the_insurance(api, clinic: Cli
     late = await api.http.post(f"/v1/sandbox/payments/{r.json()['self_pay']['payment_id']}/complete")
     assert late.status_code == 409 and late.json()["code"] == "payment_conflict", late.text
     assert (await api.his_get(f"/v1/his/visits/{visit_id}")).json()["bill"]["paid_fen"] == 0
-    listed = (await api.http.get("/v1/ops/insurance-settlements", params={"patient_id": patient_id,
-                                                                          "status": "reversed"}, headers=api.ops)).json()
+    listed = (
+        await api.http.get(
+            "/v1/ops/insurance-settlements", params={"patient_id": patient_id, "status": "reversed"}, headers=api.ops
+        )
+    ).json()
     assert [x["settlement_id"] for x in listed] == [split["settlement_id"]]
     # the personal account got its money back: a new pre-settlement splits the same way
     again = (await api.http.post("/v1/patient/insurance/presettle", json={}, headers=auth)).json()
     assert (again["pooled_fen"], again["personal_fen"], again["self_pay_fen"]) == (9000, 6000, 500)
-    from tests.workflows.test_visit_workflow import record
-    from workflows import contracts as c
-
-    await record(temporal_env.client.get_workflow_handle(c.insurance_workflow_id(split["settlement_id"])),
-                 "insurance_reversed_order_closed")
+    await record(
+        temporal_env.client.get_workflow_handle(c.insurance_workflow_id(split["settlement_id"])), "insurance_reversed"
+    )

@@ -9,10 +9,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from db.models import LedgerEntry, Payment
+from db.models import LedgerEntry, LedgerEntry as Entry, Payment
+from integrations.payments.wechat import WeChatChannel, WeChatConfig, WeChatPayClient
+from simulators.keys import new_rsa_pair
 from tests.api.test_patient import sign_in
 from tests.flows import Clinic, assert_problem, item
-from tests.support import uid
+from tests.support import add_patient, add_visit, free_port, now, pay, uid
 
 
 async def eventually(probe: Callable[[], Awaitable[Any]], *, tries: int = 150, pause: float = 0.1) -> Any:
@@ -24,13 +26,13 @@ async def eventually(probe: Callable[[], Awaitable[Any]], *, tries: int = 150, p
     raise AssertionError("still not there")
 
 
-async def refunds(api, **query: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def refunds(api, **query: str) -> list[dict[str, Any]]:
     r = await api.http.get("/v1/ops/refunds", params=query, headers=api.ops)
     assert r.status_code == 200, r.text
     return r.json()
 
 
-async def ledger_of(factory, payment_id: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+async def ledger_of(factory, payment_id: str) -> dict[str, int]:
     async with factory() as session:
         entries = (await session.scalars(select(LedgerEntry).where(LedgerEntry.payment_id == payment_id))).all()
     sums: dict[str, int] = {}
@@ -50,18 +52,24 @@ async def exam_visit(clinic: Clinic, patient_id: str) -> str:
     return visit_id
 
 
-async def test_paid_twice_from_two_phones_the_second_comes_back(api, clinic: Clinic, factory) -> None:  # type: ignore[no-untyped-def]
+async def test_paid_twice_from_two_phones_the_second_comes_back(api, clinic: Clinic, factory) -> None:
     patient_id, phone = await clinic.enrolled_patient()
     visit_id = (await clinic.register(patient_id, fee=3000))["visit_id"]
     await clinic.event(visit_id, "discharged")
     auth, _ = await sign_in(api, clinic, phone)
-    first, second = [(await api.http.post("/v1/patient/payments", json={"channel": "sandbox"},
-                                          headers={**auth, "Idempotency-Key": uid("phone-")})).json()
-                     for _ in range(2)]
+    first, second = [
+        (
+            await api.http.post(
+                "/v1/patient/payments", json={"channel": "sandbox"}, headers={**auth, "Idempotency-Key": uid("phone-")}
+            )
+        ).json()
+        for _ in range(2)
+    ]
     assert first["amount_fen"] == second["amount_fen"] == 3000 and first["payment_id"] != second["payment_id"]
     # both phones pay at the same moment: one settles the bill, the other is refunded
-    answers = await asyncio.gather(*(api.http.post(f"/v1/sandbox/payments/{p['payment_id']}/complete")
-                                     for p in (first, second)))
+    answers = await asyncio.gather(
+        *(api.http.post(f"/v1/sandbox/payments/{p['payment_id']}/complete") for p in (first, second))
+    )
     assert [r.status_code for r in answers] == [200, 200], [r.text for r in answers]
     landed_first = {a["visit_id"]: a["amount_fen"] for a in answers[0].json()["allocations"]}
     assert landed_first == {visit_id: 3000}
@@ -87,21 +95,24 @@ async def test_paid_twice_from_two_phones_the_second_comes_back(api, clinic: Cli
     assert await ledger_of(factory, second["payment_id"]) == {"payment": 3000, "refund": 3000}
 
 
-async def _succeeded(api, patient_id: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def _succeeded(api, patient_id: str) -> list[dict[str, Any]]:
     found = await refunds(api, patient_id=patient_id)
     return found if found and all(r["status"] == "succeeded" for r in found) else []
 
 
-async def _texts(api, phone: str, template: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def _texts(api, phone: str, template: str) -> list[dict[str, Any]]:
     return [m for m in (await api.http.get(f"/v1/sandbox/sms?phone={phone}")).json() if m["template"] == template]
 
 
-async def test_order_cancelled_after_paying_mid_visit_is_refunded_at_discharge(api, clinic: Clinic, factory) -> None:  # type: ignore[no-untyped-def]
+async def test_order_cancelled_after_paying_mid_visit_is_refunded_at_discharge(api, clinic: Clinic, factory) -> None:
     patient_id, phone = await clinic.enrolled_patient()
     visit_id = await exam_visit(clinic, patient_id)
     auth, _ = await sign_in(api, clinic, phone)
-    payment = (await api.http.post("/v1/patient/payments", json={"channel": "sandbox"},
-                                   headers={**auth, "Idempotency-Key": uid("mid-")})).json()
+    payment = (
+        await api.http.post(
+            "/v1/patient/payments", json={"channel": "sandbox"}, headers={**auth, "Idempotency-Key": uid("mid-")}
+        )
+    ).json()
     assert payment["amount_fen"] == 12500
     await api.http.post(f"/v1/sandbox/payments/{payment['payment_id']}/complete")
     # the X-ray is not done after all: the visit now holds a credit, kept until discharge
@@ -128,18 +139,18 @@ async def test_order_cancelled_after_paying_mid_visit_is_refunded_at_discharge(a
     assert "医疗门诊收费电子票据" in page.text and "¥5.00" in page.text
 
 
-async def _receipts(api, auth: dict[str, str]) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def _receipts(api, auth: dict[str, str]) -> list[dict[str, Any]]:
     r = await api.http.get("/v1/patient/receipts", headers=auth)
     assert r.status_code == 200, r.text
     return r.json()
 
 
-async def _settled(api, visit_id: str) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+async def _settled(api, visit_id: str) -> dict[str, Any] | None:
     visit = (await api.his_get(f"/v1/his/visits/{visit_id}")).json()
     return visit if visit["payment_status"] == "settled" else None
 
 
-async def test_cash_refund_after_settlement_waits_for_the_window(api, clinic: Clinic, factory) -> None:  # type: ignore[no-untyped-def]
+async def test_cash_refund_after_settlement_waits_for_the_window(api, clinic: Clinic, factory) -> None:
     patient_id, phone = await clinic.enrolled_patient()
     visit_id = await exam_visit(clinic, patient_id)
     await clinic.event(visit_id, "discharged")
@@ -167,33 +178,41 @@ async def test_cash_refund_after_settlement_waits_for_the_window(api, clinic: Cl
     auth, _ = await sign_in(api, clinic, phone)
     issued = await eventually(lambda: _versions(api, auth, 2))
     assert [(r["version"], r["total_fen"], r["voided_at"] is None) for r in issued] == [
-        (2, 500, True), (1, 12500, False)]
+        (2, 500, True),
+        (1, 12500, False),
+    ]
     other, _ = await sign_in(api, clinic, (await clinic.enrolled_patient())[1])
-    assert_problem(await api.http.get(f"/v1/patient/receipts/{issued[0]['receipt_id']}", headers=other),
-                   404, "receipt_not_found")
+    assert_problem(
+        await api.http.get(f"/v1/patient/receipts/{issued[0]['receipt_id']}", headers=other), 404, "receipt_not_found"
+    )
     # nothing left to give back
     assert_problem(await api.ops_post(f"/v1/ops/visits/{visit_id}/refunds", {}), 409, "no_credit")
     assert_problem(await api.ops_post("/v1/ops/visits/nope/refunds", {}), 404, "visit_not_found")
 
 
-async def _versions(api, auth: dict[str, str], n: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def _versions(api, auth: dict[str, str], n: int) -> list[dict[str, Any]]:
     found = await _receipts(api, auth)
     return found if len(found) == n else []
 
 
-async def _with_status(api, visit_id: str, status: str) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+async def _with_status(api, visit_id: str, status: str) -> list[dict[str, Any]]:
     return await refunds(api, visit_id=visit_id, status=status)
 
 
-async def test_an_operator_refunds_a_credit_once_per_key(api, factory) -> None:  # type: ignore[no-untyped-def]
-    from db.models import LedgerEntry as Entry
-    from tests.support import add_patient, add_visit, now, pay
-
+async def test_an_operator_refunds_a_credit_once_per_key(api, factory) -> None:
     patient_id = await add_patient(factory)
     visit_id = await add_visit(factory, patient_id, fee=500)
     async with factory() as session, session.begin():
-        session.add(Entry(idempotency_key=f"visit-{visit_id}:registration", visit_id=visit_id, patient_id=patient_id,
-                          kind="charge", amount_fen=500, created_at=now()))
+        session.add(
+            Entry(
+                idempotency_key=f"visit-{visit_id}:registration",
+                visit_id=visit_id,
+                patient_id=patient_id,
+                kind="charge",
+                amount_fen=500,
+                created_at=now(),
+            )
+        )
     await pay(factory, patient_id, visit_id, 800, method="sandbox")  # 300 too much, left on the visit
     key = {"Idempotency-Key": uid("ops-refund-")}
     first = await api.ops_post(f"/v1/ops/visits/{visit_id}/refunds", {"reason": "operator"}, headers=key)
@@ -201,26 +220,33 @@ async def test_an_operator_refunds_a_credit_once_per_key(api, factory) -> None: 
     assert [(r["amount_fen"], r["reason"]) for r in first.json()] == [(300, "operator")]
     again = await api.ops_post(f"/v1/ops/visits/{visit_id}/refunds", {"reason": "operator"}, headers=key)
     assert again.status_code == 201 and again.json() == first.json()
-    assert_problem(await api.ops_post(f"/v1/ops/visits/{visit_id}/refunds", {"reason": "other"}, headers=key),
-                   409, "idempotency_key_reused")
+    assert_problem(
+        await api.ops_post(f"/v1/ops/visits/{visit_id}/refunds", {"reason": "other"}, headers=key),
+        409,
+        "idempotency_key_reused",
+    )
     done = await eventually(lambda: _with_status(api, visit_id, "succeeded"))
     assert [r["refund_id"] for r in done] == [r["refund_id"] for r in first.json()]
 
 
-async def test_an_order_call_that_times_out_leaves_the_payment_unknown(api, clinic: Clinic, factory) -> None:  # type: ignore[no-untyped-def]
+async def test_an_order_call_that_times_out_leaves_the_payment_unknown(api, clinic: Clinic, factory) -> None:
     """A channel that does not answer may still have taken the order: the payment is kept as
     `unknown` (never failed) for reconciliation to ask about."""
-    from integrations.payments.channels import WeChatChannel
-    from integrations.payments.wechat import WeChatConfig, WeChatPayClient, new_rsa_pair
-    from tests.support import free_port
-
     ours, _ = new_rsa_pair()
     _, theirs = new_rsa_pair()
-    silent = WeChatPayClient(WeChatConfig(mchid="1900000109", appid="wx8888888888888888", merchant_private_key=ours,
-                                          merchant_serial="5157F09EFDC0", apiv3_key="0" * 32,
-                                          platform_public_key=theirs, platform_public_key_id="PUB_KEY_ID_X",
-                                          notify_url="http://api/v1/payments/notify/wechat",
-                                          gateway=f"http://127.0.0.1:{free_port()}"))  # nobody listens there
+    silent = WeChatPayClient(
+        WeChatConfig(
+            mchid="1900000109",
+            appid="wx8888888888888888",
+            merchant_private_key=ours,
+            merchant_serial="5157F09EFDC0",
+            apiv3_key="0" * 32,
+            platform_public_key=theirs,
+            platform_public_key_id="PUB_KEY_ID_X",
+            notify_url="http://api/v1/payments/notify/wechat",
+            gateway=f"http://127.0.0.1:{free_port()}",
+        )
+    )  # nobody listens there
     app = api.http._transport.app  # the app under test: give it a WeChat that never answers
     app.state.yhf.channels["wechat"] = WeChatChannel(silent)
     try:

@@ -3,32 +3,68 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
-from domain.payment import FINAL, PAID, Illegal, Moved, PaymentEvent as E, PaymentState, PaymentStatus as S, apply
+from domain.bill import Entry, EntryKind, Refundable, plan_refunds, totals
+from domain.payment import (
+    FINAL,
+    PAID,
+    REFUND_FINAL,
+    Illegal,
+    Moved,
+    PaymentEvent as E,
+    PaymentProgress as S,
+    PaymentState,
+    RefundStatus as R,
+    apply,
+    refund_move,
+)
+from domain.statement import Line, Mismatch, match
 
 # (status, event) -> status after; None: refused. `refunded` is tried with 30 of 100 fen.
 TABLE = {
-    (S.created, E.submitted): S.pending, (S.created, E.timed_out): S.unknown,
-    (S.created, E.succeeded): S.succeeded, (S.created, E.failed): S.failed, (S.created, E.closed): S.created,
+    (S.created, E.submitted): S.pending,
+    (S.created, E.timed_out): S.unknown,
+    (S.created, E.succeeded): S.succeeded,
+    (S.created, E.failed): S.failed,
+    (S.created, E.closed): S.created,
     (S.created, E.refunded): None,
-    (S.pending, E.submitted): S.pending, (S.pending, E.timed_out): S.unknown,
-    (S.pending, E.succeeded): S.succeeded, (S.pending, E.failed): S.failed, (S.pending, E.closed): S.pending,
+    (S.pending, E.submitted): S.pending,
+    (S.pending, E.timed_out): S.unknown,
+    (S.pending, E.succeeded): S.succeeded,
+    (S.pending, E.failed): S.failed,
+    (S.pending, E.closed): S.pending,
     (S.pending, E.refunded): None,
-    (S.unknown, E.submitted): S.unknown, (S.unknown, E.timed_out): S.unknown,
-    (S.unknown, E.succeeded): S.succeeded, (S.unknown, E.failed): S.failed, (S.unknown, E.closed): S.unknown,
+    (S.unknown, E.submitted): S.unknown,
+    (S.unknown, E.timed_out): S.unknown,
+    (S.unknown, E.succeeded): S.succeeded,
+    (S.unknown, E.failed): S.failed,
+    (S.unknown, E.closed): S.unknown,
     (S.unknown, E.refunded): None,
-    (S.succeeded, E.submitted): None, (S.succeeded, E.timed_out): S.succeeded,
-    (S.succeeded, E.succeeded): S.succeeded, (S.succeeded, E.failed): None, (S.succeeded, E.closed): S.succeeded,
+    (S.succeeded, E.submitted): None,
+    (S.succeeded, E.timed_out): S.succeeded,
+    (S.succeeded, E.succeeded): S.succeeded,
+    (S.succeeded, E.failed): None,
+    (S.succeeded, E.closed): S.succeeded,
     (S.succeeded, E.refunded): S.partially_refunded,
-    (S.failed, E.submitted): None, (S.failed, E.timed_out): S.failed, (S.failed, E.succeeded): None,
-    (S.failed, E.failed): S.failed, (S.failed, E.closed): S.failed, (S.failed, E.refunded): None,
-    (S.partially_refunded, E.submitted): None, (S.partially_refunded, E.timed_out): S.partially_refunded,
-    (S.partially_refunded, E.succeeded): S.partially_refunded, (S.partially_refunded, E.failed): None,
-    (S.partially_refunded, E.closed): S.partially_refunded, (S.partially_refunded, E.refunded): S.partially_refunded,
-    (S.refunded, E.submitted): None, (S.refunded, E.timed_out): S.refunded, (S.refunded, E.succeeded): S.refunded,
-    (S.refunded, E.failed): None, (S.refunded, E.closed): S.refunded, (S.refunded, E.refunded): None,
+    (S.failed, E.submitted): None,
+    (S.failed, E.timed_out): S.failed,
+    (S.failed, E.succeeded): None,
+    (S.failed, E.failed): S.failed,
+    (S.failed, E.closed): S.failed,
+    (S.failed, E.refunded): None,
+    (S.partially_refunded, E.submitted): None,
+    (S.partially_refunded, E.timed_out): S.partially_refunded,
+    (S.partially_refunded, E.succeeded): S.partially_refunded,
+    (S.partially_refunded, E.failed): None,
+    (S.partially_refunded, E.closed): S.partially_refunded,
+    (S.partially_refunded, E.refunded): S.partially_refunded,
+    (S.refunded, E.submitted): None,
+    (S.refunded, E.timed_out): S.refunded,
+    (S.refunded, E.succeeded): S.refunded,
+    (S.refunded, E.failed): None,
+    (S.refunded, E.closed): S.refunded,
+    (S.refunded, E.refunded): None,
 }
 
 
@@ -91,18 +127,26 @@ def test_invariants_under_any_sequence(amount: int, steps: list[tuple[E, int]]) 
 
 # --- refunds ---------------------------------------------------------------------------
 
-from domain.bill import Entry, EntryKind, Refundable, plan_refunds, totals  # noqa: E402
-from domain.payment import REFUND_FINAL, RefundStatus as R, refund_move  # noqa: E402
 
 # (from, to) -> True move / False nothing to do / None illegal
 REFUND_TABLE = {
-    (R.created, R.processing): True, (R.created, R.manual): True, (R.created, R.succeeded): True,
-    (R.created, R.failed): True, (R.created, R.created): False,
-    (R.processing, R.succeeded): True, (R.processing, R.failed): True, (R.processing, R.processing): False,
-    (R.processing, R.created): False, (R.processing, R.manual): False,
-    (R.manual, R.succeeded): True, (R.manual, R.manual): False, (R.manual, R.failed): False,
-    (R.manual, R.created): False, (R.manual, R.processing): False,
-    (R.succeeded, R.succeeded): False, (R.failed, R.failed): False,
+    (R.created, R.processing): True,
+    (R.created, R.manual): True,
+    (R.created, R.succeeded): True,
+    (R.created, R.failed): True,
+    (R.created, R.created): False,
+    (R.processing, R.succeeded): True,
+    (R.processing, R.failed): True,
+    (R.processing, R.processing): False,
+    (R.processing, R.created): False,
+    (R.processing, R.manual): False,
+    (R.manual, R.succeeded): True,
+    (R.manual, R.manual): False,
+    (R.manual, R.failed): False,
+    (R.manual, R.created): False,
+    (R.manual, R.processing): False,
+    (R.succeeded, R.succeeded): False,
+    (R.failed, R.failed): False,
 }
 
 
@@ -115,14 +159,18 @@ def test_refund_moves(status: R, to: R) -> None:
     assert refund_move(status, to) is expected
 
 
-@pytest.mark.parametrize(("credit", "sources", "plan"), [
-    (300, [("p2", 500), ("p1", 1000)], [("p2", 300)]),
-    (700, [("p2", 500), ("p1", 1000)], [("p2", 500), ("p1", 200)]),
-    (500, [("p2", 0), ("p1", 500)], [("p1", 500)]),
-    (0, [("p1", 500)], []),
-])
-def test_a_credit_goes_back_to_the_newest_payments_first(credit: int, sources: list[tuple[str, int]],
-                                                        plan: list[tuple[str, int]]) -> None:
+@pytest.mark.parametrize(
+    ("credit", "sources", "plan"),
+    [
+        (300, [("p2", 500), ("p1", 1000)], [("p2", 300)]),
+        (700, [("p2", 500), ("p1", 1000)], [("p2", 500), ("p1", 200)]),
+        (500, [("p2", 0), ("p1", 500)], [("p1", 500)]),
+        (0, [("p1", 500)], []),
+    ],
+)
+def test_a_credit_goes_back_to_the_newest_payments_first(
+    credit: int, sources: list[tuple[str, int]], plan: list[tuple[str, int]]
+) -> None:
     assert plan_refunds(credit, [Refundable(payment_id=p, fen=f) for p, f in sources]) == plan
 
 
@@ -140,8 +188,6 @@ def test_a_refused_refund_puts_the_credit_back() -> None:
 
 # --- daily statements -------------------------------------------------------------------
 
-from domain.statement import Line, Mismatch, match  # noqa: E402
-
 
 def test_a_statement_that_agrees_has_no_findings() -> None:
     lines = [Line(kind="payment", ref="p1", amount_fen=500), Line(kind="refund", ref="r1", amount_fen=200)]
@@ -150,16 +196,24 @@ def test_a_statement_that_agrees_has_no_findings() -> None:
 
 
 def test_every_kind_of_disagreement_is_reported() -> None:
-    channel = [Line(kind="payment", ref="p1", amount_fen=500), Line(kind="payment", ref="ghost", amount_fen=900),
-               Line(kind="refund", ref="r1", amount_fen=250)]
-    ours = [Line(kind="payment", ref="p1", amount_fen=500), Line(kind="refund", ref="r1", amount_fen=200),
-            Line(kind="payment", ref="p2", amount_fen=700),
-            Line(kind="payment", ref="p3", amount_fen=100, inside_day=False)]  # near midnight: on another day
+    channel = [
+        Line(kind="payment", ref="p1", amount_fen=500),
+        Line(kind="payment", ref="ghost", amount_fen=900),
+        Line(kind="refund", ref="r1", amount_fen=250),
+    ]
+    ours = [
+        Line(kind="payment", ref="p1", amount_fen=500),
+        Line(kind="refund", ref="r1", amount_fen=200),
+        Line(kind="payment", ref="p2", amount_fen=700),
+        Line(kind="payment", ref="p3", amount_fen=100, inside_day=False),
+    ]  # near midnight: on another day
     out = match(channel, ours)
     assert out.matched == 1
     assert {(f.ref, f.problem, f.channel_fen, f.ledger_fen) for f in out.findings} == {
-        ("ghost", Mismatch.missing_in_ledger, 900, None), ("r1", Mismatch.amount_mismatch, 250, 200),
-        ("p2", Mismatch.missing_at_channel, None, 700)}
+        ("ghost", Mismatch.missing_in_ledger, 900, None),
+        ("r1", Mismatch.amount_mismatch, 250, 200),
+        ("p2", Mismatch.missing_at_channel, None, 700),
+    }
 
 
 def test_a_line_from_across_midnight_matches_a_record_of_the_other_day() -> None:

@@ -5,14 +5,30 @@ from dataclasses import replace
 import pytest
 
 from domain.visit import (
-    ALLOWED, Category, Event, EventType as E, Item, Refusal, RefusalCode, Stage as S, Transition,
-    VisitState, allowed_events, apply,
+    ALLOWED,
+    Category,
+    Event,
+    EventType as E,
+    Item,
+    Refusal,
+    RefusalCode,
+    Stage as S,
+    Transition,
+    VisitState,
+    allowed_events,
+    apply,
 )
 
 
 def item(item_id: str, category: Category = Category.exam, price: int = 1000, qty: int = 1) -> Item:
-    return Item(item_id=item_id, code=f"C-{item_id}", name=f"item {item_id}", category=category,
-                unit_price_fen=price, quantity=qty)
+    return Item(
+        item_id=item_id,
+        code=f"C-{item_id}",
+        name=f"item {item_id}",
+        category=category,
+        unit_price_fen=price,
+        quantity=qty,
+    )
 
 
 def walk(*events: Event, state: VisitState | None = None) -> VisitState:
@@ -29,22 +45,54 @@ STATE_AT = {
     S.registered: VisitState(),
     S.checked_in: walk(Event(type=E.checked_in)),
     S.called: walk(Event(type=E.checked_in), Event(type=E.called)),
-    S.in_consultation: walk(Event(type=E.checked_in), Event(type=E.called), Event(type=E.consultation_started),
-                            Event(type=E.orders_placed, items=(item("x1"),))),
-    S.awaiting_results: walk(Event(type=E.checked_in), Event(type=E.called), Event(type=E.consultation_started),
-                             Event(type=E.orders_placed, items=(item("x1"),)), Event(type=E.consultation_ended)),
-    S.prescribed: walk(Event(type=E.checked_in), Event(type=E.called), Event(type=E.consultation_started),
-                       Event(type=E.prescribed, items=(item("d1", Category.drug), item("i1", Category.infusion)))),
-    S.skin_test: walk(Event(type=E.checked_in), Event(type=E.called), Event(type=E.consultation_started),
-                      Event(type=E.prescribed, items=(item("d1", Category.drug),), skin_test_required=True)),
-    S.dispensed: walk(Event(type=E.checked_in), Event(type=E.called), Event(type=E.consultation_started),
-                      Event(type=E.prescribed, items=(item("i1", Category.infusion),)), Event(type=E.dispensed)),
-    S.in_infusion: walk(Event(type=E.checked_in), Event(type=E.called), Event(type=E.consultation_started),
-                        Event(type=E.prescribed, items=(item("i1", Category.infusion),)), Event(type=E.dispensed),
-                        Event(type=E.infusion_started)),
-    S.discharged: walk(Event(type=E.checked_in), Event(type=E.called), Event(type=E.consultation_started),
-                       Event(type=E.orders_placed, items=(item("x1"),)), Event(type=E.consultation_ended),
-                       Event(type=E.discharged)),
+    S.in_consultation: walk(
+        Event(type=E.checked_in),
+        Event(type=E.called),
+        Event(type=E.consultation_started),
+        Event(type=E.orders_placed, items=(item("x1"),)),
+    ),
+    S.awaiting_results: walk(
+        Event(type=E.checked_in),
+        Event(type=E.called),
+        Event(type=E.consultation_started),
+        Event(type=E.orders_placed, items=(item("x1"),)),
+        Event(type=E.consultation_ended),
+    ),
+    S.prescribed: walk(
+        Event(type=E.checked_in),
+        Event(type=E.called),
+        Event(type=E.consultation_started),
+        Event(type=E.prescribed, items=(item("d1", Category.drug), item("i1", Category.infusion))),
+    ),
+    S.skin_test: walk(
+        Event(type=E.checked_in),
+        Event(type=E.called),
+        Event(type=E.consultation_started),
+        Event(type=E.prescribed, items=(item("d1", Category.drug),), skin_test_required=True),
+    ),
+    S.dispensed: walk(
+        Event(type=E.checked_in),
+        Event(type=E.called),
+        Event(type=E.consultation_started),
+        Event(type=E.prescribed, items=(item("i1", Category.infusion),)),
+        Event(type=E.dispensed),
+    ),
+    S.in_infusion: walk(
+        Event(type=E.checked_in),
+        Event(type=E.called),
+        Event(type=E.consultation_started),
+        Event(type=E.prescribed, items=(item("i1", Category.infusion),)),
+        Event(type=E.dispensed),
+        Event(type=E.infusion_started),
+    ),
+    S.discharged: walk(
+        Event(type=E.checked_in),
+        Event(type=E.called),
+        Event(type=E.consultation_started),
+        Event(type=E.orders_placed, items=(item("x1"),)),
+        Event(type=E.consultation_ended),
+        Event(type=E.discharged),
+    ),
 }
 
 # A representative event of each type, valid where the type is allowed in STATE_AT.
@@ -101,8 +149,11 @@ ACCEPTED = {
 
 
 # Before the doctor there is nothing to cancel (the registration fee is not an order).
-NOTHING_TO_CANCEL = {(S.registered, E.orders_cancelled), (S.checked_in, E.orders_cancelled),
-                     (S.called, E.orders_cancelled)}
+NOTHING_TO_CANCEL = {
+    (S.registered, E.orders_cancelled),
+    (S.checked_in, E.orders_cancelled),
+    (S.called, E.orders_cancelled),
+}
 
 
 @pytest.mark.parametrize("stage", list(S))
@@ -134,19 +185,31 @@ def test_tables_cover_every_stage_and_event() -> None:
 
 
 def test_patent_figure_1_with_positive_skin_test_and_infusion() -> None:
-    s = walk(Event(type=E.checked_in), Event(type=E.called), Event(type=E.consultation_started),
-             Event(type=E.orders_placed, items=(item("ct", Category.exam), item("cbc", Category.lab))),
-             Event(type=E.consultation_ended))
+    s = walk(
+        Event(type=E.checked_in),
+        Event(type=E.called),
+        Event(type=E.consultation_started),
+        Event(type=E.orders_placed, items=(item("ct", Category.exam), item("cbc", Category.lab))),
+        Event(type=E.consultation_ended),
+    )
     assert s.stage is S.awaiting_results and s.pending_results == {"ct", "cbc"}
-    s = walk(Event(type=E.results_ready, item_ids=("ct", "cbc")), Event(type=E.consultation_started),
-             Event(type=E.prescribed, items=(item("pen", Category.drug),), skin_test_required=True), state=s)
+    s = walk(
+        Event(type=E.results_ready, item_ids=("ct", "cbc")),
+        Event(type=E.consultation_started),
+        Event(type=E.prescribed, items=(item("pen", Category.drug),), skin_test_required=True),
+        state=s,
+    )
     assert s.stage is S.skin_test
     s = walk(Event(type=E.skin_test_result, skin_test_positive=True), state=s)
     assert s.stage is S.in_consultation and s.consultation_open
-    s = walk(Event(type=E.orders_cancelled, item_ids=("pen",)),
-             Event(type=E.prescribed, items=(item("azi", Category.drug), item("drip", Category.infusion))),
-             Event(type=E.consultation_ended), Event(type=E.dispensed), Event(type=E.infusion_started),
-             state=s)
+    s = walk(
+        Event(type=E.orders_cancelled, item_ids=("pen",)),
+        Event(type=E.prescribed, items=(item("azi", Category.drug), item("drip", Category.infusion))),
+        Event(type=E.consultation_ended),
+        Event(type=E.dispensed),
+        Event(type=E.infusion_started),
+        state=s,
+    )
     assert s.stage is S.in_infusion
     refused = apply(s, Event(type=E.discharged))
     assert isinstance(refused, Refusal) and "infusion" in refused.detail
@@ -191,8 +254,11 @@ def test_results_for_unknown_or_finished_items_are_refused() -> None:
 
 
 def test_infusion_needs_an_infusion_prescription() -> None:
-    s = walk(Event(type=E.prescribed, items=(item("d", Category.drug),)), Event(type=E.dispensed),
-             state=replace(STATE_AT[S.called], stage=S.in_consultation, consultation_open=True))
+    s = walk(
+        Event(type=E.prescribed, items=(item("d", Category.drug),)),
+        Event(type=E.dispensed),
+        state=replace(STATE_AT[S.called], stage=S.in_consultation, consultation_open=True),
+    )
     refused = apply(s, Event(type=E.infusion_started))
     assert isinstance(refused, Refusal) and "infusion" in refused.detail
     assert E.infusion_started not in allowed_events(s)

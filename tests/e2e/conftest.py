@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import httpx
 import pytest
 
 from devstack import Stack
 from tests.flows import Clinic
-from tests.support import fresh_database, free_port
+from tests.support import free_port, fresh_database
 
 SHORT = {
     "YHF_ARREARS_AFTER": "PT4S",
@@ -24,21 +26,36 @@ SHORT = {
     # many sign-ins from one test machine, seconds apart
     "YHF_SMS_CODE_MIN_INTERVAL": "PT1S",
     "YHF_SMS_CODES_PER_IP_HOUR": "100000",
+    # the logs as a deployment writes them: the privacy tests read these for personal data
+    "YHF_LOG_FORMAT": "json",
 }
 
 
-@pytest.fixture(scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    tmp = tmp_path_factory.mktemp("stack")
+@asynccontextmanager
+async def running_stack(tmp: Path) -> AsyncIterator[Stack]:
+    """A stack on free ports with the short durations, in `tmp`, on a fresh database; stopped after."""
     async with fresh_database(tmp) as url:
-        s = Stack(data_dir=tmp / "data", api_port=free_port(), temporal_port=free_port(), headless=True,
-                  wechat_port=free_port(), alipay_port=free_port(),
-                  env={**SHORT, "YHF_DATABASE_URL": url}, log_dir=tmp / "logs")
+        s = Stack(
+            data_dir=tmp / "data",
+            api_port=free_port(),
+            temporal_port=free_port(),
+            headless=True,
+            wechat_port=free_port(),
+            alipay_port=free_port(),
+            env={**SHORT, "YHF_DATABASE_URL": url},
+            log_dir=tmp / "logs",
+        )
         await asyncio.to_thread(s.start)
         try:
             yield s
         finally:
             await asyncio.to_thread(s.stop)
+
+
+@pytest.fixture(scope="session")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    async with running_stack(tmp_path_factory.mktemp("stack")) as s:
+        yield s
 
 
 @pytest.fixture
@@ -50,5 +67,3 @@ async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def clinic(http: httpx.AsyncClient) -> Clinic:
     return Clinic.over(http, {"Authorization": "Bearer dev-his-key"})
-
-

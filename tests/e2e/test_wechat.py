@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
+from temporalio.client import Client
 
 from tests.e2e.test_stack import HIS, until
 from tests.flows import Clinic, assert_problem, item
+from tests.workflows.test_visit_workflow import record
 
 pytestmark = pytest.mark.e2e
 
@@ -24,22 +28,36 @@ async def test_pay_the_merged_bill_with_wechat(http: httpx.AsyncClient, clinic: 
     assert (await http.post("/v1/patient/sms-code", json={"phone": phone})).status_code == 202
     login = (await http.post("/v1/patient/login", json={"phone": phone, "code": await clinic.last_code(phone)})).json()
     auth = {"Authorization": f"Bearer {login['token']}"}
-    r = await http.post("/v1/patient/payments", json={"channel": "wechat"},
-                        headers={**auth, "Idempotency-Key": "wechat-e2e-0001"})
+    # the stack offers every channel of the registry, in its order, each with its label
+    options = (await http.get("/v1/patient/payment-options", headers=auth)).json()
+    assert options["channels"] == ["wechat", "alipay", "sandbox"]
+    assert options["labels"] == {"wechat": "微信支付", "alipay": "支付宝", "sandbox": "沙箱支付"}
+    r = await http.post(
+        "/v1/patient/payments", json={"channel": "wechat"}, headers={**auth, "Idempotency-Key": "wechat-e2e-0001"}
+    )
     assert r.status_code == 201, r.text
     payment = r.json()
     assert payment["pay_url"].startswith("https://wx.tenpay.com/") and payment["amount_fen"] == 3300
 
     # a notification that is not WeChat's changes nothing
-    forged = await http.post("/v1/payments/notify/wechat", content=b'{"id":"x"}', headers={
-        "Wechatpay-Timestamp": str(int(time.time())), "Wechatpay-Nonce": "n", "Wechatpay-Signature": "c2ln",
-        "Wechatpay-Serial": "PUB_KEY_ID_0119000001092026", "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048"})
+    forged = await http.post(
+        "/v1/payments/notify/wechat",
+        content=b'{"id":"x"}',
+        headers={
+            "Wechatpay-Timestamp": str(int(time.time())),
+            "Wechatpay-Nonce": "n",
+            "Wechatpay-Signature": "c2ln",
+            "Wechatpay-Serial": "PUB_KEY_ID_0119000001092026",
+            "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+        },
+    )
     assert_problem(forged, 401, "invalid_signature")
 
     done = await http.post(f"/v1/sandbox/payments/{payment['payment_id']}/complete")
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "succeeded" and done.json()["allocations"] == [
-        {"visit_id": visit_id, "amount_fen": 3300}]
+        {"visit_id": visit_id, "amount_fen": 3300}
+    ]
 
     async def visit() -> dict[str, Any]:
         return (await http.get(f"/v1/his/visits/{visit_id}", headers=HIS)).json()
@@ -52,8 +70,11 @@ async def test_pay_the_merged_bill_with_wechat(http: httpx.AsyncClient, clinic: 
     assert (await visit())["bill"]["paid_fen"] == 3300
 
 
-async def test_a_lost_notification_is_found_by_reconciliation(stack, http: httpx.AsyncClient,  # type: ignore[no-untyped-def]
-                                                              clinic: Clinic) -> None:
+async def test_a_lost_notification_is_found_by_reconciliation(
+    stack,
+    http: httpx.AsyncClient,
+    clinic: Clinic,
+) -> None:
     patient_id, phone = await clinic.enrolled_patient()
     visit_id = (await clinic.register(patient_id, fee=1800))["visit_id"]
     await clinic.event(visit_id, "discharged")
@@ -64,8 +85,10 @@ async def test_a_lost_notification_is_found_by_reconciliation(stack, http: httpx
     payment = (await http.post("/v1/patient/payments", json={"channel": "wechat"}, headers=auth)).json()
     # the patient pays at WeChat, but WeChat's notification never reaches us
     async with httpx.AsyncClient() as wx:
-        r = await wx.post(f"http://127.0.0.1:{stack.wechat_port}/_sim/pay/1900000109/{payment['payment_id']}",
-                          params={"notify": "false"})
+        r = await wx.post(
+            f"http://127.0.0.1:{stack.wechat_port}/_sim/pay/1900000109/{payment['payment_id']}",
+            params={"notify": "false"},
+        )
     assert r.json() == {"notified": None}
 
     async def visit() -> dict[str, Any]:
@@ -74,13 +97,20 @@ async def test_a_lost_notification_is_found_by_reconciliation(stack, http: httpx
     # the reconciliation schedule asks WeChat, lands the money and stops the dunning
     settled = await until(visit, lambda v: v["payment_status"] == "settled", timeout=60)
     assert settled["bill"]["paid_fen"] == 1800 and len(settled["bill"]["payments"]) == 1
-    audit = (await http.get(f"/v1/ops/audit?subject_type=patient&subject_id={patient_id}",
-                            headers={"Authorization": "Bearer dev-ops-key"})).json()
+    audit = (
+        await http.get(
+            f"/v1/ops/audit?subject_type=patient&subject_id={patient_id}",
+            headers={"Authorization": "Bearer dev-ops-key"},
+        )
+    ).json()
     assert any(e["actor"] == "channel:wechat" and e["action"] == "payment_succeeded" for e in audit)
 
 
-async def test_pay_with_alipay_and_reconcile_a_lost_notify(stack, http: httpx.AsyncClient,  # type: ignore[no-untyped-def]
-                                                           clinic: Clinic) -> None:
+async def test_pay_with_alipay_and_reconcile_a_lost_notify(
+    stack,
+    http: httpx.AsyncClient,
+    clinic: Clinic,
+) -> None:
     patient_id, phone = await clinic.enrolled_patient()
     v1 = (await clinic.register(patient_id, fee=1234))["visit_id"]
     await clinic.event(v1, "discharged")
@@ -97,8 +127,10 @@ async def test_pay_with_alipay_and_reconcile_a_lost_notify(stack, http: httpx.As
         return (await http.get(f"/v1/his/visits/{v}", headers=HIS)).json()
 
     assert (await until(lambda: visit(v1), lambda v: v["payment_status"] == "settled"))["bill"]["paid_fen"] == 1234
-    forged = await http.post("/v1/payments/notify/alipay", data={"out_trade_no": payment["payment_id"],
-                                                                  "total_amount": "12.34", "sign": "Zm9yZ2Vk"})
+    forged = await http.post(
+        "/v1/payments/notify/alipay",
+        data={"out_trade_no": payment["payment_id"], "total_amount": "12.34", "sign": "Zm9yZ2Vk"},
+    )
     assert_problem(forged, 401, "invalid_signature")
 
     # a second visit; the patient pays at Alipay but the notify is lost: reconciliation finds it
@@ -107,8 +139,9 @@ async def test_pay_with_alipay_and_reconcile_a_lost_notify(stack, http: httpx.As
     second = (await http.post("/v1/patient/payments", json={"channel": "alipay"}, headers=auth)).json()
     async with httpx.AsyncClient() as ali:
         await ali.get(second["pay_url"])  # the phone opens the cashier
-        r = await ali.post(f"http://127.0.0.1:{stack.alipay_port}/_sim/pay/{second['payment_id']}",
-                           params={"notify": "false"})
+        r = await ali.post(
+            f"http://127.0.0.1:{stack.alipay_port}/_sim/pay/{second['payment_id']}", params={"notify": "false"}
+        )
     assert r.json() == {"notified": None}
     settled = await until(lambda: visit(v2), lambda v: v["payment_status"] == "settled", timeout=60)
     assert settled["bill"]["paid_fen"] == 999
@@ -128,9 +161,14 @@ async def _paid_exam_visit(http: httpx.AsyncClient, clinic: Clinic, channel: str
     """An X-ray visit (500 + 8000) paid in full at `channel`, settled."""
     patient_id, phone = await clinic.enrolled_patient()
     visit_id = (await clinic.register(patient_id, fee=500))["visit_id"]
-    for event, fields in (("checked_in", {"channel": "app"}), ("called", {}), ("consultation_started", {}),
-                          ("orders_placed", {"items": [item("xray", "exam", 8000)]}), ("consultation_ended", {}),
-                          ("discharged", {})):
+    for event, fields in (
+        ("checked_in", {"channel": "app"}),
+        ("called", {}),
+        ("consultation_started", {}),
+        ("orders_placed", {"items": [item("xray", "exam", 8000)]}),
+        ("consultation_ended", {}),
+        ("discharged", {}),
+    ):
         await clinic.event(visit_id, event, **fields)
     auth = await _login(http, clinic, phone)
     payment = (await http.post("/v1/patient/payments", json={"channel": channel}, headers=auth)).json()
@@ -159,12 +197,17 @@ async def test_cancelled_exam_is_refunded_through_wechat(http: httpx.AsyncClient
     assert (visit["bill"]["total_fen"], visit["bill"]["paid_fen"], visit["bill"]["balance_fen"]) == (500, 500, 0)
 
 
-async def test_a_refund_the_bank_refuses_puts_the_credit_back(stack, http: httpx.AsyncClient,  # type: ignore[no-untyped-def]
-                                                             clinic: Clinic) -> None:
+async def test_a_refund_the_bank_refuses_puts_the_credit_back(
+    stack,
+    http: httpx.AsyncClient,
+    clinic: Clinic,
+) -> None:
     _, visit_id, payment = await _paid_exam_visit(http, clinic, "wechat")
     async with httpx.AsyncClient() as wx:  # the payer's card was closed: WeChat will end the refund ABNORMAL
-        await wx.post(f"http://127.0.0.1:{stack.wechat_port}/_sim/refund-outcome/{payment['payment_id']}",
-                      params={"outcome": "ABNORMAL"})
+        await wx.post(
+            f"http://127.0.0.1:{stack.wechat_port}/_sim/refund-outcome/{payment['payment_id']}",
+            params={"outcome": "ABNORMAL"},
+        )
     await clinic.event(visit_id, "orders_cancelled", item_ids=["xray"])
     failed = await until(lambda: _refunds(http, visit_id), lambda rs: rs and rs[0]["status"] == "failed", timeout=30)
     assert failed[0]["amount_fen"] == 8000 and "退款异常" in failed[0]["detail"]
@@ -176,31 +219,31 @@ async def test_a_refund_the_bank_refuses_puts_the_credit_back(stack, http: httpx
     assert failed[0]["refund_id"] in {r["refund_id"] for r in listed}
 
 
-async def test_paid_twice_with_alipay_the_second_is_refunded_at_alipay(http: httpx.AsyncClient,
-                                                                      clinic: Clinic) -> None:
+async def test_paid_twice_with_alipay_the_second_is_refunded_at_alipay(http: httpx.AsyncClient, clinic: Clinic) -> None:
     patient_id, phone = await clinic.enrolled_patient()
     visit_id = (await clinic.register(patient_id, fee=2468))["visit_id"]
     await clinic.event(visit_id, "discharged")
     auth = await _login(http, clinic, phone)
-    orders = [(await http.post("/v1/patient/payments", json={"channel": "alipay"}, headers=auth)).json()
-              for _ in range(2)]
+    orders = [
+        (await http.post("/v1/patient/payments", json={"channel": "alipay"}, headers=auth)).json() for _ in range(2)
+    ]
     for order in orders:
         done = await http.post(f"/v1/sandbox/payments/{order['payment_id']}/complete")
         assert done.status_code == 200, done.text
-    refunded = await until(lambda: _refunds(http, visit_id), lambda rs: rs and rs[0]["status"] == "succeeded",
-                           timeout=30)
+    refunded = await until(
+        lambda: _refunds(http, visit_id), lambda rs: rs and rs[0]["status"] == "succeeded", timeout=30
+    )
     assert [(r["payment_id"], r["amount_fen"], r["reason"]) for r in refunded] == [
-        (orders[1]["payment_id"], 2468, "overpayment")]
+        (orders[1]["payment_id"], 2468, "overpayment")
+    ]
     visit = await _visit(http, visit_id)
     assert visit["bill"]["paid_fen"] == 2468 and visit["bill"]["balance_fen"] == 0
 
 
 @pytest.mark.parametrize("channel", ["wechat", "alipay"])
 async def test_the_days_statement_matches_the_ledger_and_a_stranger_is_reported(
-        stack, http: httpx.AsyncClient, clinic: Clinic, channel: str) -> None:  # type: ignore[no-untyped-def]
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
+    stack, http: httpx.AsyncClient, clinic: Clinic, channel: str
+) -> None:
     await _paid_exam_visit(http, clinic, channel)  # at least one payment of today at this channel
     day = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
     r = await http.post("/v1/ops/statements", json={"channel": channel, "day": day}, headers=OPS)
@@ -211,19 +254,18 @@ async def test_the_days_statement_matches_the_ledger_and_a_stranger_is_reported(
     # a trade on the channel's bill that the ledger has never seen
     port = stack.wechat_port if channel == "wechat" else stack.alipay_port
     async with httpx.AsyncClient() as sim:
-        await sim.post(f"http://127.0.0.1:{port}/_sim/bill-extra/{day}", params={"out_trade_no": "pay_stranger",
-                                                                                  "total": 999})
+        await sim.post(
+            f"http://127.0.0.1:{port}/_sim/bill-extra/{day}", params={"out_trade_no": "pay_stranger", "total": 999}
+        )
     r = await http.post("/v1/ops/statements", json={"channel": channel, "day": day}, headers=OPS)
     found = r.json()["mismatches"]
     assert [(m["ref"], m["problem"], m["channel_fen"]) for m in found] == [("pay_stranger", "missing_in_ledger", 999)]
-    listed = (await http.get("/v1/ops/statements", params={"mismatched": "true", "channel": channel},
-                             headers=OPS)).json()
+    listed = (
+        await http.get("/v1/ops/statements", params={"mismatched": "true", "channel": channel}, headers=OPS)
+    ).json()
     assert [(x["channel"], x["day"]) for x in listed] == [(channel, day)]
     bad = await http.post("/v1/ops/statements", json={"channel": channel, "day": "yesterday"}, headers=OPS)
     assert_problem(bad, 422, "invalid_request")
-    from temporalio.client import Client
-
-    from tests.workflows.test_visit_workflow import record
 
     client = await Client.connect(f"127.0.0.1:{stack.temporal_port}")
     await record(client.get_workflow_handle(f"statement-{channel}-{day}"), f"statement_{channel}")
@@ -231,7 +273,8 @@ async def test_the_days_statement_matches_the_ledger_and_a_stranger_is_reported(
 
 @pytest.mark.parametrize("channel", ["wechat", "alipay"])
 async def test_an_abandoned_order_is_closed_and_cannot_be_paid_later(
-        stack, http: httpx.AsyncClient, clinic: Clinic, channel: str) -> None:  # type: ignore[no-untyped-def]
+    stack, http: httpx.AsyncClient, clinic: Clinic, channel: str
+) -> None:
     patient_id, phone = await clinic.enrolled_patient()
     visit_id = (await clinic.register(patient_id, fee=777))["visit_id"]
     await clinic.event(visit_id, "discharged")

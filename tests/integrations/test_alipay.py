@@ -12,8 +12,9 @@ import pytest
 from fastapi import FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
-from integrations.payments.alipay import AlipayClient, AlipayConfig, AlipayError, alipay_simulator_app, unsigned_string
-from integrations.payments.wechat import _sign, new_rsa_pair
+from integrations.payments.alipay import AlipayClient, AlipayConfig, AlipayError
+from simulators.alipay import alipay_simulator_app, unsigned_string
+from simulators.keys import new_rsa_pair, rsa_sign
 from tests.support import served, uid
 
 APP_ID, SELLER = "2021000000000001", "2088000000000001"
@@ -31,12 +32,18 @@ def alipay() -> Iterator[dict[str, Any]]:
         received.append(dict(parse_qsl((await request.body()).decode())))
         return PlainTextResponse("success")
 
-    sim = alipay_simulator_app(app_id=APP_ID, seller_id=SELLER, app_public_key=app_public,
-                               alipay_private_key=ali_private)
+    sim = alipay_simulator_app(
+        app_id=APP_ID, seller_id=SELLER, app_public_key=app_public, alipay_private_key=ali_private
+    )
     with served(sim) as gateway, served(receiver) as hook:
-        config = AlipayConfig(app_id=APP_ID, seller_id=SELLER, app_private_key=app_private,
-                              alipay_public_key=ali_public, notify_url=f"http://{hook}/notify",
-                              gateway=f"http://{gateway}/gateway.do")
+        config = AlipayConfig(
+            app_id=APP_ID,
+            seller_id=SELLER,
+            app_private_key=app_private,
+            alipay_public_key=ali_public,
+            notify_url=f"http://{hook}/notify",
+            gateway=f"http://{gateway}/gateway.do",
+        )
         yield {"config": config, "gateway": gateway, "received": received, "ali_private": ali_private}
 
 
@@ -69,12 +76,12 @@ async def test_forged_and_foreign_notifications_are_refused(alipay: dict[str, An
     assert client.verify_notification({k: v for k, v in form.items() if k != "sign"}) is None
     forger, _ = new_rsa_pair()
     resigned = {**form, "total_amount": "0.01"}
-    resigned["sign"] = _sign(forger, unsigned_string(resigned))
+    resigned["sign"] = rsa_sign(forger, unsigned_string(resigned))
     assert client.verify_notification(resigned) is None
     # genuinely signed by Alipay, but for another seller, or with a yuan string that is not exact
     for change in ({"seller_id": "2088999999999999"}, {"total_amount": "1.001"}):
         other = {**form, **change}
-        other["sign"] = _sign(alipay["ali_private"], unsigned_string(other))
+        other["sign"] = rsa_sign(alipay["ali_private"], unsigned_string(other))
         assert client.verify_notification(other) is None
 
 

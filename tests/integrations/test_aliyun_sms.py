@@ -1,4 +1,5 @@
-"""Aliyun SMS through the real SDK (signed RPC requests over HTTP) to the Dysms simulator."""
+"""Aliyun SMS through the real SDK (signed RPC requests over HTTP) to the Dysms simulator, with
+the outbox (db/sms.py) keeping our record of each message."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import SmsMessage
-from integrations.aliyun_sms import AliyunSmsSender, SmsRejected, SmsThrottled, dysms_simulator_app, rpc_signature
+from db.sms import OutboxSender
+from integrations.aliyun_sms import AliyunSms, SmsRejected, SmsThrottled
 from integrations.sms import OutgoingSms
+from simulators.dysms import Base as DysmsBase, Dysms, dysms_simulator_app, rpc_signature
+from simulators.store import Store
 from tests.flows import random_phone
 from tests.support import PII, rows, served, uid
 
@@ -19,42 +23,51 @@ AK, SECRET = "LTAI5tYhfTestKey", "test-secret-0123456789"
 
 
 @pytest.fixture(scope="module")
-def dysms() -> Iterator[tuple[str, object]]:
+def dysms() -> Iterator[tuple[str, Dysms]]:
     app = dysms_simulator_app({AK: SECRET})
     with served(app) as endpoint:
         yield endpoint, app.state.dysms
+    app.state.dysms.store.close()
 
 
-def sender(factory: async_sessionmaker[AsyncSession], endpoint: str, secret: str = SECRET) -> AliyunSmsSender:
-    return AliyunSmsSender(factory, PII, access_key_id=AK, access_key_secret=secret, endpoint=endpoint,
-                           protocol="http")
+def sender(factory: async_sessionmaker[AsyncSession], endpoint: str, secret: str = SECRET) -> OutboxSender:
+    aliyun = AliyunSms(access_key_id=AK, access_key_secret=secret, endpoint=endpoint, protocol="http")
+    return OutboxSender(factory, PII, aliyun)
 
 
-async def test_send_through_the_sdk(dysms, factory) -> None:  # type: ignore[no-untyped-def]
+async def test_send_through_the_sdk(dysms, factory) -> None:
     endpoint, state = dysms
     phone = random_phone()
-    msg = OutgoingSms(idempotency_key=uid("k"), phone=phone, template="dunning",
-                      params={"amount": "45.00", "deadline": "3月8日 10:00"}, patient_id="p1", visit_id="v1")
+    msg = OutgoingSms(
+        idempotency_key=uid("k"),
+        phone=phone,
+        template="dunning",
+        params={"amount": "45.00", "deadline": "3月8日 10:00"},
+        patient_id="p1",
+        visit_id="v1",
+    )
     result = await sender(factory, endpoint).send(msg)
     assert not result.duplicate
-    got = [m for m in state.received if m["phone"] == phone]
+    got = state.received(phone)
     assert len(got) == 1 and got[0]["template_code"] == "SMS_480100004" and "45.00元" in got[0]["text"]
+    assert got[0]["out_id"] == str(result.message_id)  # Aliyun's receipt names our outbox row
     again = await sender(factory, endpoint).send(msg)
-    assert again.duplicate and len([m for m in state.received if m["phone"] == phone]) == 1
+    assert again.duplicate and len(state.received(phone)) == 1
     [row] = [r for r in await rows(factory, SmsMessage, visit_id="v1") if r.idempotency_key == msg.idempotency_key]
     assert row.status == "sent" and row.phone_masked.endswith(phone[-4:]) and phone not in str(row.params)
 
 
-async def test_wrong_secret_is_caught_by_the_signature(dysms, factory) -> None:  # type: ignore[no-untyped-def]
-    endpoint, state = dysms
-    msg = OutgoingSms(idempotency_key=uid("k"), phone=random_phone(), template="payment_received",
-                      params={"amount": "1.00"})
+async def test_wrong_secret_is_caught_by_the_signature(dysms, factory) -> None:
+    endpoint, _ = dysms
+    msg = OutgoingSms(
+        idempotency_key=uid("k"), phone=random_phone(), template="payment_received", params={"amount": "1.00"}
+    )
     with pytest.raises(SmsRejected) as err:
         await sender(factory, endpoint, secret="not-the-secret").send(msg)
     assert err.value.code == "SignatureDoesNotMatch"
 
 
-async def test_illegal_number_is_final(dysms, factory) -> None:  # type: ignore[no-untyped-def]
+async def test_illegal_number_is_final(dysms, factory) -> None:
     endpoint, _ = dysms
     msg = OutgoingSms(idempotency_key=uid("k"), phone="12345", template="payment_received", params={"amount": "1.00"})
     with pytest.raises(SmsRejected) as err:
@@ -64,15 +77,17 @@ async def test_illegal_number_is_final(dysms, factory) -> None:  # type: ignore[
         await sender(factory, endpoint).send(msg)
 
 
-async def test_verification_codes_are_flow_controlled(dysms, factory) -> None:  # type: ignore[no-untyped-def]
+async def test_verification_codes_are_flow_controlled(dysms, factory) -> None:
     endpoint, _ = dysms
     phone = random_phone()
     s = sender(factory, endpoint)
-    await s.send(OutgoingSms(idempotency_key=uid("k"), phone=phone, template="verification_code",
-                             params={"code": "123456"}))
+    await s.send(
+        OutgoingSms(idempotency_key=uid("k"), phone=phone, template="verification_code", params={"code": "123456"})
+    )
     with pytest.raises(SmsThrottled) as err:
-        await s.send(OutgoingSms(idempotency_key=uid("k"), phone=phone, template="verification_code",
-                                 params={"code": "654321"}))
+        await s.send(
+            OutgoingSms(idempotency_key=uid("k"), phone=phone, template="verification_code", params={"code": "654321"})
+        )
     assert err.value.code == "isv.BUSINESS_LIMIT_CONTROL"
 
 
@@ -86,26 +101,45 @@ async def test_verification_codes_are_flow_controlled(dysms, factory) -> None:  
         ({"PhoneNumbers": "1380013800"}, "isv.MOBILE_NUMBER_ILLEGAL"),
     ],
 )
-async def test_simulator_checks_parameters(dysms, change: dict[str, str], code: str) -> None:  # type: ignore[no-untyped-def]
+async def test_simulator_checks_parameters(dysms, change: dict[str, str], code: str) -> None:
     endpoint, _ = dysms
-    params = {"AccessKeyId": AK, "Action": "SendSms", "Format": "JSON", "SignatureMethod": "HMAC-SHA1",
-              "SignatureNonce": uid("n"), "SignatureVersion": "1.0",
-              "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "Version": "2017-05-25",
-              "PhoneNumbers": random_phone(), "SignName": "医后付", "TemplateCode": "SMS_480100004",
-              "TemplateParam": '{"amount":"1.00","deadline":"x"}', **change}
+    params = {
+        "AccessKeyId": AK,
+        "Action": "SendSms",
+        "Format": "JSON",
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureNonce": uid("n"),
+        "SignatureVersion": "1.0",
+        "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "Version": "2017-05-25",
+        "PhoneNumbers": random_phone(),
+        "SignName": "医后付",
+        "TemplateCode": "SMS_480100004",
+        "TemplateParam": '{"amount":"1.00","deadline":"x"}',
+        **change,
+    }
     params["Signature"] = rpc_signature("GET", params, SECRET)
     async with httpx.AsyncClient() as http:
         r = await http.get(f"http://{endpoint}/", params=params)
     assert r.json()["Code"] == code
 
 
-async def test_tampered_or_replayed_requests(dysms) -> None:  # type: ignore[no-untyped-def]
+async def test_tampered_or_replayed_requests(dysms) -> None:
     endpoint, _ = dysms
-    params = {"AccessKeyId": AK, "Action": "SendSms", "Format": "JSON", "SignatureMethod": "HMAC-SHA1",
-              "SignatureNonce": uid("n"), "SignatureVersion": "1.0",
-              "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "Version": "2017-05-25",
-              "PhoneNumbers": random_phone(), "SignName": "医后付", "TemplateCode": "SMS_480100006",
-              "TemplateParam": '{"amount":"1.00"}'}
+    params = {
+        "AccessKeyId": AK,
+        "Action": "SendSms",
+        "Format": "JSON",
+        "SignatureMethod": "HMAC-SHA1",
+        "SignatureNonce": uid("n"),
+        "SignatureVersion": "1.0",
+        "Timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "Version": "2017-05-25",
+        "PhoneNumbers": random_phone(),
+        "SignName": "医后付",
+        "TemplateCode": "SMS_480100006",
+        "TemplateParam": '{"amount":"1.00"}',
+    }
     params["Signature"] = rpc_signature("GET", params, SECRET)
     async with httpx.AsyncClient() as http:
         assert (await http.get(f"http://{endpoint}/", params=params)).json()["Code"] == "OK"
@@ -116,3 +150,43 @@ async def test_tampered_or_replayed_requests(dysms) -> None:  # type: ignore[no-
         old["Signature"] = rpc_signature("GET", {k: v for k, v in old.items() if k != "Signature"}, SECRET)
         assert (await http.get(f"http://{endpoint}/", params=old)).json()["Code"] == "InvalidTimeStamp.Expired"
 
+
+async def test_the_reminder_after_default_tells_what_happened(dysms, factory) -> None:
+    endpoint, state = dysms
+    phone = random_phone()
+    msg = OutgoingSms(idempotency_key=uid("k"), phone=phone, template="dunning_defaulted", params={"amount": "45.00"})
+    await sender(factory, endpoint).send(msg)
+    [got] = state.received(phone)
+    assert got["template_code"] == "SMS_480100011"
+    assert "45.00元" in got["text"] and "医保卡已锁定" in got["text"] and "自动解锁" in got["text"]
+    assert "前支付" not in got["text"] and "逾期将" not in got["text"]  # no deadline already past
+    with pytest.raises(ValueError):  # a deadline is not one of its parameters
+        await sender(factory, endpoint).send(
+            OutgoingSms(
+                idempotency_key=uid("k"),
+                phone=phone,
+                template="dunning_defaulted",
+                params={"amount": "1.00", "deadline": "3月8日 10:00"},
+            )
+        )
+
+
+async def test_dysms_keeps_its_messages_and_flow_control_in_its_own_file(tmp_path, factory) -> None:
+    """Restarted on the same file, the simulator still lists what it accepted and still counts
+    the verification codes already sent to a phone."""
+    phone, path = random_phone(), tmp_path / "dysms.db"
+    for attempt in range(2):
+        app = dysms_simulator_app({AK: SECRET}, store=Store(DysmsBase.metadata, path))
+        with served(app) as endpoint:
+            code = OutgoingSms(
+                idempotency_key=uid("k"), phone=phone, template="verification_code", params={"code": "123456"}
+            )
+            if attempt == 0:
+                await sender(factory, endpoint).send(code)
+            else:
+                with pytest.raises(SmsThrottled):
+                    await sender(factory, endpoint).send(code)
+                async with httpx.AsyncClient() as http:
+                    listed = (await http.get(f"http://{endpoint}/_sandbox/messages", params={"phone": phone})).json()
+                assert [m["template"] for m in listed] == ["verification_code"]
+        app.state.dysms.store.close()

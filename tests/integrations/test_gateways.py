@@ -5,59 +5,91 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from db.models import SimInsuranceCardEvent
-from integrations import insurance_bureau
+from config import Settings
+from integrations import credit_platform, insurance_bureau
+from integrations.factory import MissingGateway, build_integrations
 from integrations.gateway import GatewayError
+from integrations.inspection import SimulatorInspection
 from integrations.signing import sign, signed_headers
-from tests.support import rows, uid
+from simulators import bureau, credit
+from simulators.store import Store
+from tests.support import uid
 
 SECRET = "bureau-secret-for-tests"
 
 
 @pytest.fixture
-def sim_http(factory: async_sessionmaker[AsyncSession]) -> httpx.AsyncClient:
-    app = insurance_bureau.simulator_app(factory, {"hospital-1": SECRET})
-    return httpx.AsyncClient(base_url="http://bureau", transport=httpx.ASGITransport(app=app))
+async def sim_http() -> AsyncIterator[httpx.AsyncClient]:
+    app = bureau.simulator_app({"hospital-1": SECRET})
+    async with httpx.AsyncClient(base_url="http://bureau", transport=httpx.ASGITransport(app=app)) as http:
+        yield http
+    app.state.store.close()
+
+
+async def card_events(sim_http: httpx.AsyncClient, patient_id: str) -> list[str]:
+    """What the simulated bureau recorded for the patient (asked as the sandbox asks)."""
+    card = await SimulatorInspection(bureau=sim_http, credit=sim_http).card(patient_id)
+    return [e.action for e in card.events]
 
 
 def body(patient_id: str) -> bytes:
-    return json.dumps({"request_id": uid("r"), "patient_id": patient_id, "reason": "overdue",
-                       "at": datetime.now(timezone.utc).isoformat()}).encode()
+    return json.dumps(
+        {
+            "request_id": uid("r"),
+            "patient_id": patient_id,
+            "reason": "overdue",
+            "at": datetime.now(UTC).isoformat(),
+        }
+    ).encode()
 
 
-async def test_a_signed_request_locks(sim_http: httpx.AsyncClient, factory) -> None:  # type: ignore[no-untyped-def]
+async def test_a_signed_request_locks(sim_http: httpx.AsyncClient) -> None:
     client = insurance_bureau.InsuranceBureauClient(sim_http, app_id="hospital-1", secret=SECRET)
     patient_id = uid("p")
-    locked = await client.set_card_lock(action="lock", request_id="r-1" + patient_id, patient_id=patient_id,
-                                        reason="overdue", at=datetime.now(timezone.utc))
+    locked = await client.set_card_lock(
+        action="lock",
+        request_id="r-1" + patient_id,
+        patient_id=patient_id,
+        reason="overdue",
+        at=datetime.now(UTC),
+    )
     assert locked
-    assert len(await rows(factory, SimInsuranceCardEvent, patient_id=patient_id)) == 1
+    assert await card_events(sim_http, patient_id) == ["lock"]
 
 
-async def test_wrong_secret_is_refused(sim_http: httpx.AsyncClient, factory) -> None:  # type: ignore[no-untyped-def]
+async def test_wrong_secret_is_refused(sim_http: httpx.AsyncClient) -> None:
     client = insurance_bureau.InsuranceBureauClient(sim_http, app_id="hospital-1", secret="guessed")
     patient_id = uid("p")
     with pytest.raises(GatewayError) as err:
-        await client.set_card_lock(action="lock", request_id="r", patient_id=patient_id, reason="x",
-                                   at=datetime.now(timezone.utc))
+        await client.set_card_lock(
+            action="lock", request_id="r", patient_id=patient_id, reason="x", at=datetime.now(UTC)
+        )
     assert err.value.code == "SignatureDoesNotMatch" and not err.value.retryable
-    assert await rows(factory, SimInsuranceCardEvent, patient_id=patient_id) == []
+    assert await card_events(sim_http, patient_id) == []
 
 
 @pytest.mark.parametrize("tamper", ["body", "stale", "app", "missing", "replay"])
-async def test_tampered_requests_change_nothing(sim_http: httpx.AsyncClient, factory,  # type: ignore[no-untyped-def]
-                                                tamper: str) -> None:
+async def test_tampered_requests_change_nothing(
+    sim_http: httpx.AsyncClient,
+    tamper: str,
+) -> None:
     patient_id = uid("p")
     payload = body(patient_id)
     headers = signed_headers("hospital-1", SECRET, "POST", "/cards/lock", payload)
-    expected = {"body": "SignatureDoesNotMatch", "stale": "StaleRequest", "app": "InvalidAppId",
-                "missing": "MissingSignature", "replay": "NonceReused"}[tamper]
+    expected = {
+        "body": "SignatureDoesNotMatch",
+        "stale": "StaleRequest",
+        "app": "InvalidAppId",
+        "missing": "MissingSignature",
+        "replay": "NonceReused",
+    }[tamper]
     if tamper == "body":
         payload = payload.replace(b"overdue", b"whatever")
     elif tamper == "stale":
@@ -73,7 +105,7 @@ async def test_tampered_requests_change_nothing(sim_http: httpx.AsyncClient, fac
         assert first.status_code == 200
     r = await sim_http.post("/cards/lock", content=payload, headers=headers)
     assert r.status_code == 401 and r.json()["code"] == expected
-    assert len(await rows(factory, SimInsuranceCardEvent, patient_id=patient_id)) == (1 if tamper == "replay" else 0)
+    assert await card_events(sim_http, patient_id) == (["lock"] if tamper == "replay" else [])
 
 
 async def test_missing_parameters_are_refused(sim_http: httpx.AsyncClient) -> None:
@@ -81,3 +113,65 @@ async def test_missing_parameters_are_refused(sim_http: httpx.AsyncClient) -> No
     headers = signed_headers("hospital-1", SECRET, "POST", "/cards/lock", payload)
     r = await sim_http.post("/cards/lock", content=payload, headers=headers)
     assert r.status_code == 400 and r.json()["code"] == "MissingParameter"
+
+
+async def test_the_bureau_keeps_its_records_in_its_own_file(tmp_path) -> None:
+    """A simulator restarted on the same file (as devstack's supervisor restarts it) remembers."""
+    patient_id, path = uid("p"), tmp_path / "bureau.db"
+    for attempt in range(2):
+        app = bureau.simulator_app({"hospital-1": SECRET}, Store(bureau.Base.metadata, path))
+        async with httpx.AsyncClient(base_url="http://bureau", transport=httpx.ASGITransport(app=app)) as http:
+            client = insurance_bureau.InsuranceBureauClient(http, app_id="hospital-1", secret=SECRET)
+            if attempt == 0:
+                await client.set_card_lock(
+                    action="lock", request_id="r-1", patient_id=patient_id, reason="overdue", at=datetime.now(UTC)
+                )
+            else:  # the same request again is recognised, and the card is still locked
+                again = await client.set_card_lock(
+                    action="lock", request_id="r-1", patient_id=patient_id, reason="overdue", at=datetime.now(UTC)
+                )
+                assert again and await card_events(http, patient_id) == ["lock"]
+        app.state.store.close()
+
+
+async def test_the_credit_platform_reports_corrects_and_scores() -> None:
+    app = credit.simulator_app({"hospital-1": SECRET})
+    async with httpx.AsyncClient(base_url="http://credit", transport=httpx.ASGITransport(app=app)) as http:
+        client = credit_platform.CreditPlatformClient(http, app_id="hospital-1", secret=SECRET)
+        inspect = SimulatorInspection(bureau=None, credit=http)
+        patient_id, visit_id, at = uid("p"), uid("v"), datetime.now(UTC)
+        with pytest.raises(GatewayError) as err:  # nothing to correct yet
+            await client.submit(
+                kind="correction", request_id="c", patient_id=patient_id, visit_id=visit_id, amount_fen=4500, at=at
+            )
+        assert err.value.code == "NoSuchReport" and not err.value.retryable
+        for kind in ("report", "report", "correction"):  # the repeated report is one record
+            await client.submit(
+                kind=kind,
+                request_id=f"{kind}:{visit_id}",
+                patient_id=patient_id,
+                visit_id=visit_id,
+                amount_fen=4500,
+                at=at,
+            )
+        records = await inspect.credit_records(patient_id=patient_id)
+        assert [(r.kind, r.visit_id, r.amount_fen, r.at) for r in records] == [
+            ("report", visit_id, 4500, at),
+            ("correction", visit_id, 4500, at),
+        ]
+        assert await client.scores(id_number="11010519491231002X") == (None, None)
+        await inspect.set_scores("11010519491231002x", bank_score=120, sesame_score=None)
+        assert await client.scores(id_number="11010519491231002X") == (120, None)
+        forged = credit_platform.CreditPlatformClient(http, app_id="hospital-1", secret="guessed")
+        with pytest.raises(GatewayError) as err:
+            await forged.scores(id_number="11010519491231002X")
+        assert err.value.code == "SignatureDoesNotMatch"
+    app.state.store.close()
+
+
+async def test_a_gateway_without_a_url_or_a_transport_stops_the_start() -> None:
+    async with AsyncExitStack() as stack:
+        with pytest.raises(MissingGateway, match="YHF_INSURANCE_BUREAU_URL"):
+            build_integrations(Settings(sandbox=True), stack)
+        with pytest.raises(MissingGateway, match="YHF_CREDIT_PLATFORM_URL"):
+            build_integrations(Settings(sandbox=True, insurance_bureau_url="http://127.0.0.1:9"), stack)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -11,9 +12,10 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from integrations.payments.wechat import (
-    Merchant, WeChatConfig, WeChatPayClient, WeChatPayError, new_rsa_pair, wechat_simulator_app,
-)
+from integrations.payments.channels import Paid, RefundAnswer
+from integrations.payments.wechat import WeChatConfig, WeChatPayClient, WeChatPayError
+from simulators.keys import new_rsa_pair, rsa_sign
+from simulators.wechat import Merchant, wechat_simulator_app
 from tests.support import served, uid
 
 APIV3_KEY = "0123456789abcdef0123456789abcdef"
@@ -31,15 +33,24 @@ def wechat() -> Iterator[dict[str, Any]]:
         received.append((dict(request.headers), await request.body()))
         return {"code": "SUCCESS"}
 
-    sim = wechat_simulator_app([Merchant(mchid="1900000109", appid="wx8888888888888888", serial="5157F09EFDC0",
-                                         public_key=merchant_public)],
-                               platform_private_key=platform_private, platform_public_key_id="PUB_KEY_ID_0114",
-                               apiv3_key=APIV3_KEY)
+    sim = wechat_simulator_app(
+        [Merchant(mchid="1900000109", appid="wx8888888888888888", serial="5157F09EFDC0", public_key=merchant_public)],
+        platform_private_key=platform_private,
+        platform_public_key_id="PUB_KEY_ID_0114",
+        apiv3_key=APIV3_KEY,
+    )
     with served(sim) as gateway, served(receiver) as hook:
-        config = WeChatConfig(mchid="1900000109", appid="wx8888888888888888", merchant_private_key=merchant_private,
-                              merchant_serial="5157F09EFDC0", apiv3_key=APIV3_KEY,
-                              platform_public_key=platform_public, platform_public_key_id="PUB_KEY_ID_0114",
-                              notify_url=f"http://{hook}/notify", gateway=f"http://{gateway}")
+        config = WeChatConfig(
+            mchid="1900000109",
+            appid="wx8888888888888888",
+            merchant_private_key=merchant_private,
+            merchant_serial="5157F09EFDC0",
+            apiv3_key=APIV3_KEY,
+            platform_public_key=platform_public,
+            platform_public_key_id="PUB_KEY_ID_0114",
+            notify_url=f"http://{hook}/notify",
+            gateway=f"http://{gateway}",
+        )
         yield {"config": config, "gateway": gateway, "received": received, "platform_private": platform_private}
 
 
@@ -54,7 +65,7 @@ async def test_order_query_pay_and_notification(wechat: dict[str, Any]) -> None:
     assert r.json() == {"notified": 200}
     headers, body = wechat["received"][-1]
     paid = client.verify_notification(headers, body)
-    assert paid is not None and paid.out_trade_no == no and paid.amount_fen == 24500
+    assert isinstance(paid, Paid) and paid.out_trade_no == no and paid.amount_fen == 24500
     assert paid.trade_state == "SUCCESS" and paid.transaction_id.startswith("42")
     assert (await client.query(no)).trade_state == "SUCCESS"
 
@@ -76,10 +87,9 @@ async def test_forged_stale_and_foreign_notifications_are_refused(wechat: dict[s
     assert other.verify_notification(headers, body) is None
     # signed by someone else's key
     forged_private, _ = new_rsa_pair()
-    from integrations.payments.wechat import _sign
 
     stamp, nonce = headers["wechatpay-timestamp"], headers["wechatpay-nonce"]
-    forged = {**headers, "wechatpay-signature": _sign(forged_private, f"{stamp}\n{nonce}\n{body.decode()}\n")}
+    forged = {**headers, "wechatpay-signature": rsa_sign(forged_private, f"{stamp}\n{nonce}\n{body.decode()}\n")}
     assert client.verify_notification(forged, body) is None
 
 
@@ -100,12 +110,7 @@ async def test_the_gateway_checks_the_merchant(wechat: dict[str, Any]) -> None:
     assert err.value.code == "PARAM_ERROR"
 
 
-
 async def test_refunds_at_the_gateway(wechat: dict[str, Any]) -> None:
-    import asyncio
-
-    from integrations.payments.wechat import RefundAnswer
-
     client = WeChatPayClient(wechat["config"])
     no = uid("YHF")
     await client.create_h5(out_trade_no=no, description="医后付-诊疗费", amount_fen=10000, client_ip="10.0.0.8")
@@ -118,14 +123,14 @@ async def test_refunds_at_the_gateway(wechat: dict[str, Any]) -> None:
     answer = await client.refund(out_refund_no=first, out_trade_no=no, refund_fen=6000, total_fen=10000, reason="退费")
     assert (answer.status, answer.amount_fen) == ("processing", 6000)
     # the same refund number is the same refund; with another amount it is refused
-    assert (await client.refund(out_refund_no=first, out_trade_no=no, refund_fen=6000, total_fen=10000,
-                                reason="退费")).channel_refund_no == answer.channel_refund_no
+    assert (
+        await client.refund(out_refund_no=first, out_trade_no=no, refund_fen=6000, total_fen=10000, reason="退费")
+    ).channel_refund_no == answer.channel_refund_no
     with pytest.raises(WeChatPayError) as other:
         await client.refund(out_refund_no=first, out_trade_no=no, refund_fen=5000, total_fen=10000, reason="退费")
     assert other.value.code == "INVALID_REQUEST"
     with pytest.raises(WeChatPayError) as beyond:  # 6000 + 5000 > 10000
-        await client.refund(out_refund_no=uid("rfd_"), out_trade_no=no, refund_fen=5000, total_fen=10000,
-                            reason="退费")
+        await client.refund(out_refund_no=uid("rfd_"), out_trade_no=no, refund_fen=5000, total_fen=10000, reason="退费")
     assert beyond.value.code == "INVALID_REQUEST"
     with pytest.raises(WeChatPayError) as wrong_total:
         await client.refund(out_refund_no=uid("rfd_"), out_trade_no=no, refund_fen=100, total_fen=9999, reason="退费")

@@ -1,5 +1,5 @@
 // Service worker: the app shell works offline; API calls always go to the network.
-const SHELL = "yhf-shell-v1";
+const SHELL = "yhf-shell-v2";
 const FILES = ["/app/", "/app/app.js", "/app/app.css", "/app/manifest.webmanifest", "/app/icon.svg"];
 self.addEventListener("install", (e) => e.waitUntil(caches.open(SHELL).then((c) => c.addAll(FILES))));
 self.addEventListener("activate", (e) => e.waitUntil(caches.keys().then((keys) =>

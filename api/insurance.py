@@ -1,0 +1,156 @@
+"""Card-less insurance payment (医保脱卡支付) at the API: the bureau's pre-settlement split of
+the unpaid bill, then paying it (the self-pay part at a channel, the insurance part by the
+saga InsurancePaymentWorkflow, started after the commit)."""
+
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.common import WorkflowIDConflictPolicy
+
+from api import schemas as s, services as svc
+from api.deps import AppState, commit_before_call
+from api.errors import ApiError
+from api.payments import open_order
+from db.models import InsuranceSettlement, Patient
+from db.repositories import audit, ledger_lines, open_charges, utcnow
+from domain.insurance import SettlementStatus
+from integrations.gateway import GatewayError
+from ledger import payments as money
+from ledger.errors import NothingToPay
+from workflows import contracts as c
+from workflows.insurance import InsurancePaymentWorkflow
+
+
+async def own_settlement(session: AsyncSession, patient: Patient, settlement_id: str) -> InsuranceSettlement:
+    row = await session.get(InsuranceSettlement, settlement_id)
+    if row is None or row.patient_id != patient.id:
+        raise ApiError(404, "settlement_not_found", f"no settlement {settlement_id}")
+    return row
+
+
+async def _items(session: AsyncSession, bills: money.Bills) -> list[tuple[str, int]]:
+    """(category, fen) of every open charge of the bills; a visit partly paid is refused."""
+    items: list[tuple[str, int]] = []
+    for visit, totals in bills:
+        if totals.paid_fen != 0:
+            raise ApiError(409, "partly_paid", f"visit {visit.id} is partly paid: pay the rest at a channel")
+        items += [(e.category or "other", e.amount_fen) for e in open_charges(await ledger_lines(session, visit.id))]
+    return items
+
+
+async def presettle(
+    state: AppState, session: AsyncSession, patient: Patient, body: s.InsurancePresettleIn
+) -> s.InsuranceSettlementOut:
+    """Ask the bureau to split the unpaid bill (or chosen visits) into pooled fund, personal
+    account and self-pay. Nothing is paid yet."""
+    if not patient.insured_locally:
+        raise ApiError(409, "not_insured", "card-less insurance payment is for the locally insured")
+    if state.bureau is None:
+        raise ApiError(409, "channel_unavailable", "the insurance bureau is not connected")
+    bills = await money.unpaid(session, patient.id, body.visit_ids)
+    if not bills:
+        raise NothingToPay("nothing is owed on these visits")
+    items = await _items(session, bills)
+    settlement_id = svc.new_id("ins_")
+    await commit_before_call(session)  # no transaction (SQLite: the write lock) held across the bureau's call
+    try:
+        split = await state.bureau.presettle(
+            request_id=f"presettle:{settlement_id}", patient_id=patient.id, items=items
+        )
+    except GatewayError as err:
+        if err.code == "CardLocked":
+            raise ApiError(409, "card_locked", "the insurance card is locked: pay at a channel") from None
+        raise ApiError(502, "bureau_error", f"the insurance bureau refused: {err}") from None
+    now = utcnow()
+    row = InsuranceSettlement(
+        id=settlement_id,
+        patient_id=patient.id,
+        visit_ids=[v.id for v, _ in bills],
+        total_fen=split.total_fen,
+        pooled_fen=split.pooled_fen,
+        personal_fen=split.personal_fen,
+        self_pay_fen=split.self_pay_fen,
+        status=SettlementStatus.presettled,
+        channel="",
+        bureau_presettle_id=split.presettle_id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(row)
+    audit(
+        session,
+        actor="patient",
+        action="insurance_presettled",
+        subject_type="patient",
+        subject_id=patient.id,
+        settlement_id=settlement_id,
+        pooled_fen=split.pooled_fen,
+        personal_fen=split.personal_fen,
+        self_pay_fen=split.self_pay_fen,
+    )
+    return svc.settlement_out(row)
+
+
+async def _start_saga(state: AppState, row: InsuranceSettlement) -> None:
+    await state.temporal.start_workflow(
+        InsurancePaymentWorkflow.run,
+        c.InsurancePaymentInput(
+            settlement_id=row.id,
+            patient_id=row.patient_id,
+            self_pay_payment_id=row.self_pay_payment_id or "",
+            self_pay_fen=row.self_pay_fen,
+            insurance_fen=row.pooled_fen + row.personal_fen,
+            self_pay_timeout_seconds=state.settings.insurance_self_pay_timeout.total_seconds(),
+        ),
+        id=c.insurance_workflow_id(row.id),
+        task_queue=state.settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        static_summary=f"医保脱卡支付 {row.id}",
+    )
+
+
+async def pay(
+    state: AppState,
+    session: AsyncSession,
+    patient: Patient,
+    settlement_id: str,
+    body: s.InsurancePayIn,
+    *,
+    client_ip: str | None,
+    idempotency_key: str | None,
+) -> JSONResponse:
+    """Pay a pre-settled bill: the insurance part is settled with the bureau, the self-pay part
+    is paid at `channel` (answered in `self_pay`). Unpaid in time, the insurance part is reversed."""
+    request_hash = svc.body_hash({"settlement_id": settlement_id, **body.model_dump()})
+    key = f"insurance-pay:{patient.id}:{idempotency_key}" if idempotency_key else None
+    bills = await money.unpaid(session, patient.id, None)  # takes the patient's lock
+    if key and (stored := await svc.replay(session, key, request_hash)) is not None:
+        return JSONResponse(stored.response, status_code=stored.status_code)
+    row = await own_settlement(session, patient, settlement_id)
+    if row.status != SettlementStatus.presettled or row.channel:
+        raise ApiError(409, "settlement_used", f"settlement {settlement_id} is {row.status}")
+    owed = sum(t.balance_fen for v, t in bills if v.id in row.visit_ids and t.paid_fen == 0)
+    if owed != row.total_fen:
+        raise ApiError(409, "bill_changed", "the bill changed since the pre-settlement: pre-settle again")
+    self_pay = None
+    if row.self_pay_fen > 0:
+        self_pay = await open_order(
+            state,
+            session,
+            patient_id=patient.id,
+            visit_ids=list(row.visit_ids),
+            amount_fen=row.self_pay_fen,
+            channel=body.channel,
+            client_ip=client_ip,
+            insurance_settlement_id=row.id,
+        )
+    row.channel = body.channel
+    row.self_pay_payment_id = self_pay.payment_id if self_pay else None
+    row.updated_at = utcnow()
+    data = svc.settlement_out(row, self_pay).model_dump(mode="json")
+    if key:
+        svc.remember(session, key, request_hash, 200, data)
+    await commit_before_call(session)  # the settlement is paid before its saga starts
+    await _start_saga(state, row)
+    return JSONResponse(data, status_code=200)

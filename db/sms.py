@@ -1,0 +1,81 @@
+"""The SMS outbox: our record of every text, one `sms_message` row per idempotency key, so a
+retried send never texts a patient twice. `OutboxSender` is the `SmsSender` the API and the
+activities call. With a gateway's delivery client (Aliyun Dysms) the row is written first
+(`sending`), then the message handed over, then the row marked `sent` or `failed`; without
+one (the sandbox) the row is the delivery, and `GET /v1/sandbox/sms` reads it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.models import SmsMessage
+from db.pii import Pii, mask_phone
+from integrations.sms import OutgoingSms, SendResult, SmsDelivery, SmsRejected, check_params, render
+
+
+class OutboxSender:
+    def __init__(
+        self, factory: async_sessionmaker[AsyncSession], pii: Pii, delivery: SmsDelivery | None = None
+    ) -> None:
+        self._factory = factory
+        self._pii = pii
+        self._delivery = delivery
+
+    async def send(self, message: OutgoingSms) -> SendResult:
+        check_params(message)
+        if self._delivery is None:
+            row_id, _, created = await self._row(message, "sent")
+            return SendResult(message_id=row_id, duplicate=not created)
+        row_id, status, _ = await self._row(message, "sending")
+        if status == "sent":
+            return SendResult(message_id=row_id, duplicate=True)
+        if status == "failed":
+            raise SmsRejected("already_rejected", "the gateway refused this message before")
+        try:
+            await self._delivery.deliver(message, out_id=str(row_id))
+        except SmsRejected:
+            await self._mark(row_id, "failed")
+            raise
+        await self._mark(row_id, "sent")
+        return SendResult(message_id=row_id, duplicate=False)
+
+    async def _row(self, message: OutgoingSms, status: str) -> tuple[int, str, bool]:
+        """(id, status, created) of the message's row, written with `status` if it is new."""
+        row = SmsMessage(
+            idempotency_key=message.idempotency_key,
+            phone_hash=self._pii.lookup("phone", message.phone),
+            phone_masked=mask_phone(message.phone),
+            template=message.template,
+            params=message.params,
+            text=render(message.template, message.params),
+            patient_id=message.patient_id,
+            visit_id=message.visit_id,
+            status=status,
+            created_at=message.at or datetime.now(UTC),
+        )
+        try:
+            async with self._factory() as session, session.begin():
+                existing = await _by_key(session, message.idempotency_key)
+                if existing is not None:
+                    return existing.id, existing.status, False
+                session.add(row)
+        except IntegrityError:  # a concurrent retry won the race
+            async with self._factory() as session:
+                existing = await _by_key(session, message.idempotency_key)
+                assert existing is not None
+                return existing.id, existing.status, False
+        return row.id, status, True
+
+    async def _mark(self, row_id: int, status: str) -> None:
+        async with self._factory() as session, session.begin():
+            row = await session.get(SmsMessage, row_id)
+            assert row is not None
+            row.status = status
+
+
+async def _by_key(session: AsyncSession, key: str) -> SmsMessage | None:
+    return await session.scalar(select(SmsMessage).where(SmsMessage.idempotency_key == key))
