@@ -13,14 +13,25 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # after the backend is chosen
 
 COLOURS = {"raw": "tab:green", "raw-regular": "tab:olive", "sqlite": "tab:blue", "postgresql": "tab:red"}
+# the product at a baseline revision (product@REV, `--against`): by database, then by revision
+BASELINE_COLOURS = {
+    "sqlite": ["tab:cyan", "tab:purple", "tab:gray"],
+    "postgresql": ["tab:orange", "tab:pink", "tab:brown"],
+}
 
 
 def label(run: dict[str, Any]) -> str:
-    return run["side"] if run["side"].startswith("raw") else f"product, {run['db']}"
+    return run["side"] if run["side"].startswith("raw") else f"{run['side']}, {run['db']}"
 
 
-def colour(run: dict[str, Any]) -> str:
-    return COLOURS[run["side"]] if run["side"].startswith("raw") else COLOURS[run["db"]]
+def colour(run: dict[str, Any], baselines: list[str] | None = None) -> str:
+    if run["side"].startswith("raw"):
+        return COLOURS[run["side"]]
+    if run["side"].startswith("product@"):
+        palette = BASELINE_COLOURS[run["db"]]
+        index = baselines.index(run["side"]) if baselines and run["side"] in baselines else 0
+        return palette[index % len(palette)]
+    return COLOURS[run["db"]]
 
 
 def rolling_median(points: list[tuple[float, float]], width: int) -> tuple[list[float], list[float]]:
@@ -35,13 +46,14 @@ def rolling_median(points: list[tuple[float, float]], width: int) -> tuple[list[
 
 
 def plot(runs: list[dict[str, Any]], title: str, out: Path) -> None:
+    baselines = list(dict.fromkeys(r["side"] for r in runs if r["side"].startswith("product@")))
     fig, (over_time, scaling) = plt.subplots(1, 2, figsize=(14, 5.5), gridspec_kw={"width_ratios": [3, 2]})
     for run in runs:
         acks = [(t, ms) for t, ms in run["acks"]]
         style = "-" if run["in_flight"] <= 8 else "--"
-        over_time.scatter([t for t, _ in acks], [ms for _, ms in acks], s=2, alpha=0.12, color=colour(run))
+        over_time.scatter([t for t, _ in acks], [ms for _, ms in acks], s=2, alpha=0.12, color=colour(run, baselines))
         xs, ys = rolling_median(acks, 48)
-        over_time.plot(xs, ys, style, color=colour(run), label=f"{label(run)}, {run['in_flight']} in flight")
+        over_time.plot(xs, ys, style, color=colour(run, baselines), label=f"{label(run)}, {run['in_flight']} in flight")
     over_time.set_yscale("log")
     over_time.set_xlabel("seconds into the run")
     over_time.set_ylabel("ack latency, ms (log; lines: rolling median of 48)")
@@ -57,7 +69,7 @@ def plot(runs: list[dict[str, Any]], title: str, out: Path) -> None:
             [r["in_flight"] for r in points],
             [r["visits_per_s"] for r in points],
             "o-",
-            color=colour(points[0]),
+            color=colour(points[0], baselines),
             label=name,
         )
     scaling.set_xscale("log", base=2)

@@ -8,7 +8,12 @@ other. It prints a table (visits/s, ack p50/p95/p99, the ratio of the product's 
 Temporal's at the same concurrency) and what each process spent, and writes
 bench/results/<stamp>.json and bench/results/<stamp>.png (ack latency over the run; throughput
 against concurrency). Visit counts are arguments: --rounds N gives each in-flight slot N visits
-on the product's side, --raw-rounds on the raw side."""
+on the product's side, --raw-rounds on the raw side.
+
+--against REV (repeatable) runs the product at that git revision too, in the same run: its tree
+exported to a temporary folder and run by its own bench.ratio (bench/baseline.py), interleaved
+with the current tree (raw, product@REV, product at each number in flight), and the table shows
+the current product against each baseline."""
 
 from __future__ import annotations
 
@@ -18,8 +23,10 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
 import timeit
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
@@ -27,6 +34,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from bench.baseline import Baseline, NoBaseline, compare, export, print_comparison, run_baseline
 from bench.his_load import run_product
 from bench.measure import Result
 from bench.plots import plot
@@ -59,6 +67,8 @@ def machine() -> dict[str, Any]:
     memory = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
     cli = subprocess.run([temporal_cli(), "--version"], capture_output=True, text=True).stdout.strip()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    status = ["git", "status", "--porcelain", "--untracked-files=no"]
+    dirty = subprocess.run(status, cwd=ROOT, capture_output=True, text=True).stdout.strip()
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -68,6 +78,7 @@ def machine() -> dict[str, Any]:
         "temporalio": version("temporalio"),
         "temporal_cli": cli,
         "commit": commit.stdout.strip(),
+        "dirty": bool(dirty),  # "product" is the worktree: uncommitted changes included
     }
 
 
@@ -87,18 +98,20 @@ def table(runs: list[Result]) -> list[dict[str, Any]]:
     for r in runs:
         row = r.summary()
         row["ratio"] = round(r.visits_per_s / raw[r.in_flight], 2) if raw.get(r.in_flight) else None
+        if "rev" in r.extra:
+            row["rev"] = r.extra["rev"]
         row.update(per_visit(r))
         rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    head = f"{'side':<12}{'db':<11}{'in flight':>9}{'visits':>7}{'visits/s':>9}"
+    head = f"{'side':<17}{'db':<11}{'in flight':>9}{'visits':>7}{'visits/s':>9}"
     head += f"{'ack p50':>9}{'p95':>8}{'p99':>8}{'pay p50':>9}{'ratio':>7}{'errors':>7}{'others':>8}"
     print(head + "\n" + "-" * len(head))
     for r in rows:
         ratio = f"{r['ratio']:.2f}" if r["ratio"] is not None else "-"
-        line = f"{r['side']:<12}{r['db']:<11}{r['in_flight']:>9}{r['visits']:>7}{r['visits_per_s']:>9.2f}"
+        line = f"{r['side']:<17}{r['db']:<11}{r['in_flight']:>9}{r['visits']:>7}{r['visits_per_s']:>9.2f}"
         line += f"{r['ack_p50_ms']:>7.0f}ms{r['ack_p95_ms']:>6.0f}ms{r['ack_p99_ms']:>6.0f}ms{r['pay_p50_ms']:>7.0f}ms"
         line += f"{ratio:>7}{len(r['errors']):>7}{r['outside_cores']:>7.2f}c"
         print(line)
@@ -108,7 +121,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         cpu = {k.removesuffix("_cpu_ms_per_visit"): v for k, v in r.items() if k.endswith("_cpu_ms_per_visit")}
         print(
-            f"  {r['side']:<12}{r['db']:<11}{r['in_flight']:>3}  " + "  ".join(f"{k} {v:.0f}" for k, v in cpu.items())
+            f"  {r['side']:<17}{r['db']:<11}{r['in_flight']:>3}  " + "  ".join(f"{k} {v:.0f}" for k, v in cpu.items())
         )
 
 
@@ -152,6 +165,10 @@ async def run_all(args: argparse.Namespace) -> list[Result]:
         for db in args.db if "product" in args.sides else []:
             if db == "postgresql" and n not in args.postgres_in_flight:
                 continue
+            for base in args.baselines:
+                what = f"{base.side} ({base.subject[:50]}) on {db}, {n} in flight, {n * args.rounds} visits"
+                run = run_baseline(base, db, args.postgres_url, n, args.rounds, args.profile)
+                await attempt(runs, what, run)
             what = f"product on {db}, {n} in flight, {n * args.rounds} visits"
             await attempt(runs, what, product_on(db, args.postgres_url, n, n * args.rounds, args.profile))
     return runs
@@ -171,7 +188,16 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--raw-regular", action="store_true", help="raw Temporal with regular activities too")
     parser.add_argument("--profile", type=Path, help="py-spy the API and the worker into this folder")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON and the PNG go")
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="REV",
+        help="the product at this git revision too, interleaved, as product@REV (repeatable)",
+    )
     args = parser.parse_args()
+    if args.against and "product" not in args.sides:
+        parser.error("--against compares the product: keep the product side")
     args.postgres_url = os.environ.get("YHF_TEST_DATABASE_URL") or DEFAULT_POSTGRES
     with_postgres = not args.no_postgres and (args.postgres or "YHF_TEST_DATABASE_URL" in os.environ)
     args.db = args.db or (["sqlite", "postgresql"] if with_postgres else ["sqlite"])
@@ -184,10 +210,28 @@ def main() -> None:
     started = datetime.now(UTC)
     policy_us = policy_micro_bench()
     print(f"policy.decide: {policy_us:.1f} µs per call", flush=True)
-    runs = asyncio.run(run_all(args))
+    exported = Path(tempfile.mkdtemp(prefix="yhf-against-"))
+    args.baselines, skipped = [], []
+    try:
+        for rev in args.against:
+            try:
+                base: Baseline = export(rev, exported)
+            except NoBaseline as err:
+                print(f"--against {rev}: skipped: {err}", flush=True)
+                skipped.append({"rev": rev, "why": str(err)})
+                continue
+            print(f"--against {rev}: {base.commit[:12]} {base.subject[:70]} (exported to {base.tree})", flush=True)
+            args.baselines.append(base)
+        runs = asyncio.run(run_all(args))
+    finally:
+        shutil.rmtree(exported, ignore_errors=True)
     rows = table(runs)
+    comparisons = compare(rows)
     print()
     print_table(rows)
+    print_comparison(comparisons)
+    for skip in skipped:
+        print(f"(--against {skip['rev']} skipped: {skip['why']})")
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     args.out.mkdir(parents=True, exist_ok=True)
     host = machine()
@@ -197,10 +241,13 @@ def main() -> None:
         "machine": host,
         "policy_decide_us": round(policy_us, 2),
         "table": rows,
+        **({"baselines": [b.describe() for b in args.baselines], "against": comparisons} if args.against else {}),
+        **({"baselines_skipped": skipped} if skipped else {}),
         "runs": [{**row, **r.to_json()} for row, r in zip(rows, runs, strict=True)],
     }
     (args.out / f"{stamp}.json").write_text(json.dumps(report, ensure_ascii=False, indent=1) + "\n")
-    title = f"{stamp} · {host['cores']} cores, {host['cpu']} · commit {host['commit']} · {report['command']}"
+    commit = host["commit"] + ("+" if host["dirty"] else "")  # +: with uncommitted changes
+    title = f"{stamp} · {host['cores']} cores, {host['cpu']} · commit {commit} · {report['command']}"
     plot(report["runs"], title, args.out / f"{stamp}.png")
     print(f"\nwrote {args.out / f'{stamp}.json'} and {args.out / f'{stamp}.png'}")
 
