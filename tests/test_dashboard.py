@@ -24,6 +24,7 @@ TEMPORAL_HISTOGRAMS = {
     "temporal_activity_schedule_to_start_latency",
     "temporal_activity_execution_latency",
     "temporal_activity_succeed_endtoend_latency",
+    "temporal_local_activity_execution_latency",
     "temporal_request_latency",
     "temporal_long_request_latency",
 }
@@ -37,6 +38,7 @@ TEMPORAL_OTHERS = {
     "temporal_workflow_task_queue_poll_empty",
     "temporal_activity_execution_failed",
     "temporal_activity_execution_cancelled",
+    "temporal_local_activity_execution_failed",
     "temporal_activity_task_received",
     "temporal_activity_poll_no_task",
     "temporal_request",

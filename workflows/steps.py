@@ -23,8 +23,24 @@ T = TypeVar("T")
 ALERT_AFTER = timedelta(minutes=10)
 
 
-async def call(activity: Callable[[I], Awaitable[T]], arg: I, *, retries: Retries, summary: str) -> T:
-    """Run `activity` (a stub of workflows.activities) once, retried as `retries` says."""
+async def call(
+    activity: Callable[[I], Awaitable[T]], arg: I, *, retries: Retries, summary: str, local: bool = False
+) -> T:
+    """Run `activity` (a stub of workflows.activities) once, retried as `retries` says.
+
+    `local`: as a local activity, run by this worker inside the workflow task that asked for it
+    and recorded as a marker, with no task round trip through the server. For short writes to
+    our own database that a caller is waiting on (a clinical event's booking); the retry policy
+    and the timeouts are the same, and a retry is as safe, since the activity is idempotent."""
+    if local:
+        return await workflow.execute_local_activity(
+            activity,
+            arg,
+            start_to_close_timeout=retries.start_to_close,
+            schedule_to_close_timeout=retries.schedule_to_close,
+            retry_policy=retries.policy,
+            summary=summary,
+        )
     return await workflow.execute_activity(
         activity,
         arg,
@@ -42,13 +58,15 @@ async def until_done(
     retries: Retries,
     summary: str,
     alert: Callable[[str], None],
+    local: bool = False,
 ) -> T:
     """Run `activity` until it succeeds; `alert(text)` after each round that runs out, and
-    `alert("")` once it succeeds after an alert."""
+    `alert("")` once it succeeds after an alert. `local` as in `call`."""
     alerted = False
     while True:
         try:
-            result = await workflow.execute_activity(
+            run = workflow.execute_local_activity if local else workflow.execute_activity
+            result = await run(
                 activity,
                 arg,
                 start_to_close_timeout=retries.start_to_close,

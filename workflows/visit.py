@@ -58,6 +58,7 @@ class VisitWorkflow:
                     visit_id=inp.visit_id, patient_id=inp.patient_id, registration_fee_fen=inp.registration_fee_fen
                 ),
                 f"book registration fee {format_fen(inp.registration_fee_fen)}",
+                local=True,  # the first event waits on it
             )
             v.registered = True
             v.describe()
@@ -105,7 +106,11 @@ class VisitWorkflow:
             )
             try:  # bounded: the HIS gets an answer within seconds, and the next event is not stuck
                 v.bill = await call(
-                    a.apply_visit_event, booking, retries=CLINICAL_EVENT, summary=f"{inp.type} ({inp.event_id})"
+                    a.apply_visit_event,
+                    booking,
+                    retries=CLINICAL_EVENT,
+                    summary=f"{inp.type} ({inp.event_id})",
+                    local=True,  # the HIS waits on it: no round trip through the server
                 )
             except ActivityError as err:
                 raise not_booked(err) from None

@@ -110,10 +110,17 @@ class VisitContext:
     # --- steps ---------------------------------------------------------------------------
 
     async def step(
-        self, activity: Callable[[I], Awaitable[T]], arg: I, summary: str, retries: Retries = LEDGER_WRITE
+        self,
+        activity: Callable[[I], Awaitable[T]],
+        arg: I,
+        summary: str,
+        retries: Retries = LEDGER_WRITE,
+        *,
+        local: bool = False,
     ) -> T:
-        """A background step: tried until it succeeds, with an alert while it keeps failing."""
-        return await until_done(activity, arg, retries=retries, summary=summary, alert=self.raise_alert)
+        """A background step: tried until it succeeds, with an alert while it keeps failing
+        (`local`: a local activity, see workflows.steps.call)."""
+        return await until_done(activity, arg, retries=retries, summary=summary, alert=self.raise_alert, local=local)
 
     def raise_alert(self, text: str) -> None:
         self.alert = text

@@ -157,7 +157,7 @@ async def test_the_worker_serves_temporal_sdk_metrics(traced: Traced) -> None:
     names = {line.split("{")[0].split(" ")[0] for line in r.text.splitlines() if line and not line.startswith("#")}
     # the workflow tasks and the activities this worker ran
     assert "temporal_workflow_task_schedule_to_start_latency_bucket" in names, sorted(names)
-    assert "temporal_activity_execution_latency_bucket" in names, sorted(names)
+    assert "temporal_local_activity_execution_latency_bucket" in names, sorted(names)  # the bookings
     assert f'task_queue="{traced.worker.task_queue}"' in r.text
 
 

@@ -23,6 +23,7 @@ import pytest
 from google.protobuf.message import Message
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.api.common.v1 import Payload, SearchAttributes
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
@@ -78,6 +79,27 @@ def payloads(message: Message, indexed: bool = False) -> Iterator[tuple[Payload,
             yield from payloads(v, inside)
 
 
+LOCAL_ACTIVITY_BOOKKEEPING = {
+    "seq",
+    "attempt",
+    "activity_id",
+    "activity_type",
+    "complete_time",
+    "backoff",
+    "original_schedule_time",
+    "activation_index",
+}
+
+
+def local_markers(history: WorkflowHistory) -> list[HistoryEvent]:
+    return [
+        e
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    ]
+
+
 async def visit_with_a_drug(factory: Factory, client: Client, queue: str) -> tuple[WorkflowHandle, str]:
     patient_id = await add_patient(factory)
     visit_id = await add_visit(factory, patient_id)
@@ -130,7 +152,15 @@ async def test_temporal_stores_only_ciphertext_and_the_codec_endpoint_reads_it(
 
     # the history as stored, read without the codec
     stored = await temporal_env.client.get_workflow_handle(handle.id).fetch_history()
-    coded = [p for event in stored.events for p, indexed in payloads(event) if not indexed]
+    # a local activity's marker carries the SDK's own bookkeeping in clear (its sequence number,
+    # attempt, type, times); its result is encrypted like any payload
+    bookkeeping = [
+        event.marker_recorded_event_attributes.details["data"].payloads[0] for event in local_markers(stored)
+    ]
+    assert bookkeeping, "the bookings run as local activities"
+    for p in bookkeeping:
+        assert set(json.loads(p.data)) <= LOCAL_ACTIVITY_BOOKKEEPING, p.data
+    coded = [p for event in stored.events for p, indexed in payloads(event) if not indexed and p not in bookkeeping]
     assert len(coded) > 10 and all(p.metadata["encoding"] == ENCODING for p in coded), [
         p.metadata for p in coded if p.metadata["encoding"] != ENCODING
     ]
