@@ -29,7 +29,7 @@ from domain.bill import Entry, EntryKind, totals
 from domain.sanctions import DisputeOutcome, DisputeStatus, HoldKind
 from domain.visit import RESULT_CATEGORIES, Category, EventType
 from workflows import contracts as c
-from workflows.visit import VisitWorkflow
+from workflows.visit import VisitWorkflow, initial_search_attributes
 
 
 def new_id(prefix: str) -> str:
@@ -229,17 +229,19 @@ def patient_tag(state: AppState, patient_id: str) -> str:
 async def ensure_workflow(state: AppState, visit: Visit) -> WorkflowHandle[Any, Any]:
     """Start the visit's workflow, or find the one already running (safe to call again)."""
     client: Client = state.temporal
+    inp = c.VisitInput(
+        visit_id=visit.id,
+        patient_id=visit.patient_id,
+        registration_fee_fen=visit.registration_fee_fen,
+        policy=state.settings.payment_policy(),
+        department=visit.department,
+        patient_tag=patient_tag(state, visit.patient_id),
+    )
     try:
         return await client.start_workflow(
             VisitWorkflow.run,
-            c.VisitInput(
-                visit_id=visit.id,
-                patient_id=visit.patient_id,
-                registration_fee_fen=visit.registration_fee_fen,
-                policy=state.settings.payment_policy(),
-                department=visit.department,
-                patient_tag=patient_tag(state, visit.patient_id),
-            ),
+            inp,
+            search_attributes=initial_search_attributes(inp),
             id=c.workflow_id(visit.id),
             task_queue=state.settings.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

@@ -26,15 +26,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.payment import collect, keep_open_for_refunds
     from workflows.retries import CLINICAL_EVENT, INVALID_INPUT
     from workflows.steps import call
-    from workflows.visit_context import (
-        PATIENT_TAG,
-        PAYMENT_STATUS,
-        SEARCH_ATTRIBUTES,
-        VISIT_STAGE,
-        VisitContext,
-    )
+    from workflows.visit_context import SEARCH_ATTRIBUTES, VisitContext, initial_search_attributes
 
-__all__ = ["SEARCH_ATTRIBUTES", "VisitWorkflow"]
+__all__ = ["SEARCH_ATTRIBUTES", "VisitWorkflow", "initial_search_attributes"]
 
 
 @workflow.defn
@@ -49,7 +43,8 @@ class VisitWorkflow:
     @workflow.run
     async def run(self, inp: c.VisitInput) -> c.VisitStateResult:
         v = self._v
-        self._show(inp)
+        v.seen_at_start()
+        v.describe()
         if inp.carried is None:
             # registration (挂号): the fee is the visit's first charge
             v.bill = await v.step(
@@ -72,15 +67,6 @@ class VisitWorkflow:
             await keep_open_for_refunds(v)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return v.view()
-
-    def _show(self, inp: c.VisitInput) -> None:
-        workflow.upsert_search_attributes(
-            [
-                VISIT_STAGE.value_set(str(self._v.visit.stage)),
-                PAYMENT_STATUS.value_set(str(self._v.status)),
-                *([PATIENT_TAG.value_set(inp.patient_tag)] if inp.patient_tag else []),
-            ]
-        )
 
     # --- clinical events ----------------------------------------------------------------
 
@@ -123,7 +109,6 @@ class VisitWorkflow:
                 v.discharged_at = min(max(inp.occurred_at, start), workflow.now())
             elif v.discharged_at is not None:
                 v.wake = True
-            workflow.upsert_search_attributes([VISIT_STAGE.value_set(str(v.visit.stage))])
             v.describe()
         if result.state.stage is Stage.discharged:  # the lock let go: the payment loop records it
             await self._payment_status_recorded()

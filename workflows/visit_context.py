@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import SearchAttributeKey, SearchAttributePair, SearchAttributeUpdate, TypedSearchAttributes
 from temporalio.exceptions import ActivityError
 
 from domain.money import balance_band, format_fen
@@ -40,6 +40,22 @@ DEPARTMENT = SearchAttributeKey.for_keyword("Department")
 HOLD = SearchAttributeKey.for_keyword("Hold")  # none | dispute | operator
 DISPUTED = SearchAttributeKey.for_bool("Disputed")
 SEARCH_ATTRIBUTES = (VISIT_STAGE, PAYMENT_STATUS, PATIENT_TAG, BALANCE_BAND, DUE_AT, DEPARTMENT, HOLD, DISPUTED)
+
+
+def initial_search_attributes(inp: c.VisitInput) -> TypedSearchAttributes:
+    """What a new visit shows in Temporal's index, given when it is started (in the start
+    event: no upsert): registered, open, nothing owed, no hold."""
+    return TypedSearchAttributes(
+        [
+            SearchAttributePair(VISIT_STAGE, str(VisitState().stage)),
+            SearchAttributePair(PAYMENT_STATUS, str(PaymentStatus.open)),
+            SearchAttributePair(BALANCE_BAND, balance_band(0)),
+            SearchAttributePair(HOLD, "none"),
+            SearchAttributePair(DISPUTED, False),
+            *([SearchAttributePair(DEPARTMENT, inp.department)] if inp.department else []),
+            *([SearchAttributePair(PATIENT_TAG, inp.patient_tag)] if inp.patient_tag else []),
+        ]
+    )
 
 
 def utc(at: datetime | None) -> datetime | None:
@@ -128,7 +144,7 @@ class VisitContext:
 
     async def read_bill(self) -> c.BalanceResult:
         self.bill = await self.step(
-            a.get_balance, c.BalanceInput(visit_id=self.visit_id), "read the balance from the ledger"
+            a.get_balance, c.BalanceInput(visit_id=self.visit_id), "read the balance from the ledger", local=True
         )
         self.describe()
         return self.bill
@@ -162,27 +178,43 @@ class VisitContext:
         """Record the payment status, deadlines, sanctions and hold where the API reads them."""
         self.status = status
         recorded = self.snapshot(reason)
-        await self.step(a.record_payment_status, recorded, f"payment status -> {status}")
+        await self.step(a.record_payment_status, recorded, f"payment status -> {status}", local=True)
         self.recorded = recorded
         self.describe()
 
-    def show(self) -> None:
-        """Upsert the search attributes operators filter on, those that changed."""
+    def wanted(self) -> dict[SearchAttributeKey[Any], Any]:
+        """The search attributes operators filter on, as the visit stands now (None: unset)."""
         r, hold = self.recorded, self.sanctions.hold()
-        updates: list[SearchAttributeUpdate[Any]] = []
+        values: dict[SearchAttributeKey[Any], Any] = {
+            VISIT_STAGE: str(self.visit.stage),
+            PAYMENT_STATUS: str(self.status),
+            BALANCE_BAND: balance_band(self.balance),
+            HOLD: str(hold.kind) if hold else "none",
+            DISPUTED: self.dispute_id is not None,
+            DUE_AT: r.due_at if r else None,
+        }
+        if self.input.department:
+            values[DEPARTMENT] = self.input.department
+        if self.input.patient_tag:
+            values[PATIENT_TAG] = self.input.patient_tag
+        return values
 
-        def put(key: SearchAttributeKey[Any], value: Any) -> None:
-            if self.shown.get(key.name, ...) != value:
+    def seen_at_start(self) -> None:
+        """What the run started with (set by whoever started it, or carried over a
+        continue-as-new) counts as shown: no upsert repeats it."""
+        present = workflow.info().typed_search_attributes
+        for key in SEARCH_ATTRIBUTES:
+            if (value := present.get(key)) is not None:
+                self.shown[key.name] = value
+
+    def show(self) -> None:
+        """Upsert the search attributes that changed since last shown (one command, none when
+        nothing changed: each upsert is work for Temporal's history and its index)."""
+        updates: list[SearchAttributeUpdate[Any]] = []
+        for key, value in self.wanted().items():
+            if self.shown.get(key.name) != value:
                 self.shown[key.name] = value
                 updates.append(key.value_unset() if value is None else key.value_set(value))
-
-        put(PAYMENT_STATUS, str(self.status))
-        put(BALANCE_BAND, balance_band(self.balance))
-        put(HOLD, str(hold.kind) if hold else "none")
-        put(DISPUTED, self.dispute_id is not None)
-        put(DUE_AT, r.due_at if r else None)
-        if self.input.department:
-            put(DEPARTMENT, self.input.department)
         if updates:
             workflow.upsert_search_attributes(updates)
 
