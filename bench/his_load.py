@@ -61,7 +61,9 @@ class His:
             else:
                 if r.status_code < 300:
                     if ack:
-                        self.result.acks.append((first - self.t0, time.perf_counter() - first))
+                        latency = time.perf_counter() - first
+                        self.result.acks.append((first - self.t0, latency))
+                        self.result.by_kind.setdefault(what.split(" ")[0], []).append(latency)
                     return r
                 if r.status_code < 500:
                     raise RuntimeError(f"{what}: {r.status_code} {r.text[:300]}")

@@ -93,6 +93,7 @@ class Result:
     elapsed_s: float = 0.0
     acks: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the run, latency s)
     pay: list[float] = field(default_factory=list)  # the pay signal's / the window payment's latency
+    by_kind: dict[str, list[float]] = field(default_factory=dict)  # ack latencies (s) by request kind
     retries: int = 0
     errors: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)  # CPU, memory, rows: what the side measured
@@ -120,6 +121,10 @@ class Result:
             "pay_p99_ms": round(pct(self.pay, 0.99) * 1000, 1),
             "retries": self.retries,
             "errors": self.errors[:20],
+            "ack_ms_by_kind": {
+                kind: {"p50": round(pct(xs, 0.5) * 1000, 1), "p95": round(pct(xs, 0.95) * 1000, 1)}
+                for kind, xs in self.by_kind.items()
+            },
         }
 
     def to_json(self) -> dict[str, Any]:

@@ -123,6 +123,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(
             f"  {r['side']:<17}{r['db']:<11}{r['in_flight']:>3}  " + "  ".join(f"{k} {v:.0f}" for k, v in cpu.items())
         )
+    if any(r.get("ack_ms_by_kind") for r in rows):
+        print("\nAck p50/p95 ms by request (the product's registration and each event type):")
+        for r in rows:
+            if kinds := r.get("ack_ms_by_kind"):
+                print(f"  {r['side']:<17}{r['db']:<11}{r['in_flight']:>3}")
+                print("    " + "  ".join(f"{k} {v['p50']:.0f}/{v['p95']:.0f}" for k, v in kinds.items()))
 
 
 async def product_on(db: str, postgres_url: str, in_flight: int, visits: int, profile: Path | None) -> Result:
