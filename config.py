@@ -18,6 +18,7 @@ from domain.policy import PaymentPolicy, QuietHours
 
 ROOT = Path(__file__).resolve().parent
 DEV_SECRETS = {"dev-his-key", "dev-ops-key", "dev-data-key-change-me", "dev-bureau-secret", "dev-credit-secret"}
+DEV_CREDITOR_CODE = "DEV-CREDITOR-0001"  # the sandbox's creditor code at the simulated credit platform
 # the payload codec's key that `make dev` sets (devstack.py): public, so refused outside the sandbox
 DEV_PAYLOAD_KEY = "dev:eWlob3VmdSBkZXYgcGF5bG9hZCBrZXk6IHB1YmxpYyE="
 
@@ -154,6 +155,14 @@ class Settings(BaseSettings):
     credit_platform_url: str = ""
     credit_platform_app_id: str = "yhf-hospital"
     credit_platform_secret: str = ""
+    # the creditor a credit report names: this hospital's code at the platform, and its name. The
+    # sandbox fills in DEV_CREDITOR_CODE (refused elsewhere); unset outside it, the worker refuses to start
+    credit_creditor_code: str = ""
+    credit_creditor_name: str = ""
+    # a negative record is deleted at the platform this many days after its debt ended (5 years)
+    credit_retention_days: int = Field(default=1826, ge=1)
+    # how often the credit upkeep runs: objections answered, expired records deleted
+    credit_upkeep_every: Duration = timedelta(hours=1)
 
     # SMS: `outbox` records messages for the sandbox; `aliyun` sends them through Dysms.
     sms_backend: Literal["outbox", "aliyun"] = "outbox"
@@ -242,7 +251,13 @@ class Settings(BaseSettings):
             self.data_key = self.data_key or "dev-data-key-change-me"
             self.insurance_bureau_secret = self.insurance_bureau_secret or "dev-bureau-secret"
             self.credit_platform_secret = self.credit_platform_secret or "dev-credit-secret"
+            self.credit_creditor_code = self.credit_creditor_code or DEV_CREDITOR_CODE
+            self.credit_creditor_name = self.credit_creditor_name or self.hospital_name
             return self
+        if self.credit_creditor_code == DEV_CREDITOR_CODE:
+            raise ValueError(
+                "YHF_CREDIT_CREDITOR_CODE must be this hospital's code at the platform outside the sandbox"
+            )
         for name in (
             "his_api_key",
             "ops_api_key",
@@ -282,6 +297,12 @@ class Settings(BaseSettings):
         if given or not self.sandbox:
             return given
         return ["http://127.0.0.1:8233", "http://localhost:8233"]
+
+    def credit_creditor(self) -> tuple[str, str]:
+        """The creditor a credit report names (code, name); unset outside the sandbox: refused."""
+        if not self.credit_creditor_code:
+            raise ValueError("YHF_CREDIT_CREDITOR_CODE must be set: the hospital's code at the credit platform")
+        return self.credit_creditor_code, self.credit_creditor_name or self.hospital_name
 
     def payment_policy(self) -> PaymentPolicy:
         return PaymentPolicy(

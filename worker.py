@@ -45,7 +45,8 @@ from db.sms import OutboxSender
 from integrations.factory import Integrations, build_integrations
 from integrations.temporal import connect as connect_temporal
 from ledger.handoff import Deliverer
-from workflows import contracts as c
+from workflows import contracts as c, contracts_credit as k
+from workflows.credit_upkeep import CreditUpkeepWorkflow
 from workflows.insurance import InsurancePaymentWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.refund import RefundWorkflow
@@ -58,7 +59,7 @@ log = logging.getLogger("yihoufu.worker")
 # in it, so payload types (datetime above all) are the same classes on both sides.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "domain", "workflows.contracts", "workflows.contracts_oversight"
+        "domain", "workflows.contracts", "workflows.contracts_oversight", "workflows.contracts_credit"
     )
 )
 
@@ -77,7 +78,13 @@ def activity_functions(
     receipts = ReceiptActivities(factory, Pii(settings.data_key), settings.hospital_name)
     insurance = InsuranceActivities(factory, integrations.bureau)
     settlements = SettlementActivities(factory, integrations.bureau)
-    credit = CreditActivities(factory, integrations.credit)
+    credit = CreditActivities(
+        factory,
+        integrations.credit,
+        Pii(settings.data_key),
+        creditor=settings.credit_creditor(),
+        timezone=settings.timezone,
+    )
     oversight = OversightActivities(factory)
     return [
         ledger.book_registration,
@@ -89,6 +96,8 @@ def activity_functions(
         insurance.lock_card,
         insurance.unlock_card,
         credit.report_credit,
+        credit.answer_credit_objections,
+        credit.expire_credit_records,
         payments.find_stale_payments,
         payments.reconcile_payment,
         payments.close_payment,
@@ -120,7 +129,14 @@ def create_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
-        workflows=[VisitWorkflow, ReconcileWorkflow, RefundWorkflow, StatementWorkflow, InsurancePaymentWorkflow],
+        workflows=[
+            VisitWorkflow,
+            ReconcileWorkflow,
+            RefundWorkflow,
+            StatementWorkflow,
+            InsurancePaymentWorkflow,
+            CreditUpkeepWorkflow,
+        ],
         workflow_runner=WORKFLOW_RUNNER,
         activities=activity_functions(settings, factory, integrations),
         graceful_shutdown_timeout=settings.worker_shutdown_grace,
@@ -193,6 +209,26 @@ async def ensure_statement_schedule(client: Client, settings: Settings, integrat
         await client.get_schedule_handle(c.STATEMENT_SCHEDULE_ID).update(lambda _: ScheduleUpdate(schedule=schedule))
 
 
+async def ensure_credit_upkeep_schedule(client: Client, settings: Settings) -> None:
+    """The schedule that runs CreditUpkeepWorkflow (objections answered, expired records deleted)."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            CreditUpkeepWorkflow.run,
+            k.CreditUpkeepInput(retention_days=settings.credit_retention_days),
+            id="credit-upkeep-run",
+            task_queue=settings.task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.credit_upkeep_every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await client.create_schedule(k.CREDIT_UPKEEP_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+        await client.get_schedule_handle(k.CREDIT_UPKEEP_SCHEDULE_ID).update(
+            lambda _: ScheduleUpdate(schedule=schedule)
+        )
+
+
 async def main() -> None:
     settings = get_settings()
     observability.setup_logging(settings.log_format or "json", settings.log_level)
@@ -203,6 +239,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    settings.credit_creditor()  # no creditor code (outside the sandbox): stop here, before anything starts
     async with AsyncExitStack() as stack:
         integrations = build_integrations(settings, stack)  # a gateway without a URL stops us here
         client = await connect(settings, stop)
@@ -214,6 +251,7 @@ async def main() -> None:
         worker = create_worker(client, settings, factory, stack, integrations=integrations)
         await ensure_reconcile_schedule(client, settings)
         await ensure_statement_schedule(client, settings, integrations)
+        await ensure_credit_upkeep_schedule(client, settings)
         # the outbox of visit notifications: what the API could not tell Temporal, told from here
         delivering = asyncio.create_task(Deliverer(client, factory).run(stop))
         async with worker:

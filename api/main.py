@@ -19,7 +19,7 @@ from temporalio.service import RetryConfig
 import observability
 from api import errors, metrics, middleware
 from api.deps import AppState
-from api.routes import codec, his, ops, oversight, patient, payments, sandbox
+from api.routes import codec, credit, his, ops, oversight, patient, payments, sandbox
 from config import Settings, get_settings
 from db.pii import Pii
 from db.session import create_engine, session_factory
@@ -77,6 +77,7 @@ def create_app(
 def include_routes(app: FastAPI, settings: Settings) -> None:
     for router in (his.router, ops.router, oversight.router, patient.router, payments.router, codec.router):
         app.include_router(router)
+    app.include_router(credit.router)  # the credit platform's signed calls (objections)
     if settings.sandbox:
         app.include_router(sandbox.router)
     # the patient's phone app (a PWA): static files, talking to /v1/patient/*

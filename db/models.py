@@ -353,6 +353,24 @@ class CreditReport(Base):
     kind: Mapped[str] = mapped_column(String(16))
     amount_fen: Mapped[int] = mapped_column(Money)
     at: Mapped[datetime]
+    record_id: Mapped[str | None] = mapped_column(String(40))  # the platform's
+    status: Mapped[str | None] = mapped_column(String(24))  # integrations.credit_platform.RecordStatus
+    expired_at: Mapped[datetime | None]  # the platform was asked to delete it (retention over)
+
+
+class CreditObjection(Base):
+    """An objection (异议) the credit platform told us of: the dispute it opened on the visit,
+    and what the platform was told when that dispute was resolved."""
+
+    __tablename__ = "credit_objection"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the platform's objection id
+    visit_id: Mapped[str] = mapped_column(String(64), index=True)
+    record_id: Mapped[str] = mapped_column(String(40))
+    dispute_id: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(String(500))
+    received_at: Mapped[datetime]
+    answer: Mapped[str | None] = mapped_column(String(16))  # integrations.credit_platform.ObjectionAnswer
+    answered_at: Mapped[datetime | None]
 
 
 class AuditLog(Base):

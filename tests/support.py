@@ -88,7 +88,9 @@ class Simulators:
 async def simulators(settings: Settings) -> AsyncIterator[Simulators]:
     """Fresh simulators (in memory) that know the hospital's app ids and secrets."""
     bureau_app = bureau.simulator_app({settings.insurance_bureau_app_id: settings.insurance_bureau_secret})
-    credit_app = credit.simulator_app({settings.credit_platform_app_id: settings.credit_platform_secret})
+    credit_app = credit.simulator_app(
+        {settings.credit_platform_app_id: settings.credit_platform_secret}, notice_period=settings.pre_default_notice
+    )
     async with AsyncExitStack() as stack:
         for app in (bureau_app, credit_app):
             stack.callback(app.state.store.close)

@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from temporalio import activity
 
-from workflows import contracts as c, contracts_oversight as o
+from workflows import contracts as c, contracts_credit as k, contracts_oversight as o
 
 
 def _stub(name: str) -> NoReturn:
@@ -93,6 +93,18 @@ async def unlock_card(inp: c.CardLockInput) -> c.CardLockResult:
 async def report_credit(inp: c.ReportCreditInput) -> c.ReportCreditResult:
     """Report a default to the credit platform, or correct it once paid."""
     _stub(c.REPORT_CREDIT)
+
+
+@activity.defn(name=k.ANSWER_CREDIT_OBJECTIONS)
+async def answer_credit_objections(inp: k.CreditSweepInput) -> k.CreditSweepResult:
+    """Tell the credit platform how each objection's dispute ended: corrected, or confirmed."""
+    _stub(k.ANSWER_CREDIT_OBJECTIONS)
+
+
+@activity.defn(name=k.EXPIRE_CREDIT_RECORDS)
+async def expire_credit_records(inp: k.CreditSweepInput) -> k.CreditSweepResult:
+    """Ask the credit platform to delete the records whose debt ended before the retention."""
+    _stub(k.EXPIRE_CREDIT_RECORDS)
 
 
 # --- payment channels and refunds ----------------------------------------------------------

@@ -201,6 +201,8 @@ class ReportCreditInput:
     visit_id: str
     amount_fen: int
     at: datetime
+    # a report's §15 evidence: when the pre-default notice went (None: the activity finds it)
+    notice_sent_at: datetime | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

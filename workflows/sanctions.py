@@ -61,6 +61,7 @@ async def impose(v: VisitContext) -> None:
                 visit_id=v.visit_id,
                 amount_fen=amount,
                 at=workflow.now(),
+                notice_sent_at=v.notice_sent_at,  # §15: the report carries the notice's evidence
             ),
             f"report default of {format_fen(amount)}",
             SANCTION,

@@ -3,7 +3,7 @@ sends, locks or reports nothing twice."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -82,7 +82,14 @@ async def test_lock_and_report_once(acts, factory: Factory, simulators) -> None:
     first, second = await twice(acts["lock_card"], lock)
     assert first.locked and first.bureau_called
     assert second.locked and not second.bureau_called
-    report = c.ReportCreditInput(kind="report", patient_id=patient_id, visit_id=visit_id, amount_fen=4500, at=AT)
+    report = c.ReportCreditInput(
+        kind="report",
+        patient_id=patient_id,
+        visit_id=visit_id,
+        amount_fen=4500,
+        at=AT,
+        notice_sent_at=AT - timedelta(days=2),
+    )
     first_r, second_r = await twice(acts["report_credit"], report)
     assert first_r == second_r
     assert [e.action for e in await card_events(simulators, patient_id)] == ["lock"]

@@ -13,12 +13,12 @@ import httpx
 import pytest
 
 from config import Settings
-from integrations import credit_platform, insurance_bureau
+from integrations import insurance_bureau
 from integrations.factory import MissingGateway, build_integrations
 from integrations.gateway import GatewayError
 from integrations.inspection import SimulatorInspection
 from integrations.signing import sign, signed_headers
-from simulators import bureau, credit
+from simulators import bureau
 from simulators.store import Store
 from tests.support import uid
 
@@ -132,41 +132,6 @@ async def test_the_bureau_keeps_its_records_in_its_own_file(tmp_path) -> None:
                 )
                 assert again and await card_events(http, patient_id) == ["lock"]
         app.state.store.close()
-
-
-async def test_the_credit_platform_reports_corrects_and_scores() -> None:
-    app = credit.simulator_app({"hospital-1": SECRET})
-    async with httpx.AsyncClient(base_url="http://credit", transport=httpx.ASGITransport(app=app)) as http:
-        client = credit_platform.CreditPlatformClient(http, app_id="hospital-1", secret=SECRET)
-        inspect = SimulatorInspection(bureau=None, credit=http)
-        patient_id, visit_id, at = uid("p"), uid("v"), datetime.now(UTC)
-        with pytest.raises(GatewayError) as err:  # nothing to correct yet
-            await client.submit(
-                kind="correction", request_id="c", patient_id=patient_id, visit_id=visit_id, amount_fen=4500, at=at
-            )
-        assert err.value.code == "NoSuchReport" and not err.value.retryable
-        for kind in ("report", "report", "correction"):  # the repeated report is one record
-            await client.submit(
-                kind=kind,
-                request_id=f"{kind}:{visit_id}",
-                patient_id=patient_id,
-                visit_id=visit_id,
-                amount_fen=4500,
-                at=at,
-            )
-        records = await inspect.credit_records(patient_id=patient_id)
-        assert [(r.kind, r.visit_id, r.amount_fen, r.at) for r in records] == [
-            ("report", visit_id, 4500, at),
-            ("correction", visit_id, 4500, at),
-        ]
-        assert await client.scores(id_number="11010519491231002X") == (None, None)
-        await inspect.set_scores("11010519491231002x", bank_score=120, sesame_score=None)
-        assert await client.scores(id_number="11010519491231002X") == (120, None)
-        forged = credit_platform.CreditPlatformClient(http, app_id="hospital-1", secret="guessed")
-        with pytest.raises(GatewayError) as err:
-            await forged.scores(id_number="11010519491231002X")
-        assert err.value.code == "SignatureDoesNotMatch"
-    app.state.store.close()
 
 
 async def test_a_gateway_without_a_url_or_a_transport_stops_the_start() -> None:

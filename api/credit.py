@@ -1,0 +1,76 @@
+"""The credit platform's objections (异议): each opens a dispute on the visit through the same
+path as a patient's (api/oversight.py, the visit workflow's `operator_action` update), once per
+objection id. The credit upkeep (workflows/credit_upkeep.py) tells the platform how it ended."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api import oversight, schemas as s
+from api.deps import AppState
+from api.errors import ApiError
+from api.schemas.credit import CreditObjectionIn, CreditObjectionOut
+from db.models import CreditObjection, CreditReport
+from db.repositories import audit, utcnow
+from domain.sanctions import CreditReportKind
+
+OPENER = "credit_platform"
+
+
+def objection_out(row: CreditObjection) -> CreditObjectionOut:
+    return CreditObjectionOut(
+        objection_id=row.id,
+        visit_id=row.visit_id,
+        dispute_id=row.dispute_id,
+        status="open" if row.answer is None else row.answer,  # ObjectionAnswer's values
+    )
+
+
+async def objection(state: AppState, session: AsyncSession, body: CreditObjectionIn) -> tuple[dict[str, Any], int]:
+    """201 with the dispute opened; the same objection again: 200 with the same answer."""
+    known = await session.get(CreditObjection, body.objection_id)
+    if known is not None:
+        return objection_out(known).model_dump(mode="json"), 200
+    report = await session.scalar(
+        select(CreditReport).where(
+            CreditReport.record_id == body.record_id, CreditReport.kind == CreditReportKind.report
+        )
+    )
+    if report is None or report.visit_id != body.account_no:
+        raise ApiError(404, "record_not_found", f"no report of ours is record {body.record_id} ({body.account_no})")
+    visit = await oversight.get_visit(session, report.visit_id)
+    reason = f"credit objection {body.objection_id}: {body.reason}"[:200]
+    opened = await oversight.open_dispute(
+        state,
+        session,
+        visit,
+        s.DisputeIn(reason=reason),
+        opener=OPENER,
+        keys=OPENER,
+        idempotency_key=f"objection:{body.objection_id}",
+    )
+    row = CreditObjection(
+        id=body.objection_id,
+        visit_id=visit.id,
+        record_id=body.record_id,
+        dispute_id=str(opened["dispute_id"]),
+        reason=body.reason,
+        received_at=utcnow(),
+    )
+    session.add(row)
+    audit(
+        session,
+        actor=OPENER,
+        action="credit_objection_received",
+        subject_type="visit",
+        subject_id=visit.id,
+        reason=body.reason[:300],
+        objection_id=body.objection_id,
+        record_id=body.record_id,
+        dispute_id=row.dispute_id,
+        raised_at=body.raised_at.isoformat(),
+    )
+    return objection_out(row).model_dump(mode="json"), 201
