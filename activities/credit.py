@@ -21,7 +21,7 @@ from db.models import CreditObjection, CreditReport, LedgerEntry, Patient, SmsMe
 from db.oversight import Dispute
 from db.pii import Pii
 from db.repositories import audit
-from domain.bill import EntryKind
+from domain.bill import SIGN, EntryKind
 from domain.sanctions import CreditReportKind, DisputeOutcome, DisputeStatus
 from integrations.credit_platform import CreditPlatformClient, CreditRecord, Notice, ObjectionAnswer, RecordStatus
 from integrations.gateway import GatewayError
@@ -162,18 +162,21 @@ class CreditActivities:
         )
 
     async def _correction_status(self, session: AsyncSession, visit: Visit) -> RecordStatus:
-        """Why the default is withdrawn: waived (a waiver, a write-off), paid (nothing owed), or
-        withdrawn (a hold or an upheld dispute took the report back with the bill still open)."""
-        waived = await session.scalar(
-            select(func.count())
-            .select_from(LedgerEntry)
-            .where(LedgerEntry.visit_id == visit.id, LedgerEntry.kind == EntryKind.waiver)
-        )
-        if waived or visit.payment_status == "written_off":
+        """Why the default is withdrawn, from the ledger (the visit's status is recorded after
+        the correction): waived (a waiver, a write-off), paid (nothing owed), or withdrawn (a
+        hold or an upheld dispute took the report back with the bill still open)."""
+        entries = (
+            await session.execute(
+                select(LedgerEntry.kind, func.sum(LedgerEntry.amount_fen))
+                .where(LedgerEntry.visit_id == visit.id)
+                .group_by(LedgerEntry.kind)
+            )
+        ).all()
+        sums = {str(kind): int(total or 0) for kind, total in entries}
+        if sums.get(EntryKind.waiver) or visit.payment_status == "written_off":
             return RecordStatus.corrected_waived
-        if visit.payment_status == "settled":
-            return RecordStatus.corrected_paid
-        return RecordStatus.corrected_withdrawn
+        balance = sum(SIGN[EntryKind(kind)] * total for kind, total in sums.items())
+        return RecordStatus.corrected_paid if balance <= 0 else RecordStatus.corrected_withdrawn
 
     @activity.defn(name=k.ANSWER_CREDIT_OBJECTIONS)
     async def answer_credit_objections(self, inp: k.CreditSweepInput) -> k.CreditSweepResult:

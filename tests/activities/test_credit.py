@@ -185,10 +185,10 @@ async def test_the_notice_found_when_the_workflow_did_not_say(acts, factory: Fac
 @pytest.mark.parametrize(
     ("status", "entry", "expected"),
     [
-        ("settled", "payment", "corrected_paid"),
-        ("settled", "waiver", "corrected_waived"),
+        ("defaulted", "payment", "corrected_paid"),  # the status moves after the correction
+        ("defaulted", "waiver", "corrected_waived"),
         ("written_off", None, "corrected_waived"),
-        ("arrears", None, "corrected_withdrawn"),
+        ("defaulted", None, "corrected_withdrawn"),
     ],
 )
 async def test_a_correction_says_why(
