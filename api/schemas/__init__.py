@@ -23,6 +23,7 @@ from api.schemas.common import (
     Text100,
     Text200,
 )
+from api.schemas.credit import CreditObjectionIn, CreditObjectionOut, PlatformId
 from api.schemas.his import (
     EVENT_EXAMPLES,
     EVENT_FIELDS,
@@ -151,6 +152,8 @@ __all__ = [
     "CheckedInEvent",
     "ConsultationEndedEvent",
     "ConsultationStartedEvent",
+    "CreditObjectionIn",
+    "CreditObjectionOut",
     "CreditRecord",
     "CreditScores",
     "CreditScoresIn",
@@ -197,6 +200,7 @@ __all__ = [
     "PaymentOptions",
     "PaymentOut",
     "Phone",
+    "PlatformId",
     "PrescribedEvent",
     "ProfileChoice",
     "ReceiptLine",

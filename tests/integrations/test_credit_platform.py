@@ -183,3 +183,18 @@ def test_the_platforms_calls_to_us_are_verified() -> None:
     assert code(headers(**{"X-Timestamp": str(int(now) - 301)})) == (401, "request_stale")
     assert code(headers(), body + b" ") == (401, "invalid_signature")
     assert code(headers(**{"X-Signature": "AAAA"})) == (401, "invalid_signature")
+
+
+def test_the_creditor_is_a_setting_and_the_sandboxs_is_refused_outside_it() -> None:
+    from config import DEV_CREDITOR_CODE, Settings
+    from tests.integrations.test_temporal_codec import key, real_secrets, spec
+
+    real = real_secrets(payload_key=spec(("k1", key(1))))
+    sandbox = Settings(sandbox=True)
+    assert sandbox.credit_creditor() == (DEV_CREDITOR_CODE, sandbox.hospital_name)
+    with pytest.raises(ValueError, match="YHF_CREDIT_CREDITOR_CODE"):
+        Settings(sandbox=False, **real, credit_creditor_code=DEV_CREDITOR_CODE)
+    with pytest.raises(ValueError, match="YHF_CREDIT_CREDITOR_CODE"):  # unset: the worker stops at start
+        Settings(sandbox=False, **real).credit_creditor()
+    given = Settings(sandbox=False, **real, credit_creditor_code="H-1", credit_creditor_name="某医院")
+    assert given.credit_creditor() == ("H-1", "某医院")
