@@ -13,7 +13,8 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, RetryState
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, FailureError, RetryState
 
 from workflows.retries import Retries
 
@@ -21,6 +22,10 @@ I = TypeVar("I")  # noqa: E741 (the input, beside T the result)
 T = TypeVar("T")
 
 ALERT_AFTER = timedelta(minutes=10)
+# a local activity is tried once, for at most LOCAL_TRY: a workflow task waits on its local
+# activities, and a worker that stops waits on the task
+LOCAL_TRY = timedelta(seconds=5)
+ONE_TRY = RetryPolicy(maximum_attempts=1)
 
 
 async def call(
@@ -28,19 +33,13 @@ async def call(
 ) -> T:
     """Run `activity` (a stub of workflows.activities) once, retried as `retries` says.
 
-    `local`: as a local activity, run by this worker inside the workflow task that asked for it
-    and recorded as a marker, with no task round trip through the server. For short writes to
-    our own database that a caller is waiting on (a clinical event's booking); the retry policy
-    and the timeouts are the same, and a retry is as safe, since the activity is idempotent."""
-    if local:
-        return await workflow.execute_local_activity(
-            activity,
-            arg,
-            start_to_close_timeout=retries.start_to_close,
-            schedule_to_close_timeout=retries.schedule_to_close,
-            retry_policy=retries.policy,
-            summary=summary,
-        )
+    `local`: first one try as a local activity, run by this worker inside the workflow task that
+    asked for it and recorded as a marker, with no task round trip through the server; for short
+    writes to our own database that someone is waiting on (a clinical event's booking). Should
+    that try fail, the step goes on as a regular activity with `retries`: the same answers, and a
+    worker that stops hands it over to the next one."""
+    if local and (done := await _local_try(activity, arg, summary)) is not None:
+        return done[0]
     return await workflow.execute_activity(
         activity,
         arg,
@@ -49,6 +48,23 @@ async def call(
         retry_policy=retries.policy,
         summary=summary,
     )
+
+
+async def _local_try(activity: Callable[[I], Awaitable[T]], arg: I, summary: str) -> tuple[T] | None:
+    """One try as a local activity: its result, or None when it failed (whatever the failure:
+    the regular activity after it decides, with its own retry policy)."""
+    try:
+        return (
+            await workflow.execute_local_activity(
+                activity,
+                arg,
+                start_to_close_timeout=LOCAL_TRY,
+                retry_policy=ONE_TRY,
+                summary=summary,
+            ),
+        )
+    except FailureError:  # the SDK raises a local activity's failure as an ActivityError or as its cause
+        return None
 
 
 async def until_done(
@@ -61,12 +77,14 @@ async def until_done(
     local: bool = False,
 ) -> T:
     """Run `activity` until it succeeds; `alert(text)` after each round that runs out, and
-    `alert("")` once it succeeds after an alert. `local` as in `call`."""
+    `alert("")` once it succeeds after an alert. `local`: first one try as a local activity, as
+    in `call`."""
     alerted = False
+    if local and (done := await _local_try(activity, arg, summary)) is not None:
+        return done[0]
     while True:
         try:
-            run = workflow.execute_local_activity if local else workflow.execute_activity
-            result = await run(
+            result = await workflow.execute_activity(
                 activity,
                 arg,
                 start_to_close_timeout=retries.start_to_close,
