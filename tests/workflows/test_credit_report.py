@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
+from temporalio.client import ScheduleActionStartWorkflow
 from temporalio.testing import WorkflowEnvironment
 
+from config import Settings
 from db.models import SmsMessage
 from tests.activities.test_credit import received
 from tests.support import Simulators, pay, rows
 from tests.workflows.test_visit_workflow import Factory, quick_visit, start, wait_for
-from workflows import contracts as c
+from worker import ensure_credit_upkeep_schedule
+from workflows import contracts as c, contracts_credit as k
 from workflows.visit import VisitWorkflow
 
 
@@ -44,3 +47,22 @@ async def test_the_default_carries_the_notice_the_visit_sent(
     await handle.result()
     reports = await received(simulators, visit_id)
     assert [(r["kind"], r["status"]) for r in reports] == [("report", "reported"), ("correction", "corrected_paid")]
+
+
+async def test_the_upkeep_runs_on_a_schedule(temporal_env: WorkflowEnvironment, settings: Settings) -> None:
+    """Created once, kept up to date: the retention and the interval as the settings say."""
+    client = temporal_env.client
+    await ensure_credit_upkeep_schedule(client, settings)
+    changed = settings.model_copy(update={"credit_retention_days": 30, "credit_upkeep_every": timedelta(minutes=7)})
+    await ensure_credit_upkeep_schedule(client, changed)  # already there: updated
+    handle = client.get_schedule_handle(k.CREDIT_UPKEEP_SCHEDULE_ID)
+    try:
+        described = await handle.describe()
+        action = described.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        assert action.workflow == "CreditUpkeepWorkflow" and action.task_queue == settings.task_queue
+        [arg] = await client.data_converter.decode(list(action.args))
+        assert arg == {"retention_days": 30}
+        assert [i.every for i in described.schedule.spec.intervals] == [timedelta(minutes=7)]
+    finally:
+        await handle.delete()
