@@ -61,12 +61,17 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/mypy .
 
+# the suite on TEST_WORKERS processes (pytest-xdist), a test file per process at a time; each
+# process has its own Temporal dev server and database. TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: install lint browser
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-postgres: install lint browser
 	YHF_TEST_DATABASE_URL=$${YHF_TEST_DATABASE_URL:-postgresql+asyncpg://root@127.0.0.1/test} \
-	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)
+	PATH="$(BIN):$$PATH" $(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # schemathesis over every operation with each key and none (also part of `make test`), its figures printed
 fuzz: install
