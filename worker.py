@@ -167,6 +167,14 @@ async def connect(settings: Settings, stop: asyncio.Event) -> Client | None:
     return None
 
 
+async def keep_schedule(client: Client, schedule_id: str, schedule: Schedule) -> None:
+    """Create the schedule once; a later start keeps it as the settings say now."""
+    try:
+        await client.create_schedule(schedule_id, schedule)
+    except ScheduleAlreadyRunningError:
+        await client.get_schedule_handle(schedule_id).update(lambda _: ScheduleUpdate(schedule=schedule))
+
+
 async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
     """The schedule that runs ReconcileWorkflow; created once, its interval kept up to date."""
     schedule = Schedule(
@@ -182,10 +190,7 @@ async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.reconcile_every)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
-    try:
-        await client.create_schedule(c.RECONCILE_SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-        await client.get_schedule_handle(c.RECONCILE_SCHEDULE_ID).update(lambda _: ScheduleUpdate(schedule=schedule))
+    await keep_schedule(client, c.RECONCILE_SCHEDULE_ID, schedule)
 
 
 async def ensure_statement_schedule(client: Client, settings: Settings, integrations: Integrations) -> None:
@@ -203,10 +208,7 @@ async def ensure_statement_schedule(client: Client, settings: Settings, integrat
         spec=ScheduleSpec(cron_expressions=[settings.statement_cron], time_zone_name=settings.timezone),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
-    try:
-        await client.create_schedule(c.STATEMENT_SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-        await client.get_schedule_handle(c.STATEMENT_SCHEDULE_ID).update(lambda _: ScheduleUpdate(schedule=schedule))
+    await keep_schedule(client, c.STATEMENT_SCHEDULE_ID, schedule)
 
 
 async def ensure_credit_upkeep_schedule(client: Client, settings: Settings) -> None:
@@ -221,12 +223,7 @@ async def ensure_credit_upkeep_schedule(client: Client, settings: Settings) -> N
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=settings.credit_upkeep_every)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
-    try:
-        await client.create_schedule(k.CREDIT_UPKEEP_SCHEDULE_ID, schedule)
-    except ScheduleAlreadyRunningError:
-        await client.get_schedule_handle(k.CREDIT_UPKEEP_SCHEDULE_ID).update(
-            lambda _: ScheduleUpdate(schedule=schedule)
-        )
+    await keep_schedule(client, k.CREDIT_UPKEEP_SCHEDULE_ID, schedule)
 
 
 async def main() -> None:
