@@ -42,22 +42,6 @@ DISPUTED = SearchAttributeKey.for_bool("Disputed")
 SEARCH_ATTRIBUTES = (VISIT_STAGE, PAYMENT_STATUS, PATIENT_TAG, BALANCE_BAND, DUE_AT, DEPARTMENT, HOLD, DISPUTED)
 
 
-def initial_search_attributes(inp: c.VisitInput) -> TypedSearchAttributes:
-    """What a new visit shows in Temporal's index, given when it is started (in the start
-    event: no upsert): registered, open, nothing owed, no hold."""
-    return TypedSearchAttributes(
-        [
-            SearchAttributePair(VISIT_STAGE, str(VisitState().stage)),
-            SearchAttributePair(PAYMENT_STATUS, str(PaymentStatus.open)),
-            SearchAttributePair(BALANCE_BAND, balance_band(0)),
-            SearchAttributePair(HOLD, "none"),
-            SearchAttributePair(DISPUTED, False),
-            *([SearchAttributePair(DEPARTMENT, inp.department)] if inp.department else []),
-            *([SearchAttributePair(PATIENT_TAG, inp.patient_tag)] if inp.patient_tag else []),
-        ]
-    )
-
-
 def utc(at: datetime | None) -> datetime | None:
     """A time as the database gives it back: in UTC."""
     return None if at is None else at.astimezone(UTC)
@@ -369,3 +353,12 @@ class VisitContext:
         if self.bill.waived_fen:
             lines.append(f"**Waived (减免):** {format_fen(self.bill.waived_fen)}")
         return lines
+
+
+def initial_search_attributes(inp: c.VisitInput) -> TypedSearchAttributes:
+    """What a new visit shows in Temporal's index, given when it is started (in the start
+    event: no upsert): `VisitContext.wanted()` of a visit that has just begun."""
+    wanted = VisitContext(inp).wanted()
+    return TypedSearchAttributes(
+        [SearchAttributePair(key, value) for key, value in wanted.items() if value is not None]
+    )
