@@ -4,7 +4,9 @@ The event goes to the visit's workflow as the `record_event` update, which refus
 visit's stage does not allow and books the charges. Its answer is the visit as the workflow
 recorded it (stage, payment status, deadlines, sanctions: `c.VisitRecordResult`); the API
 answers from it and reads only what the workflow does not carry, in one read: the bill's
-lines with their payments' methods, and the events. A retried event gets the stored answer."""
+lines with their payments' methods, and the events. A retried event gets the stored answer.
+The reads are readers' transactions (on SQLite: no write lock), and the stored answer is one
+short write of its own."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from api.deps import AppState, commit_before_call
 from api.errors import ApiError
 from api.metrics import EVENTS
 from db.models import Visit
+from db.session import read_only
 from workflows import contracts as c
 from workflows.visit import VisitWorkflow
 
@@ -39,7 +42,9 @@ async def record_event(state: AppState, session: AsyncSession, visit: Visit, eve
     await commit_before_call(session)  # no transaction is held while the workflow works
     recorded = await tell_workflow(state, visit, event_input(body))
     EVENTS.labels(str(body.type)).inc()
+    await read_only(session)  # on SQLite the view is read without the write lock, which the ledger's bookings want
     data = (await svc.visit_view(session, visit, recorded)).model_dump(mode="json")
+    await session.commit()
     svc.remember(session, key, request_hash, 200, data)
     try:
         await session.flush()

@@ -1,5 +1,7 @@
 """Engine and session factory. SQLite runs in WAL mode with a busy timeout, because the
-API and the worker write to the same file."""
+API and the worker write to the same file. A SQLite transaction takes the write lock when it
+begins (BEGIN IMMEDIATE), except one begun by `read_only`: readers never queue for the lock,
+nor hold it while their request waits its turn on the event loop."""
 
 from __future__ import annotations
 
@@ -29,9 +31,9 @@ def create_engine(url: str) -> AsyncEngine:
             cur.close()
 
         @event.listens_for(engine.sync_engine, "begin")
-        def _begin_immediate(conn: Connection) -> None:
-            # take the write lock up front: no deadlock between two readers upgrading
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn: Connection) -> None:
+            # a writer takes the write lock up front: no deadlock between two readers upgrading
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
         # let SQLAlchemy, not pysqlite, emit BEGIN
         @event.listens_for(engine.sync_engine, "connect")
@@ -40,6 +42,17 @@ def create_engine(url: str) -> AsyncEngine:
 
         return engine
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+
+
+READ_ONLY = "yhf_read_only"
+
+
+async def read_only(session: AsyncSession) -> None:
+    """Begin the session's next transaction as a reader (a no-op inside one already begun).
+    On SQLite it is a deferred BEGIN: a snapshot that takes no lock, so it must not write;
+    commit it before writing (the next transaction is a writer again). Elsewhere the usual."""
+    if not session.in_transaction():
+        await session.connection(execution_options={READ_ONLY: True})
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -12,6 +12,7 @@ from api import codes, enrolment, oversight, patients, schemas as s, services as
 from api.deps import HisDep, SessionDep, StateDep
 from api.errors import responses
 from db.models import Visit
+from db.session import read_only
 from ledger.errors import VisitNotFound
 
 log = logging.getLogger("yihoufu.api.his")
@@ -93,6 +94,7 @@ async def _visit(session: SessionDep, visit_id: str) -> Visit:
 
 @router.get("/visits/{visit_id}", response_model=s.VisitOut, responses=responses(401, VisitNotFound))
 async def get_visit(visit_id: str, session: SessionDep, _: HisDep) -> Any:
+    await read_only(session)
     return await svc.visit_view(session, await _visit(session, visit_id))
 
 
@@ -106,6 +108,7 @@ async def record_event(
 ) -> Any:
     """One clinical event: a body per `type`, with exactly that type's fields (422 otherwise).
     Refused with 409 `invalid_transition` where the stage does not allow it."""
+    await read_only(session)  # the answer is written in a transaction of its own, after the update
     data, status = await visit_events.record_event(state, session, await _visit(session, visit_id), body)
     return JSONResponse(data, status_code=status)
 
