@@ -18,6 +18,8 @@ from domain.policy import PaymentPolicy, QuietHours
 
 ROOT = Path(__file__).resolve().parent
 DEV_SECRETS = {"dev-his-key", "dev-ops-key", "dev-data-key-change-me", "dev-bureau-secret", "dev-credit-secret"}
+DEV_SECRETS |= {"dev-ebill-key"}
+DEV_EBILL_AGENCY_CODE = "DEV-AGENCY-0001"  # the sandbox's agency code at the simulated e-bill platform
 DEV_CREDITOR_CODE = "DEV-CREDITOR-0001"  # the sandbox's creditor code at the simulated credit platform
 # the payload codec's key that `make dev` sets (devstack.py): public, so refused outside the sandbox
 DEV_PAYLOAD_KEY = "dev:eWlob3VmdSBkZXYgcGF5bG9hZCBrZXk6IHB1YmxpYyE="
@@ -163,6 +165,17 @@ class Settings(BaseSettings):
     credit_retention_days: int = Field(default=1826, ge=1)
     # how often the credit upkeep runs: objections answered, expired records deleted
     credit_upkeep_every: Duration = timedelta(hours=1)
+    # the provincial fiscal e-bill platform (财政电子票据, integrations/ebill.py): its URL, this
+    # hospital's appid and key there, the region (区划) and agency (单位) codes it registered the
+    # hospital under and the billing point (开票点). No URL: no e-bills (our own receipt only).
+    # The sandbox fills in the key and agency code (refused elsewhere); devstack starts
+    # simulators/ebill.py and points the URL at it.
+    ebill_url: str = ""
+    ebill_app_id: str = "yhf-hospital"
+    ebill_app_key: str = ""
+    ebill_region_code: str = "440300"
+    ebill_agency_code: str = ""
+    ebill_place_code: str = "001"
 
     # SMS: `outbox` records messages for the sandbox; `aliyun` sends them through Dysms.
     sms_backend: Literal["outbox", "aliyun"] = "outbox"
@@ -253,7 +266,10 @@ class Settings(BaseSettings):
             self.credit_platform_secret = self.credit_platform_secret or "dev-credit-secret"
             self.credit_creditor_code = self.credit_creditor_code or DEV_CREDITOR_CODE
             self.credit_creditor_name = self.credit_creditor_name or self.hospital_name
+            self.ebill_app_key = self.ebill_app_key or "dev-ebill-key"
+            self.ebill_agency_code = self.ebill_agency_code or DEV_EBILL_AGENCY_CODE
             return self
+        self._ebill()
         if self.credit_creditor_code == DEV_CREDITOR_CODE:
             raise ValueError(
                 "YHF_CREDIT_CREDITOR_CODE must be this hospital's code at the platform outside the sandbox"
@@ -273,6 +289,16 @@ class Settings(BaseSettings):
         if not keys or any(key in dict(parse_payload_keys(DEV_PAYLOAD_KEY)).values() for _, key in keys):
             raise ValueError("YHF_PAYLOAD_KEY must be set to a real key outside the sandbox")
         return self
+
+    def _ebill(self) -> None:
+        """Outside the sandbox, e-bills are on once YHF_EBILL_URL is set; then the key and the
+        agency code must be real (never the sandbox's)."""
+        if not self.ebill_url:
+            return
+        if not self.ebill_app_key or self.ebill_app_key in DEV_SECRETS:
+            raise ValueError("YHF_EBILL_APP_KEY must be set to a real secret outside the sandbox")
+        if self.ebill_agency_code in ("", DEV_EBILL_AGENCY_CODE):
+            raise ValueError("YHF_EBILL_AGENCY_CODE must be this hospital's agency code at the e-bill platform")
 
     def _ui_oidc(self) -> None:
         if self.ui_oidc_jwks_url and not (self.ui_oidc_issuer and self.ui_oidc_audience):

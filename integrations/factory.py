@@ -12,6 +12,7 @@ import httpx
 from config import Settings
 from integrations import credit_platform, insurance_bureau
 from integrations.aliyun_sms import AliyunSms
+from integrations.ebill import EBillClient
 from integrations.payments.channels import Channel
 from integrations.payments.registry import build_channels
 
@@ -22,6 +23,7 @@ class Integrations:
     credit: credit_platform.CreditPlatformClient
     sms: AliyunSms | None  # the SMS gateway; None: the outbox row is the delivery (the sandbox)
     channels: dict[str, Channel]  # the payment channels this hospital offers
+    ebill: EBillClient | None = None  # the fiscal e-bill platform; None: not configured (no e-bills)
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,7 @@ class Transports:
 
     bureau: httpx.AsyncBaseTransport | None = None
     credit: httpx.AsyncBaseTransport | None = None
+    ebill: httpx.AsyncBaseTransport | None = None
 
 
 class MissingGateway(RuntimeError):
@@ -64,6 +67,22 @@ def sms_delivery(settings: Settings) -> AliyunSms | None:
     )
 
 
+def ebill_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None, stack: AsyncExitStack
+) -> EBillClient | None:
+    """The e-bill platform's client once YHF_EBILL_URL is set (or a transport is injected)."""
+    if not settings.ebill_url and transport is None:
+        return None
+    return EBillClient(
+        gateway_http("ebill_url", settings.ebill_url, transport, stack),
+        app_id=settings.ebill_app_id,
+        app_key=settings.ebill_app_key,
+        agency_code=settings.ebill_agency_code,
+        region_code=settings.ebill_region_code,
+        place_code=settings.ebill_place_code,
+    )
+
+
 def build_integrations(
     settings: Settings, stack: AsyncExitStack, *, transports: Transports | None = None
 ) -> Integrations:
@@ -80,3 +99,4 @@ def build_integrations(
         sms=sms_delivery(settings),
         channels=build_channels(settings),
     )
+        ebill=ebill_client(settings, transports.ebill, stack),
