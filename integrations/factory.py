@@ -98,5 +98,5 @@ def build_integrations(
         ),
         sms=sms_delivery(settings),
         channels=build_channels(settings),
-    )
         ebill=ebill_client(settings, transports.ebill, stack),
+    )
