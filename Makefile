@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock compose-check browser dev lint test test-postgres fuzz bench bench-receivables faults clean
+.PHONY: install lock compose-check browser dev lint test test-postgres fuzz bench bench-day bench-parked bench-receivables faults clean
 
 install: $(STAMP)
 
@@ -82,6 +82,15 @@ fuzz: install
 # RATIO_ARGS=... for its options (`python -m bench.ratio --help`)
 bench: install
 	PATH="$(BIN):$$PATH" $(BIN)/python -m bench.ratio $(RATIO_ARGS)
+
+# a 20,000-visit hospital day compressed into minutes (DAY_ARGS="--minutes 10 --sample 0.02"):
+# ack latency by hour, visits settled, each process's memory, visit workflows parked on timers
+bench-day: install
+	PATH="$(BIN):$$PATH" $(BIN)/python -m bench.hospital_day $(DAY_ARGS)
+
+# the product's load on an empty stack and on one with 5,000 visits parked on their payment timers
+bench-parked: install
+	PATH="$(BIN):$$PATH" $(BIN)/python -m bench.parked $(PARKED_ARGS)
 
 # receivables by age and by department on 100,000 visits in a throwaway PostgreSQL database: p50/p95, plans, indexes
 bench-receivables: install

@@ -210,6 +210,9 @@ class Settings(BaseSettings):
     worker_shutdown_grace: Duration = timedelta(seconds=10)
     # activities one worker runs at once (None: the SDK's default, 100)
     worker_max_concurrent_activities: int | None = Field(default=None, ge=1)
+    # workflows one worker keeps in memory between their tasks (the SDK's sticky cache): bounds its
+    # memory whatever the number of open visits; a visit evicted is replayed from its history
+    worker_max_cached_workflows: int = Field(default=1000, ge=0)
     reconcile_after: Duration = timedelta(minutes=2)
     # a channel order still unpaid this long is closed there and the payment marked failed
     order_expires_after: Duration = timedelta(hours=2)

@@ -141,6 +141,7 @@ def create_worker(
         activities=activity_functions(settings, factory, integrations),
         graceful_shutdown_timeout=settings.worker_shutdown_grace,
         max_concurrent_activities=settings.worker_max_concurrent_activities,
+        max_cached_workflows=settings.worker_max_cached_workflows,
         interceptors=observability.interceptors_for(client, given),
     )
 
