@@ -79,6 +79,7 @@ class Stack:
     bureau_port: int | None = None  # None: a free port
     credit_port: int | None = None  # None: a free port
     wechat_port: int | None = None
+    ebill_port: int | None = None  # None: a free port
     alipay_port: int | None = None
     env: dict[str, str] = field(default_factory=dict)
     payload_key: str = ""  # YHF_PAYLOAD_KEY ("": payloads plain, as in the tests); `make dev`: the dev key
@@ -246,6 +247,21 @@ class Stack:
             self.spawn(name, [sys.executable, "-m", f"simulators.{name}", str(port), app_id, secret, db])
             self.env[f"YHF_{setting}_URL"] = f"http://127.0.0.1:{port}"
             wait_for_port(port)
+        self.start_ebill_simulator()
+
+    def start_ebill_simulator(self) -> None:
+        """The fiscal e-bill platform, simulated (its own SQLite file), unless YHF_EBILL_URL names one."""
+        env = self.child_env()
+        if env.get("YHF_EBILL_URL"):
+            return
+        port = self.ebill_port or free_port()
+        app_id = env.get("YHF_EBILL_APP_ID") or "yhf-hospital"
+        key = env.get("YHF_EBILL_APP_KEY") or "dev-ebill-key"
+        agency = env.get("YHF_EBILL_AGENCY_CODE") or "DEV-AGENCY-0001"
+        db = str(self.data_dir / "ebill.db")
+        self.spawn("ebill", [sys.executable, "-m", "simulators.ebill", str(port), app_id, key, agency, db])
+        self.env["YHF_EBILL_URL"] = f"http://127.0.0.1:{port}"
+        wait_for_port(port)
 
     def _start_channel_simulator(self, channel: str, port: int, settings: dict[str, str]) -> None:
         """Point the API at a local simulator of a payment channel, with sandbox keys."""
@@ -368,7 +384,8 @@ class Stack:
         self._quiet.set()
         if self._supervisor is not None and self._supervisor is not threading.current_thread():
             self._supervisor.join()
-        order = ["api", "worker", "temporal", "dysms", "bureau", "credit", "wechat", "alipay"]  # "api2": an api
+        # "api2": an api
+        order = ["api", "worker", "temporal", "dysms", "bureau", "credit", "ebill", "wechat", "alipay"]
         for name in sorted(self.procs, key=lambda n: [*order, n.rstrip("0123456789")].index(n.rstrip("0123456789"))):
             self.stop_one(name)
 

@@ -37,7 +37,7 @@ from activities.oversight import OversightActivities
 from activities.payments import PaymentActivities
 from activities.receipts import ReceiptActivities
 from activities.refunds import RefundActivities
-from activities.statements import StatementActivities
+from activities.statements import EBILL, StatementActivities
 from config import Settings, get_settings
 from db.pii import Pii
 from db.session import create_engine, session_factory
@@ -70,12 +70,12 @@ def activity_functions(
     channels = integrations.channels
     payments = PaymentActivities(factory, channels)
     refunds = RefundActivities(factory, channels)
-    statements = StatementActivities(factory, channels)
+    statements = StatementActivities(factory, channels, integrations.ebill)
     ledger = LedgerActivities(factory)
     notify = NotifyActivities(
         factory, OutboxSender(factory, Pii(settings.data_key), integrations.sms), Pii(settings.data_key)
     )
-    receipts = ReceiptActivities(factory, Pii(settings.data_key), settings.hospital_name)
+    receipts = ReceiptActivities(factory, Pii(settings.data_key), settings.hospital_name, integrations.ebill)
     insurance = InsuranceActivities(factory, integrations.bureau)
     settlements = SettlementActivities(factory, integrations.bureau)
     credit = CreditActivities(
@@ -197,6 +197,8 @@ async def ensure_reconcile_schedule(client: Client, settings: Settings) -> None:
 async def ensure_statement_schedule(client: Client, settings: Settings, integrations: Integrations) -> None:
     """Each morning, match yesterday's statements of the configured channels (none: no schedule)."""
     channels = [name for name, channel in integrations.channels.items() if channel.keeps_statements]
+    if integrations.ebill is not None:
+        channels.append(EBILL)  # the e-bill platform's totals of the day (checkTotalData), last
     if not channels:
         return
     schedule = Schedule(

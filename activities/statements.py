@@ -1,4 +1,7 @@
-"""Daily statements: download a channel's bill and match it against the ledger."""
+"""Daily statements: download a channel's bill and match it against the ledger; and, as the
+channel `ebill`, the fiscal e-bill platform's day (checkTotalData): the count and amount of
+bills issued and written off that day, ours against the platform's. A mismatch is stored
+with the day's run (GET /v1/ops/statements) and logged as a warning, like a channel's."""
 
 from __future__ import annotations
 
@@ -14,15 +17,18 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db.models import Payment, Refund, StatementRun
+from db.receipts import ebill_day_totals
 from db.repositories import audit, utcnow
 from domain.payment import PAID, RefundStatus
 from domain.statement import Line, Outcome, day_window, match
+from integrations.ebill import DayTotals, EBillClient, EBillUnavailable, TotalsCheck
 from integrations.payments.channels import Channel, StatementLine
 from workflows import contracts as c
 
 log = logging.getLogger("yihoufu.statements")
 EDGE = timedelta(minutes=10)  # money this close to midnight may be on either day's bill
 PAID_STATUSES = [str(s) for s in PAID]
+EBILL = "ebill"  # the statement run's name for the fiscal e-bill platform's totals check
 
 
 def _ref(line: StatementLine) -> Line:
@@ -33,10 +39,47 @@ def _ref(line: StatementLine) -> Line:
     )
 
 
+def totals_findings(check: TotalsCheck) -> list[dict[str, Any]]:
+    """The day's e-bill totals that differ, as statement findings (platform: channel_fen)."""
+    theirs, ours = check.platform, check.ours
+    findings: list[dict[str, Any]] = []
+    for kind, n_platform, n_ours, fen_platform, fen_ours in (
+        ("issued", theirs.issued, ours.issued, theirs.issued_fen, ours.issued_fen),
+        ("written_off", theirs.written_off, ours.written_off, theirs.written_off_fen, ours.written_off_fen),
+    ):
+        if (n_platform, fen_platform) != (n_ours, fen_ours):
+            findings.append(
+                {
+                    "kind": kind,
+                    "ref": f"bills: platform {n_platform}, ours {n_ours}",
+                    "problem": "ebill_totals_mismatch",
+                    "channel_fen": fen_platform,
+                    "ledger_fen": fen_ours,
+                }
+            )
+    if not check.matched and not findings:  # the platform disagrees though the figures match
+        findings.append(
+            {
+                "kind": "totals",
+                "ref": "checkResult 0",
+                "problem": "ebill_totals_mismatch",
+                "channel_fen": None,
+                "ledger_fen": None,
+            }
+        )
+    return findings
+
+
 class StatementActivities:
-    def __init__(self, factory: async_sessionmaker[AsyncSession], channels: Mapping[str, Channel]) -> None:
+    def __init__(
+        self,
+        factory: async_sessionmaker[AsyncSession],
+        channels: Mapping[str, Channel],
+        ebill: EBillClient | None = None,
+    ) -> None:
         self._factory = factory
         self._channels = channels
+        self._ebill = ebill
 
     @staticmethod
     async def _ours(session: AsyncSession, channel: str, start: datetime, end: datetime) -> list[Line]:
@@ -126,8 +169,53 @@ class StatementActivities:
         )
         return findings
 
+    async def _check_ebills(self, client: EBillClient, inp: c.ReconcileStatementInput) -> c.StatementResult:
+        """checkTotalData: our day's bills against the platform's; the findings stored as a run."""
+        start, end = day_window(inp.day, inp.timezone)
+        async with self._factory() as session:
+            issued, issued_fen, off, off_fen = await ebill_day_totals(session, start, end)
+        ours = DayTotals(issued=issued, issued_fen=issued_fen, written_off=off, written_off_fen=off_fen)
+        try:
+            check = await client.check_totals(datetime.fromisoformat(inp.day).date(), ours)
+        except EBillUnavailable as e:
+            raise ApplicationError(f"the e-bill platform did not answer: {e}", type="ebill_unavailable") from e
+        theirs, findings = check.platform, totals_findings(check)
+        async with self._factory() as session, session.begin():
+            run = await session.scalar(
+                select(StatementRun).where(StatementRun.channel == EBILL, StatementRun.day == inp.day)
+            )
+            if run is None:
+                run = StatementRun(channel=EBILL, day=inp.day, created_at=utcnow(), matched=0, mismatches=[])
+                session.add(run)
+            run.matched = 0 if findings else ours.issued + ours.written_off
+            run.mismatches = findings
+            run.channel_total_fen = theirs.issued_fen - theirs.written_off_fen
+            run.ledger_total_fen = ours.issued_fen - ours.written_off_fen
+            run.created_at = utcnow()
+            audit(
+                session,
+                actor="reconciliation",
+                action="statement_reconciled",
+                subject_type="statement",
+                subject_id=f"{EBILL}:{inp.day}",
+                matched=run.matched,
+                mismatches=len(findings),
+            )
+        for f in findings:
+            log.warning(
+                "e-bill totals %s: %s %s (platform %s fen, ours %s fen)",
+                inp.day,
+                f["kind"],
+                f["ref"],
+                f["channel_fen"],
+                f["ledger_fen"],
+            )
+        return c.StatementResult(channel=EBILL, day=inp.day, matched=run.matched, mismatches=len(findings))
+
     @activity.defn(name=c.RECONCILE_STATEMENT)
     async def reconcile_statement(self, inp: c.ReconcileStatementInput) -> c.StatementResult:
+        if inp.channel == EBILL and self._ebill is not None:
+            return await self._check_ebills(self._ebill, inp)
         source = self._channels.get(inp.channel)
         if source is None or not source.keeps_statements:
             raise ApplicationError(

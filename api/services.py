@@ -286,6 +286,23 @@ def receipt_out(receipt: Receipt) -> s.ReceiptOut:
         issued_at=receipt.issued_at,
         voided_at=receipt.voided_at,
         download_url=f"/v1/patient/receipts/{receipt.id}?format=html",
+        ebill=receipt_ebill(receipt),
+    )
+
+
+def receipt_ebill(receipt: Receipt) -> s.ReceiptEBill | None:
+    if receipt.ebill_status is None and receipt.ebill_no is None:
+        return None
+    return s.ReceiptEBill(
+        status=receipt.ebill_status or "pending",
+        bill_batch_code=receipt.ebill_batch_code,
+        bill_no=receipt.ebill_no,
+        random=receipt.ebill_random,
+        qr_code_png=receipt.ebill_qr_code,
+        picture_url=receipt.ebill_picture_url,
+        issued_at=receipt.ebill_issued_at,
+        written_off_no=receipt.ebill_written_off_no,
+        written_off_at=receipt.ebill_written_off_at,
     )
 
 

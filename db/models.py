@@ -23,6 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from db.ebill_columns import EBillColumns
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -272,7 +274,7 @@ class InsuranceSettlement(Base):
     updated_at: Mapped[datetime]
 
 
-class Receipt(Base):
+class Receipt(EBillColumns, Base):
     """电子票据: issued when a visit settles; a later refund voids it and issues the next
     version (红冲), so every version stays downloadable."""
 
@@ -288,19 +290,6 @@ class Receipt(Base):
     check_code: Mapped[str] = mapped_column(String(64))  # HMAC over the content: verifies a copy
     issued_at: Mapped[datetime]
     voided_at: Mapped[datetime | None]
-    # the fiscal platform's e-bill (财政电子票据) for this version: busNo is our idempotency key
-    # ("{receipt id}-{version}"); status pending -> issued -> written_off (冲红), or failed
-    ebill_bus_no: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
-    ebill_status: Mapped[str | None] = mapped_column(String(16))
-    ebill_batch_code: Mapped[str | None] = mapped_column(String(50))  # 票据代码
-    ebill_no: Mapped[str | None] = mapped_column(String(40))  # 票据号码
-    ebill_random: Mapped[str | None] = mapped_column(String(20))  # 校验码
-    ebill_qr_code: Mapped[str | None] = mapped_column(Text)  # base64 PNG of the bill's QR code
-    ebill_picture_url: Mapped[str | None] = mapped_column(String(500))  # the platform's H5 page
-    ebill_issued_at: Mapped[datetime | None]
-    ebill_written_off_no: Mapped[str | None] = mapped_column(String(40))  # the red bill's number
-    ebill_written_off_at: Mapped[datetime | None]
-    ebill_error: Mapped[str | None] = mapped_column(String(200))  # the platform's last refusal
 
 
 class StatementRun(Base):

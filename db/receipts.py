@@ -2,16 +2,22 @@
 
 Issued when the visit settles; a refund afterwards voids it and issues the next version
 (红冲 and re-issue), so every version stays on record. Each carries a check code, a keyed
-HMAC over its content, with which the hospital verifies a copy shown to it."""
+HMAC over its content, with which the hospital verifies a copy shown to it.
+
+Each version is also a bill at the provincial fiscal e-bill platform (财政电子票据), when one
+is configured: its busNo ("{receipt id}-{version}") is set here, with the row; the platform is
+called after this transaction (activities/receipts.py) and its bill recorded on the row by
+`record_ebill`; a voided version's bill is written off (冲红) by `record_write_off`."""
 
 from __future__ import annotations
 
 import html
 import json
 import secrets
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Patient, Payment, Receipt, Visit
@@ -95,8 +101,10 @@ async def issue_receipt(session: AsyncSession, pii: Pii, visit_id: str, *, hospi
     if latest is not None:
         latest.voided_at = now
         version = latest.version + 1
+    receipt_id = "R" + now.strftime("%Y%m%d") + secrets.token_hex(6).upper()
     receipt = Receipt(
-        id="R" + now.strftime("%Y%m%d") + secrets.token_hex(6).upper(),
+        id=receipt_id,
+        ebill_bus_no=f"{receipt_id}-{version}",
         visit_id=visit_id,
         patient_id=visit.patient_id,
         version=version,
@@ -110,6 +118,75 @@ async def issue_receipt(session: AsyncSession, pii: Pii, visit_id: str, *, hospi
     session.add(receipt)
     await session.flush()
     return receipt
+
+
+class EBillStatus:
+    issued = "issued"
+    written_off = "written_off"  # 冲红
+    failed = "failed"  # the platform refused it (ebill_error): tried again with the next change
+    not_required = "not_required"  # nothing charged: no bill
+
+
+async def ebill_work(session: AsyncSession, visit_id: str) -> tuple[list[Receipt], Receipt | None]:
+    """The visit's platform work: voided versions whose bill is still valid (to write off), and
+    the current version when its bill is not issued yet."""
+    rows = (await session.scalars(select(Receipt).where(Receipt.visit_id == visit_id).order_by(Receipt.version))).all()
+    stale = [r for r in rows if r.voided_at is not None and r.ebill_status == EBillStatus.issued]
+    current = next((r for r in rows if r.voided_at is None), None)
+    if current is not None and current.ebill_status in (EBillStatus.issued, EBillStatus.not_required):
+        current = None
+    return stale, current
+
+
+async def record_ebill(
+    session: AsyncSession,
+    receipt_id: str,
+    *,
+    batch_code: str,
+    bill_no: str,
+    random: str,
+    qr_code: str,
+    picture_url: str,
+    issued_at: datetime,
+) -> None:
+    row = await session.get(Receipt, receipt_id, with_for_update=True)
+    assert row is not None
+    row.ebill_status, row.ebill_error = EBillStatus.issued, None
+    row.ebill_batch_code, row.ebill_no, row.ebill_random = batch_code, bill_no, random
+    row.ebill_qr_code, row.ebill_picture_url, row.ebill_issued_at = qr_code, picture_url, issued_at
+
+
+async def record_ebill_status(session: AsyncSession, receipt_id: str, status: str, error: str | None) -> None:
+    row = await session.get(Receipt, receipt_id, with_for_update=True)
+    assert row is not None
+    if row.ebill_status != EBillStatus.issued:  # never undo an issued bill
+        row.ebill_status = status
+    row.ebill_error = error[:200] if error else None
+
+
+async def record_write_off(session: AsyncSession, receipt_id: str, *, red_bill_no: str, at: datetime) -> None:
+    row = await session.get(Receipt, receipt_id, with_for_update=True)
+    assert row is not None
+    row.ebill_status, row.ebill_error = EBillStatus.written_off, None
+    row.ebill_written_off_no, row.ebill_written_off_at = red_bill_no, at
+
+
+async def ebill_day_totals(session: AsyncSession, start: datetime, end: datetime) -> tuple[int, int, int, int]:
+    """Our side of a day at the platform: bills issued in [start, end) (count, fen; written off
+    since or not) and write-offs made in it (count, fen)."""
+    rows = (
+        await session.scalars(
+            select(Receipt).where(
+                or_(
+                    (Receipt.ebill_issued_at >= start) & (Receipt.ebill_issued_at < end),
+                    (Receipt.ebill_written_off_at >= start) & (Receipt.ebill_written_off_at < end),
+                )
+            )
+        )
+    ).all()
+    issued = [r for r in rows if r.ebill_issued_at is not None and start <= r.ebill_issued_at < end]
+    off = [r for r in rows if r.ebill_written_off_at is not None and start <= r.ebill_written_off_at < end]
+    return len(issued), sum(r.total_fen for r in issued), len(off), sum(r.total_fen for r in off)
 
 
 def receipt_html(receipt: Receipt) -> str:
@@ -126,6 +203,19 @@ def receipt_html(receipt: Receipt) -> str:
         f"<li>{e(METHODS.get(p['method'], p['method']))}：{format_fen(p['amount_fen'])}</li>" for p in c["payments"]
     )
     void = f"<p class=void>已作废（红冲）：{receipt.voided_at.isoformat()}</p>" if receipt.voided_at else ""
+    fiscal = ""
+    if receipt.ebill_no:
+        red = f"<br>已冲红，红票号码：{e(receipt.ebill_written_off_no or '')}" if receipt.ebill_written_off_at else ""
+        qr = (
+            f'<br><img alt="票据二维码" src="data:image/png;base64,{e(receipt.ebill_qr_code)}">'
+            if receipt.ebill_qr_code
+            else ""
+        )
+        link = f'<br><a href="{e(receipt.ebill_picture_url)}">查看财政电子票据</a>' if receipt.ebill_picture_url else ""
+        fiscal = (
+            f"<p>财政电子票据：票据代码 {e(receipt.ebill_batch_code or '')}　票据号码 {e(receipt.ebill_no)}　"
+            f"校验码 {e(receipt.ebill_random or '')}{red}{link}{qr}</p>"
+        )
     return f"""<!doctype html><html lang="zh-CN"><meta charset="utf-8">
 <title>医疗门诊收费电子票据 {e(receipt.id)}</title>
 <style>body{{font-family:sans-serif;max-width:40em;margin:2em auto}}table{{width:100%;border-collapse:collapse}}
@@ -136,5 +226,5 @@ td,th{{border:1px solid #999;padding:.3em}}.void{{color:#b00;font-weight:bold}}<
 <p>开票单位：{e(c["hospital"])}<br>就诊人：{e(c["patient_name"])}<br>就诊号：{e(c["visit_id"])}<br>
 科室：{e(c["department"])}<br>就诊日期：{e(c["visit_date"])}</p>
 <table><tr><th>项目</th><th>编码</th><th>数量</th><th>单价</th><th>金额</th></tr>{rows}</table>
-<p>合计：{format_fen(c["total_fen"])}　实收：{format_fen(c["paid_fen"])}</p><ul>{pays}</ul>
+<p>合计：{format_fen(c["total_fen"])}　实收：{format_fen(c["paid_fen"])}</p><ul>{pays}</ul>{fiscal}
 </html>"""

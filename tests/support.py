@@ -31,7 +31,7 @@ from db.pii import Pii, mask_name, mask_phone
 from db.session import create_engine
 from integrations.factory import Transports
 from integrations.inspection import CardEvent, CreditRecordSeen, SimulatorInspection
-from simulators import bureau, credit
+from simulators import bureau, credit, ebill
 
 PII = Pii("dev-data-key-change-me")
 
@@ -79,9 +79,14 @@ class Simulators:
     bureau: FastAPI
     credit: FastAPI
     inspect: SimulatorInspection
+    ebill: FastAPI | None = None  # the fiscal e-bill platform (its records: GET /_sandbox/ebills)
 
     def transports(self) -> Transports:
-        return Transports(bureau=httpx.ASGITransport(app=self.bureau), credit=httpx.ASGITransport(app=self.credit))
+        return Transports(
+            bureau=httpx.ASGITransport(app=self.bureau),
+            credit=httpx.ASGITransport(app=self.credit),
+            ebill=httpx.ASGITransport(app=self.ebill) if self.ebill is not None else None,
+        )
 
 
 @asynccontextmanager
@@ -91,8 +96,11 @@ async def simulators(settings: Settings) -> AsyncIterator[Simulators]:
     credit_app = credit.simulator_app(
         {settings.credit_platform_app_id: settings.credit_platform_secret}, notice_period=settings.pre_default_notice
     )
+    ebill_app = ebill.simulator_app(
+        {settings.ebill_app_id: settings.ebill_app_key}, {settings.ebill_app_id: settings.ebill_agency_code}
+    )
     async with AsyncExitStack() as stack:
-        for app in (bureau_app, credit_app):
+        for app in (bureau_app, credit_app, ebill_app):
             stack.callback(app.state.store.close)
         bureau_http = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=bureau_app), base_url="http://bureau")
@@ -100,7 +108,9 @@ async def simulators(settings: Settings) -> AsyncIterator[Simulators]:
         credit_http = await stack.enter_async_context(
             httpx.AsyncClient(transport=httpx.ASGITransport(app=credit_app), base_url="http://credit")
         )
-        yield Simulators(bureau_app, credit_app, SimulatorInspection(bureau=bureau_http, credit=credit_http))
+        yield Simulators(
+            bureau_app, credit_app, SimulatorInspection(bureau=bureau_http, credit=credit_http), ebill=ebill_app
+        )
 
 
 async def card_events(sims: Simulators, patient_id: str) -> list[CardEvent]:

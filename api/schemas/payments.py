@@ -52,6 +52,20 @@ class ReceiptPayment(BaseModel):
     amount_fen: int
 
 
+class ReceiptEBill(BaseModel):
+    """The fiscal platform's bill (财政电子票据) of this receipt version."""
+
+    status: str  # pending | issued | written_off (冲红) | failed | not_required
+    bill_batch_code: str | None  # 票据代码
+    bill_no: str | None  # 票据号码
+    random: str | None  # 校验码
+    qr_code_png: str | None  # base64 PNG of the bill's QR code
+    picture_url: str | None  # the platform's page of the bill
+    issued_at: datetime | None
+    written_off_no: str | None  # the red bill's number
+    written_off_at: datetime | None
+
+
 class ReceiptOut(BaseModel):
     receipt_id: str
     visit_id: str
@@ -67,6 +81,7 @@ class ReceiptOut(BaseModel):
     issued_at: datetime
     voided_at: datetime | None
     download_url: str
+    ebill: ReceiptEBill | None = None  # None: no e-bill platform at this hospital
 
 
 class ChannelPayment(BaseModel):

@@ -11,19 +11,15 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 import httpx
 import pytest
 
 from config import DEV_EBILL_AGENCY_CODE, Settings
-from integrations.ebill import (
+from integrations.ebill import ChargeLine, Code, DayTotals, EBillClient, EBillRefused, OutpatientBill
+from integrations.ebill_wire import (
     PLATFORM_TZ,
-    ChargeLine,
-    Code,
-    DayTotals,
-    EBillClient,
-    EBillRefused,
-    OutpatientBill,
     decode_data,
     dumps,
     envelope,
@@ -216,7 +212,7 @@ async def test_the_days_totals_match_or_not(platform) -> None:
 
 
 def test_the_sandboxs_key_and_agency_code_are_refused_outside_it() -> None:
-    real = {
+    real: dict[str, Any] = {
         "his_api_key": "h" * 20,
         "ops_api_key": "o" * 20,
         "data_key": "d" * 40,
