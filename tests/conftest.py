@@ -1,6 +1,7 @@
 """Session-wide real services: a migrated database and a Temporal dev server with
 per-workflow time skipping. Each test gets its own worker on its own task queue, and its own
-simulated bureau and credit platform, which its API and worker share."""
+simulated bureau, credit platform and fiscal e-bill platform (in-process, over ASGI: their
+transports from tests/support.py), which its API and worker share."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def settings(database_url: str) -> Settings:
 
 @pytest.fixture
 async def simulators(settings: Settings) -> AsyncIterator[Simulators]:
-    """This test's simulated bureau and credit platform (in memory)."""
+    """This test's simulated bureau, credit platform and e-bill platform (in memory)."""
     async with start_simulators(settings) as sims:
         yield sims
 
