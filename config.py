@@ -18,6 +18,9 @@ from domain.policy import PaymentPolicy, QuietHours
 
 ROOT = Path(__file__).resolve().parent
 DEV_SECRETS = {"dev-his-key", "dev-ops-key", "dev-data-key-change-me", "dev-bureau-secret", "dev-credit-secret"}
+# the sandbox's SM2 private key for the insurance bureau (NHSA) gateway: public, so refused outside it
+DEV_BUREAU_SM2_KEY = "7e02462a94ecdd767bc1da22fa8d86bded2a432b552b52ec4002ce34575fe424"
+DEV_FIXMEDINS_CODE = "H00000000001"  # the sandbox's 定点医药机构编号 at the simulated bureau
 DEV_SECRETS |= {"dev-ebill-key"}
 DEV_EBILL_AGENCY_CODE = "DEV-AGENCY-0001"  # the sandbox's agency code at the simulated e-bill platform
 DEV_CREDITOR_CODE = "DEV-CREDITOR-0001"  # the sandbox's creditor code at the simulated credit platform
@@ -151,9 +154,16 @@ class Settings(BaseSettings):
 
     # The government-side gateways. In the sandbox devstack points the URLs at its simulators
     # (simulators/bureau.py, credit.py); a gateway with no URL stops the API and the worker at start.
+    # The bureau speaks NHSA (国家医保信息平台, integrations/insurance_bureau.py): the app id is
+    # the gateway's x-tif-paasid, the secret this hospital's SM2 private key (64 hex; the bureau
+    # holds its public half), then the hospital's 定点医药机构编号 (12 characters) and name, and
+    # the 医保区划 (admvs). The sandbox fills in dev values, refused elsewhere.
     insurance_bureau_url: str = ""
     insurance_bureau_app_id: str = "yhf-hospital"
     insurance_bureau_secret: str = ""
+    insurance_fixmedins_code: str = ""
+    insurance_fixmedins_name: str = ""
+    insurance_admvs: str = ""
     credit_platform_url: str = ""
     credit_platform_app_id: str = "yhf-hospital"
     credit_platform_secret: str = ""
@@ -265,7 +275,10 @@ class Settings(BaseSettings):
             self.his_api_key = self.his_api_key or "dev-his-key"
             self.ops_api_key = self.ops_api_key or "dev-ops-key"
             self.data_key = self.data_key or "dev-data-key-change-me"
-            self.insurance_bureau_secret = self.insurance_bureau_secret or "dev-bureau-secret"
+            self.insurance_bureau_secret = self.insurance_bureau_secret or DEV_BUREAU_SM2_KEY
+            self.insurance_fixmedins_code = self.insurance_fixmedins_code or DEV_FIXMEDINS_CODE
+            self.insurance_fixmedins_name = self.insurance_fixmedins_name or self.hospital_name
+            self.insurance_admvs = self.insurance_admvs or "110105"
             self.credit_platform_secret = self.credit_platform_secret or "dev-credit-secret"
             self.credit_creditor_code = self.credit_creditor_code or DEV_CREDITOR_CODE
             self.credit_creditor_name = self.credit_creditor_name or self.hospital_name
@@ -273,6 +286,10 @@ class Settings(BaseSettings):
             self.ebill_agency_code = self.ebill_agency_code or DEV_EBILL_AGENCY_CODE
             return self
         self._ebill()
+        if self.insurance_bureau_secret == DEV_BUREAU_SM2_KEY or self.insurance_fixmedins_code == DEV_FIXMEDINS_CODE:
+            raise ValueError(
+                "YHF_INSURANCE_BUREAU_SECRET and YHF_INSURANCE_FIXMEDINS_CODE are the sandbox's outside it"
+            )
         if self.credit_creditor_code == DEV_CREDITOR_CODE:
             raise ValueError(
                 "YHF_CREDIT_CREDITOR_CODE must be this hospital's code at the platform outside the sandbox"

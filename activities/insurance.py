@@ -2,7 +2,8 @@
 lock when the first hold appears and to unlock when the last one is released, so a patient
 with several overdue visits gets one lock. Work on one patient is serialised, and the
 bureau's answer is recorded only after it arrived; a retry asks again with the same
-request id, which the bureau deduplicates."""
+msgid (kept in nhsa_message), which the bureau deduplicates. The bureau speaks NHSA: the lock is
+its regional extension `yhf-card-lock`, settlement 2207 and 冲正 2208 (integrations/insurance_bureau.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db.models import CardLockHold, InsuranceSettlement
+from db.nhsa import message_id
 from db.repositories import audit, patient_mutex, utcnow
 from integrations.gateway import GatewayError
-from integrations.insurance_bureau import InsuranceBureauClient
+from integrations.insurance_bureau import CARD_LOCK, WORKER, InsuranceBureauClient
 from ledger.payments import land_insurance_part
 from ledger.refunds import refund_input
 from workflows import contracts as c
@@ -29,13 +31,16 @@ class InsuranceActivities:
         return list((await session.scalars(select(CardLockHold).where(CardLockHold.patient_id == patient_id))).all())
 
     async def _call(self, action: str, inp: c.CardLockInput) -> bool:
+        msgid = await bureau_msgid(self._factory, self._bureau, f"{action}:{inp.patient_id}:{inp.visit_id}", CARD_LOCK)
         try:
             return await self._bureau.set_card_lock(
                 action=action,
-                request_id=f"{action}:{inp.patient_id}:{inp.visit_id}",
-                patient_id=inp.patient_id,
+                msgid=msgid,
+                psn_no=inp.patient_id,
                 reason=inp.reason,
                 at=inp.at,
+                operator=WORKER,
+                day=self._bureau.local_day(utcnow()),
             )
         except GatewayError as err:
             if err.retryable:
@@ -101,6 +106,14 @@ class InsuranceActivities:
             return c.CardLockResult(locked=locked, bureau_called=call)
 
 
+async def bureau_msgid(
+    factory: async_sessionmaker[AsyncSession], bureau: InsuranceBureauClient, key: str, infno: str
+) -> str:
+    """The msgid of one logical request, the same on every retry (its own short transaction)."""
+    async with factory() as session, session.begin():
+        return await message_id(session, key=key, infno=infno, now=utcnow(), make=bureau.msgid)
+
+
 def unknown_settlement(settlement_id: str) -> ApplicationError:
     return ApplicationError(
         f"settlement {settlement_id} is not in the database", type="invalid_input", non_retryable=True
@@ -147,14 +160,31 @@ class SettlementActivities:
         if row.status != "presettled":
             return c.SettlementResult(settlement_id=row.id, status=row.status, detail=row.detail or "")
         # no transaction is held across the call (on SQLite every transaction holds the write lock)
+        msgid = await bureau_msgid(self._factory, self._bureau, f"2207:{row.id}", "2207")
         try:
-            number = await self._bureau.settle(request_id=f"settle:{row.id}", presettle_id=str(row.bureau_presettle_id))
+            split = await self._bureau.settle(
+                msgid=msgid,
+                mdtrt_id=str(row.bureau_presettle_id),
+                psn_no=row.patient_id,
+                chrg_bchno=row.id,
+                total_fen=row.total_fen,
+                operator=WORKER,
+                day=self._bureau.local_day(utcnow()),
+            )
         except GatewayError as err:
             if err.retryable:
                 raise
             await self._mark(row.id, "failed", detail=str(err)[:300])
             return c.SettlementResult(settlement_id=row.id, status="failed", detail=str(err))
-        await self._mark(row.id, "insurance_settled", bureau_settlement_no=number)
+        if (split.pooled_fen, split.personal_fen, split.self_pay_fen) != (
+            row.pooled_fen,
+            row.personal_fen,
+            row.self_pay_fen,
+        ):  # the bureau settles only against the same pre-settlement: another split is its error, to be seen
+            raise ApplicationError(
+                f"the bureau settled {row.id} as {split} against the pre-settled split", type="bureau_mismatch"
+            )
+        await self._mark(row.id, "insurance_settled", bureau_settlement_no=split.setl_id)
         return c.SettlementResult(settlement_id=row.id, status="insurance_settled")
 
     @activity.defn(name=c.REVERSE_INSURANCE)
@@ -162,7 +192,16 @@ class SettlementActivities:
         row = await self._load(inp.settlement_id)
         if row.status in ("reversed", "completed"):
             return c.SettlementResult(settlement_id=row.id, status=row.status)
-        await self._bureau.reverse(request_id=f"reverse:{row.id}", presettle_id=str(row.bureau_presettle_id))
+        if row.bureau_settlement_no:  # settled at the bureau: 2208 (none: nothing to undo there)
+            msgid = await bureau_msgid(self._factory, self._bureau, f"2208:{row.id}", "2208")
+            await self._bureau.reverse(
+                msgid=msgid,
+                setl_id=row.bureau_settlement_no,
+                mdtrt_id=str(row.bureau_presettle_id),
+                psn_no=row.patient_id,
+                operator=WORKER,
+                day=self._bureau.local_day(utcnow()),
+            )
         await self._mark(row.id, "reversed", detail="冲正: the self-pay part did not complete in time")
         return c.SettlementResult(settlement_id=row.id, status="reversed")
 

@@ -1,6 +1,7 @@
 """Card-less insurance payment (医保脱卡支付) at the API: the bureau's pre-settlement split of
 the unpaid bill, then paying it (the self-pay part at a channel, the insurance part by the
-saga InsurancePaymentWorkflow, started after the commit)."""
+saga InsurancePaymentWorkflow, started after the commit). The bureau speaks NHSA: a pre-settlement
+is 2201 (the visit at the bureau, mdtrt_id), 2204 (the bill's fee details) and 2206."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from api.deps import AppState, commit_before_call
 from api.errors import ApiError
 from api.payments import open_order
 from db.models import InsuranceSettlement, Patient
+from db.nhsa import message_id
 from db.repositories import audit, ledger_lines, open_charges, utcnow
-from domain.insurance import SettlementStatus
+from domain.insurance import SettlementStatus, charge_item_type
 from integrations.gateway import GatewayError
+from integrations.insurance_bureau import PATIENT_APP, FeeDetail, InsuranceBureauClient, Split
 from ledger import payments as money
 from ledger.errors import NothingToPay
 from workflows import contracts as c
@@ -29,14 +32,66 @@ async def own_settlement(session: AsyncSession, patient: Patient, settlement_id:
     return row
 
 
-async def _items(session: AsyncSession, bills: money.Bills) -> list[tuple[str, int]]:
-    """(category, fen) of every open charge of the bills; a visit partly paid is refused."""
-    items: list[tuple[str, int]] = []
+async def _items(session: AsyncSession, bills: money.Bills, settlement_id: str) -> list[FeeDetail]:
+    """The fee details (2204) of every open charge of the bills; a visit partly paid is refused."""
+    items: list[FeeDetail] = []
     for visit, totals in bills:
         if totals.paid_fen != 0:
             raise ApiError(409, "partly_paid", f"visit {visit.id} is partly paid: pay the rest at a channel")
-        items += [(e.category or "other", e.amount_fen) for e in open_charges(await ledger_lines(session, visit.id))]
+        for e in open_charges(await ledger_lines(session, visit.id)):
+            price, count = e.unit_price_fen, e.quantity
+            if price is None or not count or price * count != e.amount_fen:
+                price, count = e.amount_fen, 1
+            items.append(
+                FeeDetail(
+                    feedetl_sn=f"{settlement_id}-{len(items) + 1:04d}",
+                    code=e.code or e.item_id or "other",
+                    name=e.name or "",
+                    med_chrgitm_type=charge_item_type(e.category),
+                    amount_fen=e.amount_fen,
+                    unit_price_fen=price,
+                    quantity=count,
+                )
+            )
     return items
+
+
+async def _msgids(session: AsyncSession, bureau: InsuranceBureauClient, settlement_id: str) -> dict[str, str]:
+    """The msgids of the pre-settlement's transactions, kept before any is sent."""
+    now = utcnow()
+    return {
+        infno: await message_id(session, key=f"{infno}:{settlement_id}", infno=infno, now=now, make=bureau.msgid)
+        for infno in ("2201", "2204", "2206", "2205", "2202")
+    }
+
+
+async def _ask_bureau(
+    bureau: InsuranceBureauClient, msgids: dict[str, str], patient: Patient, settlement_id: str, items: list[FeeDetail]
+) -> Split:
+    """2201, 2204, 2206; a refused 2206 takes the details and the visit back (2205, 2202)."""
+    now = utcnow()
+    day = bureau.local_day(now)
+    mdtrt_id = await bureau.register(
+        msgid=msgids["2201"], psn_no=patient.id, begntime=now, ipt_otp_no=settlement_id, operator=PATIENT_APP, day=day
+    )
+    batch = {"mdtrt_id": mdtrt_id, "psn_no": patient.id, "chrg_bchno": settlement_id}
+    await bureau.upload_fees(msgid=msgids["2204"], details=items, at=now, **batch, operator=PATIENT_APP, day=day)
+    try:
+        return await bureau.presettle(
+            msgid=msgids["2206"], total_fen=sum(i.amount_fen for i in items), **batch, operator=PATIENT_APP, day=day
+        )
+    except GatewayError as err:
+        if not err.retryable:
+            await bureau.revoke_fees(msgid=msgids["2205"], **batch, operator=PATIENT_APP, day=day)
+            await bureau.revoke_registration(
+                msgid=msgids["2202"],
+                mdtrt_id=mdtrt_id,
+                psn_no=patient.id,
+                ipt_otp_no=settlement_id,
+                operator=PATIENT_APP,
+                day=day,
+            )
+        raise
 
 
 async def presettle(
@@ -51,13 +106,12 @@ async def presettle(
     bills = await money.unpaid(session, patient.id, body.visit_ids)
     if not bills:
         raise NothingToPay("nothing is owed on these visits")
-    items = await _items(session, bills)
     settlement_id = svc.new_id("ins_")
+    items = await _items(session, bills, settlement_id)
+    msgids = await _msgids(session, state.bureau, settlement_id)
     await commit_before_call(session)  # no transaction (SQLite: the write lock) held across the bureau's call
     try:
-        split = await state.bureau.presettle(
-            request_id=f"presettle:{settlement_id}", patient_id=patient.id, items=items
-        )
+        split = await _ask_bureau(state.bureau, msgids, patient, settlement_id, items)
     except GatewayError as err:
         if err.code == "CardLocked":
             raise ApiError(409, "card_locked", "the insurance card is locked: pay at a channel") from None
@@ -73,7 +127,7 @@ async def presettle(
         self_pay_fen=split.self_pay_fen,
         status=SettlementStatus.presettled,
         channel="",
-        bureau_presettle_id=split.presettle_id,
+        bureau_presettle_id=split.mdtrt_id,
         created_at=now,
         updated_at=now,
     )

@@ -12,3 +12,20 @@ class SettlementStatus(StrEnum):
     completed = "completed"  # both parts landed and are booked in the ledger
     reversed = "reversed"  # the self-pay part did not land: the insurance part was reversed (冲正)
     failed = "failed"  # the bureau refused to settle
+
+
+# 医疗收费项目类别 (med_chrgitm_type, the NHSA dictionary) of our item categories, sent with
+# each fee detail (2204); anything else (the registration fee included) is 14 其他费.
+CHARGE_ITEM_TYPES: dict[str, str] = {
+    "exam": "03",  # 检查费
+    "lab": "04",  # 化验费
+    "treatment": "05",  # 治疗费
+    "infusion": "05",  # 治疗费
+    "material": "08",  # 卫生材料费
+    "drug": "09",  # 西药费
+}
+OTHER_CHARGE_ITEM_TYPE = "14"  # 其他费
+
+
+def charge_item_type(category: str | None) -> str:
+    return CHARGE_ITEM_TYPES.get(category or "", OTHER_CHARGE_ITEM_TYPE)

@@ -91,7 +91,13 @@ def build_integrations(
     credit_http = gateway_http("credit_platform_url", settings.credit_platform_url, transports.credit, stack)
     return Integrations(
         bureau=insurance_bureau.InsuranceBureauClient(
-            bureau_http, app_id=settings.insurance_bureau_app_id, secret=settings.insurance_bureau_secret
+            bureau_http,
+            paasid=settings.insurance_bureau_app_id,
+            private_key=settings.insurance_bureau_secret,
+            fixmedins_code=settings.insurance_fixmedins_code,
+            fixmedins_name=settings.insurance_fixmedins_name,
+            admvs=settings.insurance_admvs,
+            timezone=settings.timezone,
         ),
         credit=credit_platform.CreditPlatformClient(
             credit_http, app_id=settings.credit_platform_app_id, secret=settings.credit_platform_secret

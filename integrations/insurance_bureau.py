@@ -1,68 +1,359 @@
-"""The medical-insurance bureau: the card service (lock and unlock a patient's card) and
-card-less settlement (医保脱卡支付: pre-settle a bill into pooled fund, personal account and
-self-pay; settle the insurance part; reverse it, 冲正).
+"""The medical-insurance bureau, spoken to as the national platform's 定点医药机构接口规范
+(国家医保信息平台, NHSA) defines it: one envelope per transaction, POSTed to the gateway's
+`/fsi/api/rsfComIfsService/callService` (one URL; `infno` names the transaction).
 
-`InsuranceBureauClient` calls the bureau's gateway with signed JSON requests (the sandbox's
-bureau is simulators/bureau.py, reached over HTTP like the real one)."""
+Transactions: 9001 签到 (sign-in: `sign_no`), 2201 门诊挂号 (`mdtrt_id`) and 2202 its
+revocation, 2204 费用明细上传 (`feedetail[]`) and 2205 its revocation, 2206 预结算, 2207 结算
+(`setlinfo`), 2208 结算撤销 (冲正). The card lock has no national transaction: it is this
+hospital's regional extension `yhf-card-lock` (暂停/恢复医保结算), in the same envelope.
+
+The envelope: `infno`, `msgid` (fixmedins_code + local `yyyyMMddHHmmss` + 4 digits = 30
+characters; the idempotency key: a retry of one logical request reuses its msgid, which the
+caller allocates and keeps), `mdtrtarea_admvs`, `insuplc_admdvs`, `recer_sys_code`,
+`signtype` "SM2", `infver` "V1.0", `opter_type`/`opter`/`opter_name`, `inf_time`,
+`fixmedins_code`/`fixmedins_name`, `sign_no` (from 9001) and `input`. The answer: `infcode`
+(0 ok, -1 refused), `inf_refmsgid`, `err_msg`, `output`, `refmsg_time`, `respond_time`.
+
+The wire itself (yuan and fen, the JSON, the SM2/SM3 gateway signature, the msgid) is
+integrations/nhsa.py."""
 
 from __future__ import annotations
 
+import re
+import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
-from integrations.gateway import SignedJsonClient
+from integrations.gateway import GatewayError
+from integrations.nhsa import (
+    MSGID_LENGTH,
+    dumps,
+    fen_to_yuan,
+    loads,
+    make_msgid,
+    sm2_public_key,
+    tif_headers,
+    yuan_to_fen,
+)
 
+PATH = "/fsi/api/rsfComIfsService/callService"
+INFVER = "V1.0"
+SIGNTYPE = "SM2"
+RECER_SYS_CODE = "FSI_LOCAL"  # 接收方系统代码
+CARD_LOCK = "yhf-card-lock"  # the regional extension: 暂停/恢复医保结算 (not in the national spec)
 ACTIONS = ("lock", "unlock")
+
+
+# --- the client ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Operator:
+    """Who calls (经办人): `opter_type` 1 经办人, 2 自助终端, 3 移动终端."""
+
+    opter: str
+    opter_name: str
+    opter_type: str = "1"
+
+
+WORKER = Operator(opter="yhf-worker", opter_name="医后付后台")
+PATIENT_APP = Operator(opter="yhf-app", opter_name="医后付患者端", opter_type="3")
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeeDetail:
+    """One line of a bill for 2204: our code stands for both catalogue codes in the sandbox (the
+    hospital's mapping to the national catalogue, 对照, is the HIS's); `med_chrgitm_type` the
+    spec's 医疗收费项目类别 (domain/insurance.py)."""
+
+    feedetl_sn: str
+    code: str
+    name: str
+    med_chrgitm_type: str
+    amount_fen: int
+    unit_price_fen: int
+    quantity: int
 
 
 @dataclass(frozen=True, kw_only=True)
 class Split:
-    presettle_id: str
-    total_fen: int
-    pooled_fen: int  # 统筹基金
-    personal_fen: int  # 个人账户
-    self_pay_fen: int  # 自付
+    """setlinfo of 2206/2207, in fen: the pooled fund is `fund_pay_sumamt`, the personal
+    account `acct_pay`, self-pay `psn_cash_pay`."""
+
+    mdtrt_id: str
+    setl_id: str
+    total_fen: int  # medfee_sumamt
+    pooled_fen: int  # fund_pay_sumamt 统筹基金
+    personal_fen: int  # acct_pay 个人账户
+    self_pay_fen: int  # psn_cash_pay 自付
+
+
+class SignInInvalid(GatewayError):
+    pass
 
 
 class InsuranceBureauClient:
-    def __init__(self, http: httpx.AsyncClient, *, app_id: str, secret: str) -> None:
-        self.http = http
-        self._client = SignedJsonClient(http, app_id=app_id, secret=secret)
+    """One per process: holds the sign-ins of the day (9001) by operator and local date."""
 
-    async def set_card_lock(self, *, action: str, request_id: str, patient_id: str, reason: str, at: datetime) -> bool:
-        """Lock or unlock; answers whether the card is locked afterwards."""
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        paasid: str,
+        private_key: str,
+        fixmedins_code: str,
+        fixmedins_name: str,
+        admvs: str,
+        timezone: str = "Asia/Shanghai",
+    ) -> None:
+        sm2_public_key(private_key)  # a bad key stops the start, not the first call
+        if len(fixmedins_code) != 12:
+            raise ValueError("YHF_INSURANCE_FIXMEDINS_CODE is 12 characters (e.g. H11010500001)")
+        self.http = http
+        self.paasid = paasid
+        self._private_key = private_key
+        self.fixmedins_code = fixmedins_code
+        self.fixmedins_name = fixmedins_name
+        self.admvs = admvs
+        self.zone = ZoneInfo(timezone)
+        self._sign_ins: dict[tuple[str, date], str] = {}  # (opter, local date) -> sign_no
+
+    def local_day(self, at: datetime) -> date:
+        """The bureau's day of an aware time: sign-ins hold for one."""
+        return at.astimezone(self.zone).date()
+
+    def msgid(self, at: datetime, sequence: int) -> str:
+        return make_msgid(self.fixmedins_code, at.astimezone(self.zone), sequence)
+
+    def envelope(self, infno: str, msgid: str, operator: Operator, sign_no: str, payload: dict[str, Any]) -> bytes:
+        return dumps(
+            {
+                "infno": infno,
+                "msgid": msgid,
+                "mdtrtarea_admvs": self.admvs,
+                "insuplc_admdvs": self.admvs,
+                "recer_sys_code": RECER_SYS_CODE,
+                "dev_no": "",
+                "dev_safe_info": "",
+                "cainfo": "",
+                "signtype": SIGNTYPE,
+                "infver": INFVER,
+                "opter_type": operator.opter_type,
+                "opter": operator.opter,
+                "opter_name": operator.opter_name,
+                "inf_time": datetime.now(self.zone).strftime("%Y-%m-%d %H:%M:%S"),
+                "fixmedins_code": self.fixmedins_code,
+                "fixmedins_name": self.fixmedins_name,
+                "sign_no": sign_no,
+                "input": payload,
+            }
+        )
+
+    async def _post(self, body: bytes) -> dict[str, Any]:
+        headers = tif_headers(
+            self.paasid,
+            self._private_key,
+            body,
+            timestamp=int(datetime.now(self.zone).timestamp()),
+            nonce=secrets.token_hex(16),
+        )
+        response = await self.http.post(PATH.lstrip("/"), content=body, headers=headers)
+        try:
+            data = loads(response.content)
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        message = str(data.get("err_msg") or data.get("message") or response.reason_phrase)
+        if response.status_code >= 500 or response.status_code == 429:
+            raise GatewayError(str(response.status_code), message, retryable=True)
+        if response.status_code >= 400:
+            raise GatewayError(_code(message, str(response.status_code)), message, retryable=False)
+        if data.get("infcode") != 0:
+            code = _code(message, "NhsaRefused")
+            kind = SignInInvalid if code == "SignInInvalid" else GatewayError
+            raise kind(code, message, retryable=False)
+        output = data.get("output")
+        return output if isinstance(output, dict) else {}
+
+    async def sign_in(self, operator: Operator, day: date) -> str:
+        """9001: the operator's sign_no of the day (asked once, then held)."""
+        held = self._sign_ins.get((operator.opter, day))
+        if held:
+            return held
+        msgid = self.msgid(datetime.now(self.zone), secrets.randbelow(10_000))  # a sign-in may be repeated
+        payload = {"signIn": {"opter_no": operator.opter, "mac": "", "ip": ""}}
+        output = await self._post(self.envelope("9001", msgid, operator, "", payload))
+        sign_no = str(output["signinoutb"]["sign_no"])
+        self._sign_ins[(operator.opter, day)] = sign_no
+        return sign_no
+
+    async def call(
+        self, infno: str, payload: dict[str, Any], *, msgid: str, operator: Operator, day: date
+    ) -> dict[str, Any]:
+        """One transaction under the operator's sign-in; a sign_no the bureau no longer takes is
+        dropped and the operator signs in again, once (the same msgid: the refused call was not
+        recorded)."""
+        if len(msgid) != MSGID_LENGTH:
+            raise ValueError(f"a msgid is {MSGID_LENGTH} characters")
+        for attempt in range(2):
+            sign_no = await self.sign_in(operator, day)
+            try:
+                return await self._post(self.envelope(infno, msgid, operator, sign_no, payload))
+            except SignInInvalid:
+                self._sign_ins.pop((operator.opter, day), None)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    # --- the transactions --------------------------------------------------------------------
+
+    async def set_card_lock(
+        self, *, action: str, msgid: str, psn_no: str, reason: str, at: datetime, operator: Operator, day: date
+    ) -> bool:
+        """yhf-card-lock (regional extension): pause or resume the person's insurance settlement;
+        answers whether it is paused afterwards."""
         if action not in ACTIONS:
             raise ValueError(action)
-        data = await self._client.post(
-            f"/cards/{action}",
-            {"request_id": request_id, "patient_id": patient_id, "reason": reason, "at": at.isoformat()},
+        out = await self.call(
+            CARD_LOCK,
+            {"data": {"psn_no": psn_no, "action": action, "reason": reason, "at": at.isoformat()}},
+            msgid=msgid,
+            operator=operator,
+            day=day,
         )
-        return bool(data["locked"])
+        return str(out["lockinfo"]["lock_stas"]) == "1"
 
-    async def presettle(self, *, request_id: str, patient_id: str, items: list[tuple[str, int]]) -> Split:
-        data = await self._client.post(
-            "/settlements/presettle",
+    async def register(
+        self, *, msgid: str, psn_no: str, begntime: datetime, ipt_otp_no: str, operator: Operator, day: date
+    ) -> str:
+        """2201 门诊挂号: the 就诊ID (mdtrt_id)."""
+        data = {
+            "psn_no": psn_no,
+            "insutype": "310",  # 职工基本医疗保险
+            "begntime": begntime.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S"),
+            "mdtrt_cert_type": "01",  # 医保电子凭证
+            "mdtrt_cert_no": psn_no,
+            "ipt_otp_no": ipt_otp_no,
+            "atddr_no": "",
+            "dr_name": "",
+            "dept_code": "",
+            "dept_name": "",
+            "caty": "",
+        }
+        out = await self.call("2201", {"data": data}, msgid=msgid, operator=operator, day=day)
+        return str(out["data"]["mdtrt_id"])
+
+    async def revoke_registration(
+        self, *, msgid: str, mdtrt_id: str, psn_no: str, ipt_otp_no: str, operator: Operator, day: date
+    ) -> None:
+        """2202 门诊挂号撤销."""
+        data = {"psn_no": psn_no, "mdtrt_id": mdtrt_id, "ipt_otp_no": ipt_otp_no}
+        await self.call("2202", {"data": data}, msgid=msgid, operator=operator, day=day)
+
+    async def upload_fees(
+        self,
+        *,
+        msgid: str,
+        mdtrt_id: str,
+        psn_no: str,
+        chrg_bchno: str,
+        details: list[FeeDetail],
+        at: datetime,
+        operator: Operator,
+        day: date,
+    ) -> None:
+        """2204 门诊费用明细信息上传."""
+        when = at.astimezone(self.zone).strftime("%Y-%m-%d %H:%M:%S")
+        feedetail = [
             {
-                "request_id": request_id,
-                "patient_id": patient_id,
-                "items": [{"category": c, "amount_fen": fen} for c, fen in items],
-            },
-        )
-        return Split(
-            presettle_id=str(data["presettle_id"]),
-            total_fen=int(data["total_fen"]),
-            pooled_fen=int(data["pooled_fen"]),
-            personal_fen=int(data["personal_fen"]),
-            self_pay_fen=int(data["self_pay_fen"]),
-        )
+                "feedetl_sn": d.feedetl_sn,
+                "mdtrt_id": mdtrt_id,
+                "psn_no": psn_no,
+                "chrg_bchno": chrg_bchno,
+                "dise_codg": "",
+                "rxno": "",
+                "rx_circ_flag": "0",
+                "fee_ocur_time": when,
+                "med_list_codg": d.code,
+                "medins_list_codg": d.code,
+                "det_item_fee_sumamt": fen_to_yuan(d.amount_fen),
+                "cnt": d.quantity,
+                "pric": fen_to_yuan(d.unit_price_fen),
+                "bilg_dept_codg": "",
+                "bilg_dept_name": "",
+                "bilg_dr_codg": "",
+                "bilg_dr_name": "",
+                "hosp_appr_flag": "1",
+                "med_chrgitm_type": d.med_chrgitm_type,
+                "memo": d.name[:100],
+            }
+            for d in details
+        ]
+        await self.call("2204", {"feedetail": feedetail}, msgid=msgid, operator=operator, day=day)
 
-    async def settle(self, *, request_id: str, presettle_id: str) -> str:
-        """Settle the insurance part; answers the bureau's settlement number."""
-        data = await self._client.post("/settlements/settle", {"request_id": request_id, "presettle_id": presettle_id})
-        return str(data["settlement_no"])
+    async def revoke_fees(
+        self, *, msgid: str, mdtrt_id: str, psn_no: str, chrg_bchno: str, operator: Operator, day: date
+    ) -> None:
+        """2205 门诊费用明细信息撤销 (the batch)."""
+        data = {"mdtrt_id": mdtrt_id, "chrg_bchno": chrg_bchno, "psn_no": psn_no}
+        await self.call("2205", {"data": data}, msgid=msgid, operator=operator, day=day)
 
-    async def reverse(self, *, request_id: str, presettle_id: str) -> None:
-        """冲正: undo a settlement (or a pre-settlement that may or may not have been settled)."""
-        await self._client.post("/settlements/reverse", {"request_id": request_id, "presettle_id": presettle_id})
+    def _settle_data(self, mdtrt_id: str, psn_no: str, chrg_bchno: str, total_fen: int) -> dict[str, Any]:
+        return {
+            "psn_no": psn_no,
+            "mdtrt_cert_type": "01",
+            "mdtrt_cert_no": psn_no,
+            "med_type": "11",  # 普通门诊
+            "medfee_sumamt": fen_to_yuan(total_fen),
+            "psn_setl_way": "01",  # 按项目结算
+            "mdtrt_id": mdtrt_id,
+            "chrg_bchno": chrg_bchno,
+            "insutype": "310",
+            "acct_used_flag": "1",
+        }
+
+    async def presettle(
+        self, *, msgid: str, mdtrt_id: str, psn_no: str, chrg_bchno: str, total_fen: int, operator: Operator, day: date
+    ) -> Split:
+        """2206 门诊预结算: the split, nothing paid."""
+        data = self._settle_data(mdtrt_id, psn_no, chrg_bchno, total_fen)
+        out = await self.call("2206", {"data": data}, msgid=msgid, operator=operator, day=day)
+        return _split(out["setlinfo"])
+
+    async def settle(
+        self, *, msgid: str, mdtrt_id: str, psn_no: str, chrg_bchno: str, total_fen: int, operator: Operator, day: date
+    ) -> Split:
+        """2207 门诊结算: the insurance part paid; `setl_id` is the settlement."""
+        data = self._settle_data(mdtrt_id, psn_no, chrg_bchno, total_fen)
+        out = await self.call("2207", {"data": data}, msgid=msgid, operator=operator, day=day)
+        return _split(out["setlinfo"])
+
+    async def reverse(
+        self, *, msgid: str, setl_id: str, mdtrt_id: str, psn_no: str, operator: Operator, day: date
+    ) -> None:
+        """2208 门诊结算撤销 (冲正)."""
+        data = {"setl_id": setl_id, "mdtrt_id": mdtrt_id, "psn_no": psn_no}
+        await self.call("2208", {"data": data}, msgid=msgid, operator=operator, day=day)
+
+
+def _split(setlinfo: dict[str, Any]) -> Split:
+    return Split(
+        mdtrt_id=str(setlinfo["mdtrt_id"]),
+        setl_id=str(setlinfo.get("setl_id") or ""),
+        total_fen=yuan_to_fen(setlinfo["medfee_sumamt"]),
+        pooled_fen=yuan_to_fen(setlinfo["fund_pay_sumamt"]),
+        personal_fen=yuan_to_fen(setlinfo["acct_pay"]),
+        self_pay_fen=yuan_to_fen(setlinfo["psn_cash_pay"]),
+    )
+
+
+def _code(message: str, default: str) -> str:
+    """Our simulator (and this client's mapping) lead an error text with `[Code]`; the real
+    bureau's texts map to none and stay `default`."""
+    match = re.match(r"\[([A-Za-z]+)\]", message)
+    return match.group(1) if match else default

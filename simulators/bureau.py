@@ -1,31 +1,50 @@
-"""The medical-insurance bureau, simulated: the card service (lock, unlock) and card-less
-settlement (医保脱卡支付: pre-settle, settle, 冲正). It checks the signature and the
-parameters as the real gateway does, deduplicates by request id and records every lock,
-unlock and settlement in its own database; `/_sandbox/...` shows what it recorded.
+"""The medical-insurance bureau, simulated as the national platform's gateway (国家医保信息平台
+定点医药机构接口, integrations/insurance_bureau.py describes the envelope and the signature).
 
-`python -m simulators.bureau PORT APP_ID SECRET [DB_FILE]` serves it (no file: in memory)."""
+It checks what the real one checks: the x-tif signature (SM2 over SM3, by the hospital's public
+key) and the timestamp's freshness; a valid `sign_no` (9001) on every transaction but 9001; a
+msgid used again with another `infno`/`input` is refused, with the same ones answered as the
+first time (stored); at 2206/2207 `medfee_sumamt` is the sum of the 2204 details uploaded for the
+`mdtrt_id`; 2207 only against a live 2206 of the same figures; 2208 only on a settled `setl_id`;
+a person whose settlement is paused (`yhf-card-lock`, this region's extension) settles nothing.
+Its records are in its own database; `/_sandbox/...` shows them.
+
+`python -m simulators.bureau PORT PAASID KEY [DB_FILE]` serves it (no file: in memory). KEY is
+the hospital's SM2 public key (hex); in the sandbox it may be given the private key, as devstack
+and compose have it, of which it keeps only the public half."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 import secrets
 import sys
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
-from sqlalchemy import Integer, MetaData, String, select
+from fastapi.responses import Response
+from gmssl import sm2, sm3
+from sqlalchemy import Boolean, Integer, MetaData, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from simulators.gateway import Verifier, parse_time, refused, verified_json
 from simulators.store import Store, UtcDateTime, serve
 
-ACTIONS = ("lock", "unlock")
+PATH = "/fsi/api/rsfComIfsService/callService"
+MAX_SKEW_SECONDS = 300
+ZONE = ZoneInfo("Asia/Shanghai")
+CURVE = sm2.default_ecc_table
 
-# The simulated bureau's rules: these categories are covered; the pooled fund pays 60% of
-# them, the personal account what it can of the rest, the patient everything else.
-COVERED = frozenset({"exam", "lab", "drug", "infusion", "treatment", "material"})
+# The simulated bureau's rules: these 医疗收费项目类别 are covered (检查, 化验, 治疗, 卫生材料,
+# 西药, 中成药); the pooled fund pays 60% of them, the personal account what it can of the rest,
+# the patient everything else.
+COVERED_TYPES = frozenset({"03", "04", "05", "08", "09", "11"})
 POOLED_PERCENT = 60
 PERSONAL_ACCOUNT_FEN = 20_000  # every simulated insured person starts with 200 yuan
 
@@ -38,35 +57,128 @@ class Base(DeclarativeBase):
 class CardEvent(Base):
     __tablename__ = "card_event"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    request_id: Mapped[str] = mapped_column(String(200), unique=True)
-    patient_id: Mapped[str] = mapped_column(String(40), index=True)
+    request_id: Mapped[str] = mapped_column(String(200), unique=True)  # the msgid
+    patient_id: Mapped[str] = mapped_column(String(40), index=True)  # psn_no
     action: Mapped[str] = mapped_column(String(10))
     reason: Mapped[str] = mapped_column(String(200))
     at: Mapped[datetime]
 
 
+class SignIn(Base):
+    __tablename__ = "sign_in"
+    sign_no: Mapped[str] = mapped_column(String(40), primary_key=True)
+    opter: Mapped[str] = mapped_column(String(40))
+    day: Mapped[str] = mapped_column(String(10))  # the local date it holds for
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Message(Base):
+    """Every msgid answered: what was asked (hash of infno and input) and the answer sent."""
+
+    __tablename__ = "message"
+    msgid: Mapped[str] = mapped_column(String(30), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    answer: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]
+
+
+class Treatment(Base):
+    """2201: one outpatient visit (就诊) of a person."""
+
+    __tablename__ = "treatment"
+    mdtrt_id: Mapped[str] = mapped_column(String(30), primary_key=True)
+    psn_no: Mapped[str] = mapped_column(String(40), index=True)
+    status: Mapped[str] = mapped_column(String(10))  # registered | revoked
+
+
+class FeeDetail(Base):
+    __tablename__ = "fee_detail"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    mdtrt_id: Mapped[str] = mapped_column(String(30), index=True)
+    feedetl_sn: Mapped[str] = mapped_column(String(40))
+    chrg_bchno: Mapped[str] = mapped_column(String(40))
+    med_chrgitm_type: Mapped[str] = mapped_column(String(6))
+    fen: Mapped[int]
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 class Settlement(Base):
+    """2206 (presettled), then 2207 (settled, with a setl_id), then perhaps 2208 (reversed)."""
+
     __tablename__ = "settlement"
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the presettle id
-    request_id: Mapped[str] = mapped_column(String(200), unique=True)
-    patient_id: Mapped[str] = mapped_column(String(40), index=True)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    mdtrt_id: Mapped[str] = mapped_column(String(30), index=True)
+    setl_id: Mapped[str | None] = mapped_column(String(30), unique=True)
+    patient_id: Mapped[str] = mapped_column(String(40), index=True)  # psn_no
+    chrg_bchno: Mapped[str] = mapped_column(String(40))
     total_fen: Mapped[int]
     pooled_fen: Mapped[int]
     personal_fen: Mapped[int]
     self_pay_fen: Mapped[int]
-    status: Mapped[str] = mapped_column(String(16))  # presettled | settled | reversed
-    settlement_no: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))  # presettled | settled | reversed | superseded
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
 
-def split_bill(items: list[tuple[str, int]], personal_balance_fen: int) -> tuple[int, int, int]:
-    """(pooled, personal, self-pay) of (category, fen) items, by the simulated rules."""
-    total = sum(fen for _, fen in items)
-    covered = sum(fen for category, fen in items if category in COVERED)
-    pooled = covered * POOLED_PERCENT // 100
-    personal = max(0, min(covered - pooled, personal_balance_fen))
-    return pooled, personal, total - pooled - personal
+class Refused(Exception):
+    """infcode -1; `code` leads the text as `[Code]`, which the client reads."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"[{code}] {message}")
+
+
+def public_key_of(key: str) -> str:
+    """The hospital's public key (128 hex) from what the simulator is given: the public key
+    (with or without "04"), or in the sandbox the private key (64 hex)."""
+    key = key.strip().lower()
+    if re.fullmatch(r"[0-9a-f]{64}", key):
+        return str(sm2.CryptSM2(private_key=key, public_key="")._kg(int(key, 16), CURVE["g"]))
+    if len(key) == 130 and key.startswith("04"):
+        key = key[2:]
+    if not re.fullmatch(r"[0-9a-f]{128}", key):
+        raise ValueError("the hospital's key: an SM2 public key (128 hex) or, in the sandbox, its private key")
+    return key
+
+
+def verify_signature(public_key: str, headers: Mapping[str, str], body: bytes) -> None:
+    """The gateway's check, written here apart from the client's signing."""
+    paasid, ts, nonce, signature = (
+        headers.get("x-tif-paasid", ""),
+        headers.get("x-tif-timestamp", ""),
+        headers.get("x-tif-nonce", ""),
+        headers.get("x-tif-signature", ""),
+    )
+    if not (paasid and ts and nonce and signature):
+        raise Refused("MissingSignature", "x-tif-paasid, x-tif-timestamp, x-tif-nonce and x-tif-signature are required")
+    if not ts.isdigit() or abs(time.time() - int(ts)) > MAX_SKEW_SECONDS:
+        raise Refused("StaleRequest", "x-tif-timestamp is more than 5 minutes off")
+    digest = sm3.sm3_hash(list(body))
+    text = (ts + nonce + paasid + digest).encode()
+    crypt = sm2.CryptSM2(private_key="", public_key=public_key)
+    if not re.fullmatch(r"[0-9a-fA-F]{128}", signature) or not crypt.verify_with_sm3(signature.lower(), text):
+        raise Refused("SignatureDoesNotMatch", "签名验证失败 (x-tif-signature)")
+
+
+def fen(value: Any) -> int:
+    """Yuan on the wire (a Decimal, at most 2 decimals) to fen; anything else refused."""
+    if isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise Refused("InvalidParameter", f"not an amount: {value!r}")
+    cents = Decimal(value) * 100
+    if cents != cents.to_integral_value() or cents < 0:
+        raise Refused("InvalidParameter", f"not an amount in yuan with 2 decimals: {value}")
+    return int(cents)
+
+
+def yuan(amount_fen: int) -> Decimal:
+    return (Decimal(amount_fen) / 100).quantize(Decimal("0.01"))
+
+
+def today() -> str:
+    return datetime.now(ZONE).date().isoformat()
+
+
+def new_id(prefix: str) -> str:
+    return prefix + datetime.now(ZONE).strftime("%Y%m%d") + f"{secrets.randbelow(10**12):012d}"
 
 
 def card_events(session: Session, patient_id: str) -> list[CardEvent]:
@@ -86,119 +198,321 @@ def personal_balance(session: Session, patient_id: str) -> int:
     return PERSONAL_ACCOUNT_FEN - sum(spent)
 
 
+def split_bill(details: list[FeeDetail], personal_balance_fen: int) -> tuple[int, int, int]:
+    """(pooled, personal, self-pay) of the uploaded details, by the simulated rules."""
+    total = sum(d.fen for d in details)
+    covered = sum(d.fen for d in details if d.med_chrgitm_type in COVERED_TYPES)
+    pooled = covered * POOLED_PERCENT // 100
+    personal = max(0, min(covered - pooled, personal_balance_fen))
+    return pooled, personal, total - pooled - personal
+
+
 def settlement_out(row: Settlement) -> dict[str, Any]:
     return {
-        "presettle_id": row.id,
+        "presettle_id": row.mdtrt_id,
         "status": row.status,
         "total_fen": row.total_fen,
         "pooled_fen": row.pooled_fen,
         "personal_fen": row.personal_fen,
         "self_pay_fen": row.self_pay_fen,
-        "settlement_no": row.settlement_no,
+        "settlement_no": row.setl_id,
     }
 
 
-def parse_items(raw: list[Any]) -> list[tuple[str, int]] | None:
-    items = []
-    for it in raw:
-        fen = it.get("amount_fen") if isinstance(it, dict) else None
-        if not isinstance(fen, int) or isinstance(fen, bool) or fen < 0 or not isinstance(it.get("category"), str):
-            return None
-        items.append((it["category"], fen))
-    return items
+def setlinfo(row: Settlement) -> dict[str, Any]:
+    return {
+        "setl_id": row.setl_id or "",
+        "mdtrt_id": row.mdtrt_id,
+        "psn_no": row.patient_id,
+        "medfee_sumamt": yuan(row.total_fen),
+        "fund_pay_sumamt": yuan(row.pooled_fen),
+        "hifp_pay": yuan(row.pooled_fen),
+        "acct_pay": yuan(row.personal_fen),
+        "psn_cash_pay": yuan(row.self_pay_fen),
+        "psn_part_amt": yuan(row.personal_fen + row.self_pay_fen),
+        "balc": yuan(0),
+        "setl_time": row.updated_at.astimezone(ZONE).strftime("%Y-%m-%d %H:%M:%S"),
+    }
 
 
-def simulator_app(secrets_by_app: dict[str, str], store: Store | None = None) -> FastAPI:
-    """The bureau's side; `store` None: a fresh one in memory (`app.state.store` either way)."""
-    app = FastAPI(title="Insurance bureau (simulated)", docs_url=None, redoc_url=None, openapi_url=None)
+def text(data: Mapping[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise Refused("MissingParameter", f"{name} is required")
+    return value
+
+
+def data_of(inp: Mapping[str, Any]) -> Mapping[str, Any]:
+    data = inp.get("data")
+    if not isinstance(data, Mapping):
+        raise Refused("MissingParameter", "input.data is required")
+    return data
+
+
+def live_treatment(session: Session, data: Mapping[str, Any]) -> Treatment:
+    row = session.get(Treatment, text(data, "mdtrt_id"))
+    if row is None or row.status != "registered" or row.psn_no != text(data, "psn_no"):
+        raise Refused("TreatmentNotFound", "就诊信息不存在或已撤销")
+    return row
+
+
+def uploaded(session: Session, mdtrt_id: str, chrg_bchno: str | None = None) -> list[FeeDetail]:
+    query = select(FeeDetail).where(FeeDetail.mdtrt_id == mdtrt_id, FeeDetail.revoked.is_(False))
+    if chrg_bchno is not None:
+        query = query.where(FeeDetail.chrg_bchno == chrg_bchno)
+    return list(session.scalars(query.order_by(FeeDetail.id)).all())
+
+
+Handler = Callable[[Session, Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
+
+
+def sign_in(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
+    sign_no = new_id("SN")
+    session.add(SignIn(sign_no=sign_no, opter=text(env, "opter"), day=today()))
+    return {"signinoutb": {"sign_time": datetime.now(ZONE).strftime("%Y-%m-%d %H:%M:%S"), "sign_no": sign_no}}
+
+
+def card_lock(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
+    data = data_of(inp)
+    action, psn_no = text(data, "action"), text(data, "psn_no")
+    if action not in ("lock", "unlock"):
+        raise Refused("InvalidParameter", "action is lock or unlock")
+    try:
+        at = datetime.fromisoformat(text(data, "at"))
+    except ValueError:
+        raise Refused("InvalidParameter", "at is not a time") from None
+    session.add(
+        CardEvent(
+            request_id=text(env, "msgid"),
+            patient_id=psn_no,
+            action=action,
+            reason=str(data.get("reason", ""))[:200],
+            at=at if at.tzinfo else at.replace(tzinfo=UTC),
+        )
+    )
+    session.flush()
+    locked = is_locked(card_events(session, psn_no))
+    return {"lockinfo": {"psn_no": psn_no, "lock_stas": "1" if locked else "0"}}
+
+
+def register(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
+    data = data_of(inp)
+    row = Treatment(mdtrt_id=new_id("MD"), psn_no=text(data, "psn_no"), status="registered")
+    session.add(row)
+    return {"data": {"mdtrt_id": row.mdtrt_id, "psn_no": row.psn_no, "ipt_otp_no": data.get("ipt_otp_no", "")}}
+
+
+def revoke_registration(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
+    row = live_treatment(session, data_of(inp))
+    if session.scalar(select(Settlement).where(Settlement.mdtrt_id == row.mdtrt_id, Settlement.status == "settled")):
+        raise Refused("AlreadySettled", "该就诊已结算，请先撤销结算")
+    row.status = "revoked"
+    return {}
+
+
+def upload_fees(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
+    details = inp.get("feedetail")
+    if not isinstance(details, list) or not details:
+        raise Refused("MissingParameter", "input.feedetail is required")
+    result = []
+    for d in details:
+        if not isinstance(d, Mapping):
+            raise Refused("InvalidParameter", "a feedetail is an object")
+        row = live_treatment(session, d)
+        amount, price, count = fen(d.get("det_item_fee_sumamt")), fen(d.get("pric")), d.get("cnt")
+        if not isinstance(count, int | Decimal) or isinstance(count, bool) or Decimal(count) * price != amount:
+            raise Refused("InvalidParameter", f"{d.get('feedetl_sn')}: det_item_fee_sumamt is not cnt x pric")
+        session.add(
+            FeeDetail(
+                mdtrt_id=row.mdtrt_id,
+                feedetl_sn=text(d, "feedetl_sn"),
+                chrg_bchno=text(d, "chrg_bchno"),
+                med_chrgitm_type=str(d.get("med_chrgitm_type") or "14"),
+                fen=amount,
+            )
+        )
+        text(d, "med_list_codg")
+        result.append({"feedetl_sn": d["feedetl_sn"], "det_item_fee_sumamt": yuan(amount), "cnt": count})
+    return {"result": result}
+
+
+def revoke_fees(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
+    data = data_of(inp)
+    row = live_treatment(session, data)
+    if session.scalar(select(Settlement).where(Settlement.mdtrt_id == row.mdtrt_id, Settlement.status == "settled")):
+        raise Refused("AlreadySettled", "该就诊已结算，请先撤销结算")
+    for d in uploaded(session, row.mdtrt_id, text(data, "chrg_bchno")):
+        d.revoked = True
+    return {}
+
+
+def _checked_total(session: Session, data: Mapping[str, Any]) -> tuple[Treatment, list[FeeDetail], int]:
+    row = live_treatment(session, data)
+    details = uploaded(session, row.mdtrt_id, text(data, "chrg_bchno"))
+    total = fen(data.get("medfee_sumamt"))
+    if not details or total != sum(d.fen for d in details):
+        raise Refused("TotalMismatch", "medfee_sumamt 与上传的费用明细合计不符")
+    if is_locked(card_events(session, row.psn_no)):
+        raise Refused("CardLocked", "参保人医保结算已暂停（卡锁定），不能结算")
+    return row, details, total
+
+
+def presettle(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
+    data = data_of(inp)
+    row, details, total = _checked_total(session, data)
+    now = datetime.now(UTC)
+    for earlier in session.scalars(
+        select(Settlement).where(Settlement.mdtrt_id == row.mdtrt_id, Settlement.status == "presettled")
+    ):
+        earlier.status = "superseded"  # only the newest pre-settlement may be settled
+    pooled, personal, self_pay = split_bill(details, personal_balance(session, row.psn_no))
+    settlement = Settlement(
+        mdtrt_id=row.mdtrt_id,
+        setl_id=None,
+        patient_id=row.psn_no,
+        chrg_bchno=text(data, "chrg_bchno"),
+        total_fen=total,
+        pooled_fen=pooled,
+        personal_fen=personal,
+        self_pay_fen=self_pay,
+        status="presettled",
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(settlement)
+    return {"setlinfo": setlinfo(settlement)}
+
+
+def settle(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
+    data = data_of(inp)
+    row, _, total = _checked_total(session, data)
+    live = session.scalar(
+        select(Settlement).where(Settlement.mdtrt_id == row.mdtrt_id, Settlement.status == "presettled")
+    )
+    if live is None:
+        raise Refused("NotPresettled", "该就诊没有有效的预结算，请先预结算 (2206)")
+    if (live.total_fen, live.chrg_bchno) != (total, text(data, "chrg_bchno")):
+        raise Refused("PresettleMismatch", "结算信息与预结算不一致，请重新预结算")
+    if live.personal_fen > personal_balance(session, row.psn_no):
+        raise Refused("BalanceChanged", "个人账户余额不足，请重新预结算")
+    live.status, live.setl_id, live.updated_at = "settled", new_id("ST"), datetime.now(UTC)
+    return {"setlinfo": setlinfo(live)}
+
+
+def reverse(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
+    data = data_of(inp)
+    row = session.scalar(select(Settlement).where(Settlement.setl_id == text(data, "setl_id")))
+    if row is None or row.mdtrt_id != text(data, "mdtrt_id") or row.patient_id != text(data, "psn_no"):
+        raise Refused("SettlementNotFound", "结算信息不存在")
+    if row.status != "settled":
+        raise Refused("NotSettled", f"该结算不是已结算状态 ({row.status})")
+    row.status, row.updated_at = "reversed", datetime.now(UTC)
+    return {"setlinfo": {**setlinfo(row), "setl_id": row.setl_id}}
+
+
+HANDLERS: dict[str, Handler] = {
+    "9001": sign_in,
+    "2201": register,
+    "2202": revoke_registration,
+    "2204": upload_fees,
+    "2205": revoke_fees,
+    "2206": presettle,
+    "2207": settle,
+    "2208": reverse,
+    "yhf-card-lock": card_lock,
+}
+
+
+def request_hash(infno: str, inp: Any) -> str:
+    """What makes two requests under one msgid the same: the transaction and its input (the
+    envelope's sign_no and inf_time change on a retry)."""
+    canon = json.dumps({"infno": infno, "input": inp}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def answer(env: Mapping[str, Any], infcode: int, output: dict[str, Any], err_msg: str = "") -> dict[str, Any]:
+    now = datetime.now(ZONE).strftime("%Y%m%d%H%M%S%f")[:17]
+    return {
+        "infcode": infcode,
+        "inf_refmsgid": f"{env.get('mdtrtarea_admvs', '')}{now}{secrets.randbelow(10**6):06d}",
+        "refmsg_time": now,
+        "respond_time": now,
+        "err_msg": err_msg,
+        "warn_msg": "",
+        "output": output,
+    }
+
+
+def encode(data: dict[str, Any]) -> str:
+    """JSON with Decimals as bare numbers (yuan with their two decimals), as the bureau writes them."""
+
+    def default(value: Any) -> Any:
+        if isinstance(value, Decimal):
+            return f"\u0000yuan:{value}"
+        raise TypeError(type(value).__name__)
+
+    return re.sub(r'"\\u0000yuan:(-?\d+\.\d\d)"', r"\1", json.dumps(data, ensure_ascii=False, default=default))
+
+
+def wire(data: dict[str, Any], status: int = 200) -> Response:
+    return Response(encode(data).encode(), status_code=status, media_type="application/json")
+
+
+def simulator_app(keys_by_paasid: dict[str, str], store: Store | None = None) -> FastAPI:
+    """The bureau's side, knowing each paasid's public key; `store` None: a fresh one in memory."""
+    app = FastAPI(title="Insurance bureau (simulated NHSA gateway)", docs_url=None, redoc_url=None, openapi_url=None)
     db = store or Store(Base.metadata)
     app.state.store = db
-    verifier = Verifier(secrets_by_app)
+    keys = {paasid: public_key_of(key) for paasid, key in keys_by_paasid.items()}
 
-    @app.post("/cards/{action}")
-    async def card(action: str, request: Request) -> Any:
-        if action not in ACTIONS:
-            return refused(404, "UnknownAction", action)
-        data = await verified_json(request, verifier, {"request_id": str, "patient_id": str, "reason": str, "at": str})
-        if isinstance(data, JSONResponse):
-            return data
-        at = parse_time(data["at"])
-        if at is None:
-            return refused(400, "InvalidParameter", "at is not a time")
-        with db.transaction() as session:
-            if session.scalar(select(CardEvent).where(CardEvent.request_id == data["request_id"])) is None:
-                session.add(
-                    CardEvent(
-                        request_id=data["request_id"],
-                        patient_id=data["patient_id"],
-                        action=action,
-                        reason=data["reason"][:200],
-                        at=at,
-                    )
-                )
-                session.flush()
-            locked = is_locked(card_events(session, data["patient_id"]))
-        return {"code": "OK", "request_id": data["request_id"], "locked": locked}
-
-    @app.post("/settlements/presettle")
-    async def presettle(request: Request) -> Any:
-        data = await verified_json(request, verifier, {"request_id": str, "patient_id": str, "items": list})
-        if isinstance(data, JSONResponse):
-            return data
-        items = parse_items(data["items"])
-        if items is None:
-            return refused(400, "InvalidParameter", "items need a category and a non-negative amount_fen")
-        if not items or sum(f for _, f in items) <= 0:
-            return refused(400, "InvalidParameter", "nothing to settle")
-        now = datetime.now(UTC)
-        with db.transaction() as session:
-            if is_locked(card_events(session, data["patient_id"])):
-                return refused(403, "CardLocked", "参保人医保卡已锁定，不能结算")
-            row = session.scalar(select(Settlement).where(Settlement.request_id == data["request_id"]))
-            if row is None:
-                pooled, personal, self_pay = split_bill(items, personal_balance(session, data["patient_id"]))
-                row = Settlement(
-                    id="PS" + secrets.token_hex(10).upper(),
-                    request_id=data["request_id"],
-                    patient_id=data["patient_id"],
-                    total_fen=sum(f for _, f in items),
-                    pooled_fen=pooled,
-                    personal_fen=personal,
-                    self_pay_fen=self_pay,
-                    status="presettled",
-                    settlement_no=None,
-                    created_at=now,
-                    updated_at=now,
-                )
-                session.add(row)
-            out = settlement_out(row)
-        return {"code": "OK", **{k: v for k, v in out.items() if k not in ("status", "settlement_no")}}
-
-    @app.post("/settlements/{action}")
-    async def settle_or_reverse(action: str, request: Request) -> Any:
-        if action not in ("settle", "reverse"):
-            return refused(404, "UnknownAction", action)
-        data = await verified_json(request, verifier, {"request_id": str, "presettle_id": str})
-        if isinstance(data, JSONResponse):
-            return data
-        with db.transaction() as session:
-            row = session.get(Settlement, data["presettle_id"])
-            if row is None:
-                return refused(404, "PresettleNotFound", "预结算不存在")
-            if action == "settle":
-                if row.status == "reversed":
-                    return refused(409, "AlreadyReversed", "该结算已冲正")
-                if row.status == "presettled":
-                    if row.personal_fen > personal_balance(session, row.patient_id):
-                        return refused(409, "BalanceChanged", "个人账户余额不足，请重新预结算")
-                    row.status, row.settlement_no = "settled", "JS" + secrets.token_hex(10).upper()
-            else:
-                row.status = "reversed"  # 冲正 is final and may be asked again
-            row.updated_at = datetime.now(UTC)
-            return {"code": "OK", "presettle_id": row.id, "status": row.status, "settlement_no": row.settlement_no}
+    @app.post(PATH)
+    async def call_service(request: Request) -> Any:
+        body = await request.body()
+        public_key = keys.get(request.headers.get("x-tif-paasid", ""))
+        try:
+            if public_key is None:
+                raise Refused("InvalidPaasid", "unknown x-tif-paasid")
+            verify_signature(public_key, request.headers, body)
+        except Refused as err:
+            return wire(answer({}, -1, {}, str(err)), 401)
+        try:
+            env = json.loads(body, parse_float=Decimal)
+            if not isinstance(env, dict):
+                raise ValueError
+        except ValueError:
+            return wire(answer({}, -1, {}, "[MalformedBody] body is not JSON"), 400)
+        return wire(handle(db, env))
 
     inspection(app, db)
     return app
+
+
+def handle(db: Store, env: dict[str, Any]) -> dict[str, Any]:
+    infno, msgid, inp = env.get("infno"), env.get("msgid"), env.get("input")
+    if not isinstance(infno, str) or infno not in HANDLERS:
+        return answer(env, -1, {}, f"[UnknownInfno] 交易编号不存在: {infno}")
+    if not isinstance(msgid, str) or len(msgid) != 30 or not msgid.startswith(str(env.get("fixmedins_code"))):
+        return answer(env, -1, {}, "[InvalidMsgid] msgid 为定点机构编号+时间+4位顺序号，共30位")
+    if not isinstance(inp, dict):
+        return answer(env, -1, {}, "[MissingParameter] input is required")
+    digest = request_hash(infno, inp)
+    with db.transaction() as session:
+        seen = session.get(Message, msgid)
+        if seen is not None:
+            if seen.request_hash != digest:
+                return answer(env, -1, {}, "[MsgidReused] 报文ID重复：该 msgid 已用于另一笔不同的交易")
+            return dict(json.loads(seen.answer, parse_float=Decimal))
+        if infno != "9001":
+            signed = session.get(SignIn, str(env.get("sign_no") or ""))
+            if signed is None or signed.revoked or signed.day != today() or signed.opter != env.get("opter"):
+                return answer(env, -1, {}, "[SignInInvalid] 签到编号无效或已过期，请重新签到 (9001)")
+        try:
+            with session.begin_nested():
+                out = answer(env, 0, HANDLERS[infno](session, env, inp))
+        except Refused as err:
+            out = answer(env, -1, {}, str(err))
+        session.add(Message(msgid=msgid, request_hash=digest, answer=encode(out), at=datetime.now(UTC)))
+        return out
 
 
 def inspection(app: FastAPI, db: Store) -> None:
@@ -217,12 +531,23 @@ def inspection(app: FastAPI, db: Store) -> None:
     async def settlements(patient_id: str) -> Any:
         with db.transaction() as session:
             rows = session.scalars(
-                select(Settlement).where(Settlement.patient_id == patient_id).order_by(Settlement.created_at)
+                select(Settlement)
+                .where(Settlement.patient_id == patient_id, Settlement.status != "superseded")
+                .order_by(Settlement.id)
             ).all()
             return [settlement_out(r) for r in rows]
 
+    @app.post("/_sandbox/sign-ins/revoke")
+    async def revoke_sign_ins() -> Any:
+        """Every sign_no given so far stops holding (as at the end of the bureau's day)."""
+        with db.transaction() as session:
+            rows = session.scalars(select(SignIn).where(SignIn.revoked.is_(False))).all()
+            for row in rows:
+                row.revoked = True
+            return {"revoked": len(rows)}
 
-if __name__ == "__main__":  # python -m simulators.bureau PORT APP_ID SECRET [DB_FILE]
-    port, app_id, secret = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+if __name__ == "__main__":  # python -m simulators.bureau PORT PAASID KEY [DB_FILE]
+    port, paasid, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     path = Path(sys.argv[4]) if len(sys.argv) > 4 else None
-    serve(simulator_app({app_id: secret}, Store(Base.metadata, path)), port)
+    serve(simulator_app({paasid: key}, Store(Base.metadata, path)), port)

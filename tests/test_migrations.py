@@ -12,7 +12,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from db import oversight  # noqa: F401  (its tables join Base.metadata)
+from db import nhsa, oversight  # noqa: F401  (their tables join Base.metadata)
 from db.migrate import alembic_config
 from db.models import Base
 from db.session import create_engine

@@ -1,0 +1,48 @@
+"""The msgids of our requests to the insurance bureau (NHSA): one per logical request, kept, so
+every retry of that request sends the same one (the bureau deduplicates by msgid)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Integer, String, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.models import Base
+
+
+class NhsaMessage(Base):
+    """The msgid of each logical request to the insurance bureau: allocated once, so a retry (of
+    an activity or an API call) sends the same msgid, the bureau's idempotency key. Beside
+    db/models.py (same Base and naming convention)."""
+
+    __tablename__ = "nhsa_message"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_key: Mapped[str] = mapped_column(String(200), unique=True)
+    infno: Mapped[str] = mapped_column(String(16))
+    msgid: Mapped[str] = mapped_column(String(30), unique=True)
+    created_at: Mapped[datetime]
+
+
+async def message_id(
+    session: AsyncSession, *, key: str, infno: str, now: datetime, make: Callable[[datetime, int], str]
+) -> str:
+    """The msgid of the request `key`: the one allocated before, or a new one made by `make(now,
+    sequence)` (fixmedins_code + time + 4 digits). A sequence another request took in the same
+    second is drawn again; the same key allocated at once by another process is read back."""
+    for _ in range(20):
+        found = await session.scalar(select(NhsaMessage.msgid).where(NhsaMessage.request_key == key))
+        if found is not None:
+            return found
+        msgid = make(now, secrets.randbelow(10_000))
+        try:
+            async with session.begin_nested():
+                session.add(NhsaMessage(request_key=key, infno=infno, msgid=msgid, created_at=now))
+        except IntegrityError:
+            continue  # the key (then read back) or the msgid (then drawn again) is taken
+        return msgid
+    raise RuntimeError(f"no msgid could be allocated for {key}")
