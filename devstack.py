@@ -20,6 +20,7 @@ from typing import IO
 import httpx
 from temporalio.common import SearchAttributeIndexedValueType
 
+from config import DEV_BUREAU_SM2_KEY
 from simulators import alipay as alipay_simulator, wechat as wechat_simulator
 from simulators.keys import sandbox_keys
 from workflows.visit import SEARCH_ATTRIBUTES
@@ -234,7 +235,7 @@ class Stack:
         """The insurance bureau and the credit platform, simulated, each on its own SQLite file under
         the data dir, unless YHF_INSURANCE_BUREAU_URL / YHF_CREDIT_PLATFORM_URL name real ones."""
         for name, setting, port, default_secret in (
-            ("bureau", "INSURANCE_BUREAU", self.bureau_port, "dev-bureau-secret"),
+            ("bureau", "INSURANCE_BUREAU", self.bureau_port, DEV_BUREAU_SM2_KEY),  # the simulator keeps its public half
             ("credit", "CREDIT_PLATFORM", self.credit_port, "dev-credit-secret"),
         ):
             env = self.child_env()

@@ -265,8 +265,8 @@ class InsuranceSettlement(Base):
     self_pay_fen: Mapped[int] = mapped_column(Money)  # 自付
     status: Mapped[str] = mapped_column(String(20), index=True)
     channel: Mapped[str] = mapped_column(String(20))  # where the self-pay part is paid
-    bureau_presettle_id: Mapped[str | None] = mapped_column(String(40))
-    bureau_settlement_no: Mapped[str | None] = mapped_column(String(64))
+    bureau_presettle_id: Mapped[str | None] = mapped_column(String(40))  # the bureau's 就诊ID (mdtrt_id, 2201)
+    bureau_settlement_no: Mapped[str | None] = mapped_column(String(64))  # the bureau's setl_id (2207)
     insurance_payment_id: Mapped[str | None] = mapped_column(String(40))
     self_pay_payment_id: Mapped[str | None] = mapped_column(String(40))
     detail: Mapped[str | None] = mapped_column(String(300))
