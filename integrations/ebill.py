@@ -83,6 +83,8 @@ from integrations.ebill_wire import (
 )
 
 PATH = "api/medical/"
+# each call: a receipt may take three (write-off, state, issue) inside its activity's 30 s
+CALL_TIMEOUT_SECONDS = 8.0
 
 
 class Code:
@@ -260,7 +262,8 @@ class EBillClient:
 
     async def call(self, service: str, params: dict[str, Any]) -> dict[str, Any]:
         """One signed call; the platform's result object, or EBillRefused / EBillUnavailable."""
-        response = await self._http.post(PATH + service, json=envelope(self._app_id, self._key, params))
+        body = envelope(self._app_id, self._key, params)
+        response = await self._http.post(PATH + service, json=body, timeout=CALL_TIMEOUT_SECONDS)
         if response.status_code >= 500:
             raise EBillUnavailable(f"{service}: HTTP {response.status_code}")
         try:

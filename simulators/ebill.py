@@ -22,7 +22,9 @@ import hashlib
 import hmac
 import json
 import secrets
+import struct
 import sys
+import zlib
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -175,8 +177,25 @@ def body_hash(params: dict[str, Any]) -> str:
 
 
 def fake_qr(bill_no: str) -> str:
-    """A stand-in for the QR code's PNG: base64 bytes that name the bill."""
-    return base64.b64encode(b"\x89PNG\r\n\x1a\n" + f"EBILL:{bill_no}".encode()).decode()
+    """A stand-in for the bill's QR code: a real PNG (21 x 21 modules, 4 px each, grey levels
+    0/255) whose pattern comes from the bill number, base64. Not a scannable QR code."""
+    bits = hashlib.sha256(f"EBILL:{bill_no}".encode()).digest() * 2
+    size, scale = 21, 4
+    rows = []
+    for y in range(size * scale):
+        row = bytearray([0])  # filter: none
+        for x in range(size * scale):
+            n = (y // scale) * size + x // scale
+            row.append(0 if bits[n // 8 % len(bits)] >> (n % 8) & 1 else 255)
+        rows.append(bytes(row))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    side = size * scale
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+    png += chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
 
 
 def day_window(bus_date: str) -> tuple[datetime, datetime]:

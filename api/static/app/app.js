@@ -388,12 +388,18 @@ const screens = {
   },
 
   async receipts() {
+    // the provincial platform's bill (财政电子票据) of a receipt version: its number, QR code and page
+    const fiscal = (e) => !e || !e.bill_no ? "" : `<div class="muted">财政电子票据 ${h(e.bill_batch_code)} ${h(e.bill_no)}
+        · 校验码 ${h(e.random)}${e.status === "written_off" ? " · 已冲红" : ""}</div>
+        ${e.qr_code_png ? `<img class="qr" alt="票据二维码" width="96" height="96" src="data:image/png;base64,${h(e.qr_code_png)}">` : ""}
+        ${e.picture_url ? `<a href="${h(e.picture_url)}" target="_blank" rel="noopener">查看财政电子票据 ›</a>` : ""}`;
     const list = await api("/v1/patient/receipts");
     show(`<h1>电子票据</h1>${list.length ? "" : '<div class="card muted">暂无票据：就诊结清后自动开具</div>'}
       ${list.map((r) => `<div class="card receipt"><h2>${h(r.department)} <span class="muted">${h(r.receipt_id)}</span>
         ${r.voided_at ? '<span class="status defaulted">已作废</span>' : ""}</h2>
         <div class="muted">${h(when(r.issued_at))} · 第 ${r.version} 版 · 校验码 ${h(r.check_code)}</div>
         <p>合计 ${yuan(r.total_fen)} · ${r.payments.map((p) => `${h(METHOD[p.method] || p.method)} ${yuan(p.amount_fen)}`).join("，")}</p>
+        ${fiscal(r.ebill)}
         <button class="secondary" data-receipt="${h(r.receipt_id)}">下载票据</button></div>`).join("")}`, "home");
     for (const button of document.querySelectorAll("button[data-receipt]")) button.onclick = async () => {
       const id = button.dataset.receipt;
