@@ -537,6 +537,20 @@ def inspection(app: FastAPI, db: Store) -> None:
             ).all()
             return [settlement_out(r) for r in rows]
 
+    @app.get("/_sandbox/treatments/{patient_id}")
+    async def treatments(patient_id: str) -> Any:
+        """The person's visits at the bureau (2201) and the sum of their live fee details (2204)."""
+        with db.transaction() as session:
+            rows = session.scalars(select(Treatment).where(Treatment.psn_no == patient_id)).all()
+            return [
+                {
+                    "mdtrt_id": t.mdtrt_id,
+                    "status": t.status,
+                    "fees_fen": sum(d.fen for d in uploaded(session, t.mdtrt_id)),
+                }
+                for t in rows
+            ]
+
     @app.post("/_sandbox/sign-ins/revoke")
     async def revoke_sign_ins() -> Any:
         """Every sign_no given so far stops holding (as at the end of the bureau's day)."""

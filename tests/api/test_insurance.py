@@ -3,11 +3,14 @@ the insurance part settled and booked once the self-pay part lands, and both on 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 from sqlalchemy import update
 
 from db.models import Patient
+from integrations.insurance_bureau import WORKER
 from tests.api.test_patient import sign_in
 from tests.api.test_refunds import eventually
 from tests.flows import Clinic, assert_problem, item
@@ -110,3 +113,41 @@ async def test_only_the_locally_insured_and_only_unchanged_bills(api, clinic: Cl
     async with factory() as session, session.begin():
         await session.execute(update(Patient).where(Patient.id == patient_id).values(insured_locally=False))
     assert_problem(await api.http.post("/v1/patient/insurance/presettle", json={}, headers=auth), 409, "not_insured")
+
+
+async def test_a_locked_card_is_not_presettled_and_the_bureau_keeps_nothing_of_it(
+    api, clinic: Clinic, integrations, simulators
+) -> None:
+    patient_id, phone = await clinic.enrolled_patient()
+    await drug_and_exam_visit(clinic, patient_id)
+    auth, _ = await sign_in(api, clinic, phone)
+    bureau = integrations.bureau
+    now = datetime.now(UTC)
+    assert await bureau.set_card_lock(
+        action="lock",
+        msgid=bureau.msgid(now, 1),
+        psn_no=patient_id,
+        reason="overdue",
+        at=now,
+        operator=WORKER,
+        day=bureau.local_day(now),
+    )
+    r = await api.http.post("/v1/patient/insurance/presettle", json={}, headers=auth)
+    assert_problem(r, 409, "card_locked")
+    # 2201 and 2204 were taken back (2205, 2202): nothing is pre-settled or left open at the bureau
+    assert await simulators.inspect.settlements(patient_id) == []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=simulators.bureau), base_url="http://b") as http:
+        seen = (await http.get(f"/_sandbox/treatments/{patient_id}")).json()
+    assert [(t["status"], t["fees_fen"]) for t in seen] == [("revoked", 0)]
+    # unlocked, the same bill pre-settles
+    assert not await bureau.set_card_lock(
+        action="unlock",
+        msgid=bureau.msgid(now, 2),
+        psn_no=patient_id,
+        reason="paid",
+        at=now,
+        operator=WORKER,
+        day=bureau.local_day(now),
+    )
+    r = await api.http.post("/v1/patient/insurance/presettle", json={}, headers=auth)
+    assert r.status_code == 201 and r.json()["pooled_fen"] == 9000, r.text
