@@ -1,6 +1,8 @@
 """StatementWorkflow: run each morning by the `daily-statements` schedule (or by an operator
 for a given day). Fetches each channel's statement of the day and matches it against the
-ledger; mismatches are stored for operators (GET /v1/ops/statements)."""
+ledger; mismatches are stored for operators (GET /v1/ops/statements). The channel `ebill`
+(last, when the hospital has a fiscal e-bill platform) is the platform's totals check of the
+day (checkTotalData), run by the same activity."""
 
 from __future__ import annotations
 

@@ -52,23 +52,7 @@ async def platform() -> AsyncIterator[tuple[EBillClient, httpx.AsyncClient]]:
 async def charged_and_paid(db, *, fen: int, method: str = "cash") -> str:
     patient_id = await add_patient(db)
     visit_id = await add_visit(db, patient_id)
-    async with db() as session, session.begin():
-        session.add(
-            LedgerEntry(
-                idempotency_key=uid("charge-"),
-                visit_id=visit_id,
-                patient_id=patient_id,
-                kind="charge",
-                amount_fen=fen,
-                item_id="xray",
-                code="XR01",
-                name="胸部X线",
-                category="exam",
-                unit_price_fen=fen,
-                quantity=1,
-                created_at=now(),
-            )
-        )
+    await add_charge(db, patient_id, visit_id, fen=fen)
     await pay(db, patient_id, visit_id, fen, method=method)
     return visit_id
 
@@ -156,3 +140,71 @@ async def test_the_morning_totals_check_matches_then_finds_a_bill_we_do_not_hold
     assert finding["kind"] == "issued" and finding["problem"] == "ebill_totals_mismatch"
     assert (finding["channel_fen"], finding["ledger_fen"]) == (3_000, 1_750)
     assert "platform 3, ours 2" in finding["ref"] and "e-bill totals" in caplog.text
+
+
+async def test_the_bill_splits_insurance_from_own_pay_and_shows_a_waiver(db, platform) -> None:
+    """accountPay from the personal account, fundPay from the pooled fund, ownPay the rest (a
+    waived part included, as channel JM): each sums to the total, in yuan to two decimals."""
+    client, http = platform
+    receipts = ReceiptActivities(db, PII, "示范医院", client)
+    visit_id = await charged_and_paid(db, fen=6_001, method="insurance_pooled")
+    async with db() as session:
+        patient_id = await patient_of(session, visit_id)
+    await add_charge(db, patient_id, visit_id, fen=4_000)
+    await pay(db, patient_id, visit_id, 2_999, method="insurance_personal")
+    await pay(db, patient_id, visit_id, 900, method="alipay")
+    async with db() as session, session.begin():
+        session.add(
+            LedgerEntry(
+                idempotency_key=uid("waiver-"),
+                visit_id=visit_id,
+                patient_id=patient_id,
+                kind="waiver",
+                amount_fen=101,
+                created_at=now(),
+            )
+        )
+    await receipts.issue_receipt(c.IssueReceiptInput(visit_id=visit_id))
+    assert (await receipt_of(db, visit_id)).ebill_status == "issued"
+    [bill] = (await http.get("/_sandbox/ebills")).json()
+    sent = bill["received"]
+    assert (sent["totalAmt"], sent["accountPay"], sent["fundPay"], sent["ownPay"]) == (
+        "100.01",
+        "29.99",
+        "60.01",
+        "10.01",
+    )
+    assert {r["payChannelCode"]: r["payChannelValue"] for r in sent["payChannelDetail"]} == {
+        "YBTCJJ": "60.01",
+        "YBZH": "29.99",
+        "ZFB": "9.00",
+        "JM": "1.01",
+    }
+    assert [(r["chargeCode"], r["amt"]) for r in sent["chargeDetail"]] == [("exam", "100.01")]
+    assert [r["amt"] for r in sent["listDetail"]] == ["60.01", "40.00"]
+
+
+async def patient_of(session: AsyncSession, visit_id: str) -> str:
+    entry = (await session.scalars(select(LedgerEntry).where(LedgerEntry.visit_id == visit_id))).first()
+    assert entry is not None
+    return entry.patient_id
+
+
+async def add_charge(db, patient_id: str, visit_id: str, *, fen: int) -> None:
+    async with db() as session, session.begin():
+        session.add(
+            LedgerEntry(
+                idempotency_key=uid("charge-"),
+                visit_id=visit_id,
+                patient_id=patient_id,
+                kind="charge",
+                amount_fen=fen,
+                item_id=uid("item-"),
+                code="XR01",
+                name="胸部X线",
+                category="exam",
+                unit_price_fen=fen,
+                quantity=1,
+                created_at=now(),
+            )
+        )
