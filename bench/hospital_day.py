@@ -40,6 +40,7 @@ from temporalio.client import Client
 from bench.his_load import HIS, OPS, His, new_stack
 from bench.measure import Result, pct
 from devstack import ROOT, Stack
+from domain.policy import UNPAID
 from tests.flows import Clinic, item
 from tests.support import fresh_database, uid
 
@@ -66,7 +67,7 @@ def drugs() -> list[Step]:
 
 def exams() -> list[Step]:
     return [
-        *_opening("kiosk"),
+        *_opening("nurse_station"),
         (5, "orders_placed", {"items": [item("lab", "lab", 2500), item("ct", "exam", 20000)]}),
         (1, "consultation_ended", {}),
         (50, "results_ready", {"item_ids": ["lab", "ct"]}),
@@ -92,7 +93,7 @@ def cancelled_exam() -> list[Step]:
 def infusion() -> list[Step]:
     prescription = {"items": [item("abx", "drug", 4500), item("iv", "infusion", 3000)], "skin_test_required": True}
     return [
-        *_opening("kiosk"),
+        *_opening("nurse_station"),
         (6, "prescribed", prescription),
         (20, "skin_test_result", {"result": "negative"}),
         (1, "consultation_ended", {}),
@@ -230,10 +231,12 @@ def rss_mb(pid: int) -> float:
 
 
 async def open_visits(client: Client) -> tuple[int, int]:
-    """(visit workflows running, of which parked: discharged and waiting on the payment timers)."""
+    """(visit workflows running, of which parked: discharged, owing, waiting on the payment timers;
+    the others are under way, or settled and open for their refund window)."""
     running = "WorkflowType = 'VisitWorkflow' AND ExecutionStatus = 'Running'"
     total = await client.count_workflows(running)
-    parked = await client.count_workflows(running + " AND VisitStage = 'discharged'")
+    owing = ", ".join(f"'{status}'" for status in sorted(UNPAID))
+    parked = await client.count_workflows(f"{running} AND PaymentStatus IN ({owing})")
     return total.count, parked.count
 
 

@@ -1,5 +1,6 @@
 """The hospital-day benchmark's day (bench/hospital_day.py): its arrivals follow the hourly
-profile, and every walk it plays is one the visit's rules accept, from registration to discharge."""
+profile, and every walk it plays is one the contract and the visit's rules accept, from
+registration to discharge."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections import Counter
 
 import pytest
 
+from api.schemas import VisitEventIn
 from bench.hospital_day import HOURLY, MIX, WALKS, peak_open, plan
 from domain.visit import Category, Event, EventType, Item, Refusal, Stage, VisitState, apply
 
@@ -54,6 +56,8 @@ def event_of(type_: str, fields: dict) -> Event:
 def test_every_walk_is_accepted_to_discharge(walk: str) -> None:
     state = VisitState()
     for _, type_, fields in WALKS[walk]():
+        body = {"event_id": "ev1", "type": type_, "occurred_at": "2026-11-30T08:00:00+08:00", **fields}
+        VisitEventIn.model_validate(body)  # the contract's body for the type
         step = apply(state, event_of(type_, fields))
         assert not isinstance(step, Refusal), (walk, type_, step)
         state = step.state
