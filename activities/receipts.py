@@ -102,7 +102,9 @@ class ReceiptActivities:
     @activity.defn(name=c.ISSUE_RECEIPT)
     async def issue_receipt(self, inp: c.IssueReceiptInput) -> c.IssueReceiptResult:
         async with self._factory() as session, session.begin():
-            receipt = await issue_receipt(session, self._pii, inp.visit_id, hospital=self._hospital)
+            receipt = await issue_receipt(
+                session, self._pii, inp.visit_id, hospital=self._hospital, ebills=self._ebill is not None
+            )
             result = (
                 c.IssueReceiptResult(receipt_id="", version=0)
                 if receipt is None

@@ -15,6 +15,7 @@ import html
 import json
 import secrets
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import or_, select
@@ -79,9 +80,12 @@ async def receipt_content(session: AsyncSession, visit: Visit, hospital: str) ->
     }
 
 
-async def issue_receipt(session: AsyncSession, pii: Pii, visit_id: str, *, hospital: str) -> Receipt | None:
+async def issue_receipt(
+    session: AsyncSession, pii: Pii, visit_id: str, *, hospital: str, ebills: bool = False
+) -> Receipt | None:
     """The visit's current receipt: the one on record when nothing changed, else a new
-    version (the old one voided). None while the visit still owes money."""
+    version (the old one voided). None while the visit still owes money. `ebills`: the
+    hospital has a fiscal e-bill platform (a new version's bill is then `pending`)."""
     visit = await session.get(Visit, visit_id, with_for_update=True)
     if visit is None or (await visit_totals(session, visit_id)).balance_fen != 0:
         return None
@@ -105,6 +109,7 @@ async def issue_receipt(session: AsyncSession, pii: Pii, visit_id: str, *, hospi
     receipt = Receipt(
         id=receipt_id,
         ebill_bus_no=f"{receipt_id}-{version}",
+        ebill_status=EBillStatus.pending if ebills else None,
         visit_id=visit_id,
         patient_id=visit.patient_id,
         version=version,
@@ -120,7 +125,8 @@ async def issue_receipt(session: AsyncSession, pii: Pii, visit_id: str, *, hospi
     return receipt
 
 
-class EBillStatus:
+class EBillStatus(StrEnum):
+    pending = "pending"  # written with the receipt, not at the platform yet
     issued = "issued"
     written_off = "written_off"  # 冲红
     failed = "failed"  # the platform refused it (ebill_error): tried again with the next change
