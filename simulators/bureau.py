@@ -140,6 +140,15 @@ def public_key_of(key: str) -> str:
     return key
 
 
+def _usable(key: str) -> str:
+    """The public key, or "" for a key that is none (a test's made-up secret): then every request
+    of that paasid is refused, as a gateway holding a wrong key would."""
+    try:
+        return public_key_of(key)
+    except ValueError:
+        return ""
+
+
 def verify_signature(public_key: str, headers: Mapping[str, str], body: bytes) -> None:
     """The gateway's check, written here apart from the client's signing."""
     paasid, ts, nonce, signature = (
@@ -463,15 +472,15 @@ def simulator_app(keys_by_paasid: dict[str, str], store: Store | None = None) ->
     app = FastAPI(title="Insurance bureau (simulated NHSA gateway)", docs_url=None, redoc_url=None, openapi_url=None)
     db = store or Store(Base.metadata)
     app.state.store = db
-    keys = {paasid: public_key_of(key) for paasid, key in keys_by_paasid.items()}
+    keys = {paasid: _usable(key) for paasid, key in keys_by_paasid.items()}
 
     @app.post(PATH)
     async def call_service(request: Request) -> Any:
         body = await request.body()
         public_key = keys.get(request.headers.get("x-tif-paasid", ""))
         try:
-            if public_key is None:
-                raise Refused("InvalidPaasid", "unknown x-tif-paasid")
+            if not public_key:  # unknown, or known with a key that is none (nothing verifies)
+                raise Refused("InvalidPaasid", "unknown x-tif-paasid, or no usable key for it")
             verify_signature(public_key, request.headers, body)
         except Refused as err:
             return wire(answer({}, -1, {}, str(err)), 401)
@@ -562,6 +571,6 @@ def inspection(app: FastAPI, db: Store) -> None:
 
 
 if __name__ == "__main__":  # python -m simulators.bureau PORT PAASID KEY [DB_FILE]
-    port, paasid, key = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    port, paasid, key = int(sys.argv[1]), sys.argv[2], public_key_of(sys.argv[3])  # a bad key stops the start
     path = Path(sys.argv[4]) if len(sys.argv) > 4 else None
     serve(simulator_app({paasid: key}, Store(Base.metadata, path)), port)
