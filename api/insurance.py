@@ -5,6 +5,9 @@ is 2201 (the visit at the bureau, mdtrt_id), 2204 (the bill's fee details) and 2
 
 from __future__ import annotations
 
+import logging
+
+import httpx
 from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.common import WorkflowIDConflictPolicy
@@ -23,6 +26,8 @@ from ledger import payments as money
 from ledger.errors import NothingToPay
 from workflows import contracts as c
 from workflows.insurance import InsurancePaymentWorkflow
+
+log = logging.getLogger("yihoufu.api.insurance")
 
 
 async def own_settlement(session: AsyncSession, patient: Patient, settlement_id: str) -> InsuranceSettlement:
@@ -82,15 +87,18 @@ async def _ask_bureau(
         )
     except GatewayError as err:
         if not err.retryable:
-            await bureau.revoke_fees(msgid=msgids["2205"], **batch, operator=PATIENT_APP, day=day)
-            await bureau.revoke_registration(
-                msgid=msgids["2202"],
-                mdtrt_id=mdtrt_id,
-                psn_no=patient.id,
-                ipt_otp_no=settlement_id,
-                operator=PATIENT_APP,
-                day=day,
-            )
+            try:  # best effort: what is left open at the bureau pays nothing
+                await bureau.revoke_fees(msgid=msgids["2205"], operator=PATIENT_APP, day=day, **batch)
+                await bureau.revoke_registration(
+                    msgid=msgids["2202"],
+                    mdtrt_id=mdtrt_id,
+                    psn_no=patient.id,
+                    ipt_otp_no=settlement_id,
+                    operator=PATIENT_APP,
+                    day=day,
+                )
+            except (GatewayError, httpx.HTTPError) as undo:
+                log.warning("insurance %s: the refused pre-settlement was not taken back: %s", settlement_id, undo)
         raise
 
 

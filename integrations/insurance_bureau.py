@@ -189,6 +189,8 @@ class InsuranceBureauClient:
         payload = {"signIn": {"opter_no": operator.opter, "mac": "", "ip": ""}}
         output = await self._post(self.envelope("9001", msgid, operator, "", payload))
         sign_no = str(output["signinoutb"]["sign_no"])
+        for held_day in [k for k in self._sign_ins if k[1] != day]:
+            del self._sign_ins[held_day]  # another day's sign-ins hold no more
         self._sign_ins[(operator.opter, day)] = sign_no
         return sign_no
 

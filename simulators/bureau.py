@@ -331,6 +331,7 @@ def upload_fees(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]
         amount, price, count = fen(d.get("det_item_fee_sumamt")), fen(d.get("pric")), d.get("cnt")
         if not isinstance(count, int | Decimal) or isinstance(count, bool) or Decimal(count) * price != amount:
             raise Refused("InvalidParameter", f"{d.get('feedetl_sn')}: det_item_fee_sumamt is not cnt x pric")
+        text(d, "med_list_codg")
         session.add(
             FeeDetail(
                 mdtrt_id=row.mdtrt_id,
@@ -340,7 +341,6 @@ def upload_fees(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]
                 fen=amount,
             )
         )
-        text(d, "med_list_codg")
         result.append({"feedetl_sn": d["feedetl_sn"], "det_item_fee_sumamt": yuan(amount), "cnt": count})
     return {"result": result}
 

@@ -7,7 +7,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -386,3 +386,15 @@ def test_keys_and_msgids() -> None:
     assert nhsa.make_msgid(CODE, at, 7) == CODE + "20260102030405" + "0007"
     with pytest.raises(ValueError):
         nhsa.make_msgid("H1", at, 7)
+
+
+async def test_a_sign_in_is_held_per_operator_and_day(side: Side) -> None:
+    today = day(side)
+    first = await side.client.sign_in(WORKER, today)
+    assert await side.client.sign_in(WORKER, today) == first
+    other = await side.client.sign_in(bureau_client.PATIENT_APP, today)
+    assert other != first
+    tomorrow = today + timedelta(days=1)
+    await side.client.sign_in(WORKER, tomorrow)
+    assert await side.client.sign_in(WORKER, today) != first  # another day came: the old ones are let go
+    assert side.wire.infnos() == ["9001"] * 4
