@@ -21,7 +21,7 @@ from db.receipts import ebill_day_totals
 from db.repositories import audit, utcnow
 from domain.payment import PAID, RefundStatus
 from domain.statement import Line, Outcome, day_window, match
-from integrations.ebill import DayTotals, EBillClient, EBillUnavailable, TotalsCheck
+from integrations.ebill import DayTotals, EBillClient, EBillRefused, EBillUnavailable, TotalsCheck
 from integrations.payments.channels import Channel, StatementLine
 from workflows import contracts as c
 
@@ -29,6 +29,7 @@ log = logging.getLogger("yihoufu.statements")
 EDGE = timedelta(minutes=10)  # money this close to midnight may be on either day's bill
 PAID_STATUSES = [str(s) for s in PAID]
 EBILL = "ebill"  # the statement run's name for the fiscal e-bill platform's totals check
+PLATFORM_TZ_NAME = "Asia/Shanghai"  # the e-bill platform's day (busDate), whatever the hospital's
 
 
 def _ref(line: StatementLine) -> Line:
@@ -171,7 +172,7 @@ class StatementActivities:
 
     async def _check_ebills(self, client: EBillClient, inp: c.ReconcileStatementInput) -> c.StatementResult:
         """checkTotalData: our day's bills against the platform's; the findings stored as a run."""
-        start, end = day_window(inp.day, inp.timezone)
+        start, end = day_window(inp.day, PLATFORM_TZ_NAME)  # busDate is the platform's (Beijing) day
         async with self._factory() as session:
             issued, issued_fen, off, off_fen = await ebill_day_totals(session, start, end)
         ours = DayTotals(issued=issued, issued_fen=issued_fen, written_off=off, written_off_fen=off_fen)
@@ -179,6 +180,10 @@ class StatementActivities:
             check = await client.check_totals(datetime.fromisoformat(inp.day).date(), ours)
         except EBillUnavailable as e:
             raise ApplicationError(f"the e-bill platform did not answer: {e}", type="ebill_unavailable") from e
+        except EBillRefused as e:  # the same figures are refused again: for a person to look at
+            raise ApplicationError(
+                f"the e-bill platform refused the totals check: {e}", type="ebill_refused", non_retryable=True
+            ) from e
         theirs, findings = check.platform, totals_findings(check)
         async with self._factory() as session, session.begin():
             run = await session.scalar(

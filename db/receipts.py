@@ -90,14 +90,18 @@ async def issue_receipt(
     if visit is None or (await visit_totals(session, visit_id)).balance_fen != 0:
         return None
     content = await receipt_content(session, visit, hospital)
-    if content["total_fen"] == 0 and not content["payments"]:
-        return None  # nothing was charged: nothing to receipt
     latest = await session.scalar(
         select(Receipt)
         .where(Receipt.visit_id == visit_id, Receipt.voided_at.is_(None))
         .order_by(Receipt.version.desc())
         .limit(1)
     )
+    if content["total_fen"] == 0 and not content["payments"]:
+        # nothing charged (or all of it cancelled and refunded): nothing to receipt, and the
+        # receipt on record, if any, voided (its bill then written off, 冲红)
+        if latest is not None:
+            latest.voided_at = utcnow()
+        return None
     if latest is not None and latest.content == content:
         return latest
     now = utcnow()
@@ -129,18 +133,21 @@ class EBillStatus(StrEnum):
     pending = "pending"  # written with the receipt, not at the platform yet
     issued = "issued"
     written_off = "written_off"  # 冲红
-    failed = "failed"  # the platform refused it (ebill_error): tried again with the next change
-    not_required = "not_required"  # nothing charged: no bill
+    # the platform refused it (ebill_error, logged): not tried again; the next version (a later
+    # change of the visit) is a bill of its own
+    failed = "failed"
+    not_required = "not_required"  # no bill: nothing charged, or a voided version never sent
 
 
 async def ebill_work(session: AsyncSession, visit_id: str) -> tuple[list[Receipt], Receipt | None]:
-    """The visit's platform work: voided versions whose bill is still valid (to write off), and
-    the current version when its bill is not issued yet."""
+    """The visit's platform work: voided versions whose bill may be valid at the platform (to
+    write off: issued, or pending, whose answer may have been lost), and the current version
+    when its bill is not issued yet."""
     rows = (await session.scalars(select(Receipt).where(Receipt.visit_id == visit_id).order_by(Receipt.version))).all()
-    stale = [r for r in rows if r.voided_at is not None and r.ebill_status == EBillStatus.issued]
+    stale = [r for r in rows if r.voided_at is not None and r.ebill_status in (EBillStatus.issued, EBillStatus.pending)]
     current = next((r for r in rows if r.voided_at is None), None)
-    if current is not None and current.ebill_status in (EBillStatus.issued, EBillStatus.not_required):
-        current = None
+    if current is not None and current.ebill_status not in (None, EBillStatus.pending):
+        current = None  # issued, not required, or refused (failed: not tried again)
     return stale, current
 
 
@@ -160,6 +167,16 @@ async def record_ebill(
     row.ebill_status, row.ebill_error = EBillStatus.issued, None
     row.ebill_batch_code, row.ebill_no, row.ebill_random = batch_code, bill_no, random
     row.ebill_qr_code, row.ebill_picture_url, row.ebill_issued_at = qr_code, picture_url, issued_at
+
+
+async def record_ebill_request(session: AsyncSession, receipt_id: str, request: dict[str, Any]) -> dict[str, Any]:
+    """The bill as first sent, kept with its version: a later send re-sends it (the one stored
+    first wins, so two racing senders send one body)."""
+    row = await session.get(Receipt, receipt_id, with_for_update=True)
+    assert row is not None
+    if row.ebill_request is None:
+        row.ebill_request = request
+    return row.ebill_request
 
 
 async def record_ebill_status(session: AsyncSession, receipt_id: str, status: str, error: str | None) -> None:

@@ -55,7 +55,8 @@ agencyCode. Answer: eScarletBillBatchCode, eScarletBillNo, eScarletRandom, creat
 bill).
 
 `getEBillStatesByBillInfo`: billBatchCode, billNo, agencyCode. Answer: state ("1" valid, "2"
-written off), isScarlet ("0"/"1") and, written off, scarletBillBatchCode, scarletBillNo.
+written off), isScarlet ("0"/"1") and, written off, scarletBillBatchCode, scarletBillNo and
+(where the platform gives it) scarletCreateTime, the red bill's time.
 
 `checkTotalData` (总量核对): busDate (yyyyMMdd, Beijing time), agencyCode, copyNum and totalAmt
 (bills issued that day, all of them, written off since or not), writeOffNum and writeOffAmt
@@ -171,6 +172,7 @@ class EBillState:
     scarlet: bool  # a red bill was issued against it
     scarlet_batch_code: str = ""
     scarlet_bill_no: str = ""
+    scarlet_at: datetime | None = None  # when it was written off, if the platform says
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -351,6 +353,7 @@ class EBillClient:
             scarlet=str(m.get("isScarlet", "0")) == "1",
             scarlet_batch_code=str(m.get("scarletBillBatchCode", "")),
             scarlet_bill_no=str(m.get("scarletBillNo", "")),
+            scarlet_at=parse_wire_time(str(m["scarletCreateTime"])) if m.get("scarletCreateTime") else None,
         )
 
     async def check_totals(self, day: date, ours: DayTotals) -> TotalsCheck:

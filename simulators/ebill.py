@@ -25,6 +25,7 @@ import secrets
 import struct
 import sys
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -206,9 +207,16 @@ def day_window(bus_date: str) -> tuple[datetime, datetime]:
     return start.astimezone(UTC), (start + timedelta(days=1)).astimezone(UTC)
 
 
-def simulator_app(keys: dict[str, str], agencies: dict[str, str], store: Store | None = None) -> FastAPI:
+def simulator_app(
+    keys: dict[str, str],
+    agencies: dict[str, str],
+    store: Store | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> FastAPI:
     """The platform's side. `keys`: each appid's key; `agencies`: the agency code each appid is
-    registered for. `store` None: a fresh one in memory (`app.state.store` either way)."""
+    registered for. `store` None: a fresh one in memory (`app.state.store` either way). `clock`:
+    the platform's time (a test pins it); the wall clock by default."""
+    now = clock or (lambda: datetime.now(UTC))
     app = FastAPI(title="Fiscal e-bill platform (simulated)", docs_url=None, redoc_url=None, openapi_url=None)
     db = store or Store(Base.metadata)
     app.state.store = db
@@ -231,7 +239,7 @@ def simulator_app(keys: dict[str, str], agencies: dict[str, str], store: Store |
                     bill_no=f"{count + 1:010d}",
                     random=secrets.token_hex(3),
                     total_fen=total,
-                    created_at=datetime.now(UTC),
+                    created_at=now(),
                     params=json.loads(json.dumps(params, default=str)),
                     state="issued",
                 )
@@ -268,7 +276,7 @@ def simulator_app(keys: dict[str, str], agencies: dict[str, str], store: Store |
             bill.state = "written_off"
             bill.scarlet_bill_no = f"9{count + 1:09d}"
             bill.scarlet_random = secrets.token_hex(3)
-            bill.written_off_at = datetime.now(UTC)
+            bill.written_off_at = now()
             bill.write_off_reason = params["reason"]
             return {
                 "eScarletBillBatchCode": SCARLET_BATCH_CODE,
@@ -283,6 +291,8 @@ def simulator_app(keys: dict[str, str], agencies: dict[str, str], store: Store |
             out = {"state": "1" if bill.state == "issued" else "2", "isScarlet": "0" if bill.state == "issued" else "1"}
             if bill.scarlet_bill_no:
                 out |= {"scarletBillBatchCode": SCARLET_BATCH_CODE, "scarletBillNo": bill.scarlet_bill_no}
+            if bill.written_off_at:
+                out["scarletCreateTime"] = wire_time(bill.written_off_at)
             return out
 
     def check_totals(app_id: str, params: dict[str, Any]) -> dict[str, Any]:

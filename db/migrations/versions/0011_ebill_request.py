@@ -1,0 +1,26 @@
+"""the fiscal e-bill as first sent, on its receipt version (a retry re-sends that exact body)
+
+Revision ID: 0011
+Revises: 0010
+Create Date: 2026-11-30 12:10:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0011"
+down_revision: str | None = "0010"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("receipt", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("ebill_request", sa.JSON(), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("receipt", schema=None) as batch_op:
+        batch_op.drop_column("ebill_request")
