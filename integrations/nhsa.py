@@ -12,8 +12,8 @@ The gateway signature (headers `x-tif-paasid`, `x-tif-timestamp` unix seconds, `
         user id "1234567812345678" and the signer's public key) of signed_text, UTF-8,
         by the hospital's private key; the bureau verifies with the hospital's public key.
 Keys are SM2 (curve sm2p256v1) in hex: private 64 characters, public 128 (x||y; a leading
-"04" is accepted). gmssl (pure Python) computes them; its own signing nonce comes from
-`random`, so this module draws it from `secrets`."""
+"04" is accepted). SM3 is gmssl's (pure Python); the SM2 arithmetic is this module's, on
+Python integers, its nonce from `secrets`."""
 
 from __future__ import annotations
 
@@ -81,30 +81,76 @@ def loads(body: bytes) -> Any:
 
 
 # --- SM2 / SM3 -------------------------------------------------------------------------------
+# SM3 is gmssl's. SM2 is computed here on Python integers (GB/T 32918.2): gmssl's own point
+# arithmetic now and then loses a point (a None deep in `_kg`, about one scalar in a few hundred),
+# which would refuse a good signature; its signatures are the same r||s and are checked against
+# these in the tests.
+
+P = int(CURVE["p"], 16)
+A = int(CURVE["a"], 16)
+B = int(CURVE["b"], 16)
+G = (int(CURVE["g"][:64], 16), int(CURVE["g"][64:], 16))
+USER_ID = b"1234567812345678"  # the default signer id of GM/T 0009
+
+Point = tuple[int, int] | None  # None: the point at infinity
+
+
+def _add(p1: Point, p2: Point) -> Point:
+    if p1 is None:
+        return p2
+    if p2 is None:
+        return p1
+    (x1, y1), (x2, y2) = p1, p2
+    if x1 == x2:
+        if (y1 + y2) % P == 0:
+            return None
+        slope = (3 * x1 * x1 + A) * pow(2 * y1, -1, P) % P
+    else:
+        slope = (y2 - y1) * pow(x2 - x1, -1, P) % P
+    x3 = (slope * slope - x1 - x2) % P
+    return x3, (slope * (x1 - x3) - y1) % P
+
+
+def _mul(k: int, point: Point) -> Point:
+    result: Point = None
+    while k:
+        if k & 1:
+            result = _add(result, point)
+        point = _add(point, point)
+        k >>= 1
+    return result
 
 
 def sm3_hex(data: bytes) -> str:
     return str(sm3.sm3_hash(list(data)))
 
 
-def _normal_public(public_key: str) -> str:
+def _public_point(public_key: str) -> tuple[int, int]:
     key = public_key.lower()
     if len(key) == 130 and key.startswith("04"):
         key = key[2:]
-    if len(key) != 128 or not re.fullmatch(r"[0-9a-f]+", key):
+    if not re.fullmatch(r"[0-9a-f]{128}", key):
         raise ValueError("an SM2 public key is 128 hex characters (x||y)")
-    return key
+    x, y = int(key[:64], 16), int(key[64:], 16)
+    if (y * y - (x * x * x + A * x + B)) % P:
+        raise ValueError("the SM2 public key is not on the curve")
+    return x, y
 
 
-def sm2_public_key(private_key: str) -> str:
-    """The public half (128 hex, x||y) of a private key (64 hex, 0 < d < n - 1)."""
+def _private_int(private_key: str) -> int:
     if not re.fullmatch(r"[0-9a-fA-F]{64}", private_key):
         raise ValueError("an SM2 private key is 64 hex characters")
     d = int(private_key, 16)
     if not 0 < d < ORDER - 1:
         raise ValueError("an SM2 private key lies in [1, n - 2]")
-    point = sm2.CryptSM2(private_key=private_key, public_key="")._kg(d, CURVE["g"])
-    return str(point)
+    return d
+
+
+def sm2_public_key(private_key: str) -> str:
+    """The public half (128 hex, x||y) of a private key (64 hex, 0 < d < n - 1)."""
+    point = _mul(_private_int(private_key), G)
+    assert point is not None
+    return f"{point[0]:064x}{point[1]:064x}"
 
 
 def new_sm2_private_key() -> str:
@@ -112,24 +158,48 @@ def new_sm2_private_key() -> str:
     return f"{secrets.randbelow(ORDER - 2) + 1:064x}"
 
 
+def _digest(public: tuple[int, int], message: bytes) -> int:
+    """e = SM3(Z_A || M), Z_A = SM3(ENTL || ID || a || b || xG || yG || xA || yA)."""
+    parts = (A, B, G[0], G[1], public[0], public[1])
+    z = sm3_hex((len(USER_ID) * 8).to_bytes(2, "big") + USER_ID + b"".join(v.to_bytes(32, "big") for v in parts))
+    return int(sm3_hex(bytes.fromhex(z) + message), 16)
+
+
 def signed_text(timestamp: str, nonce: str, paasid: str, body: bytes) -> bytes:
     return (timestamp + nonce + paasid + sm3_hex(body)).encode()
 
 
 def sm2_sign(private_key: str, message: bytes) -> str:
-    crypt = sm2.CryptSM2(private_key=private_key, public_key=sm2_public_key(private_key))
-    k = f"{secrets.randbelow(ORDER - 1) + 1:064x}"  # gmssl's own nonce comes from `random`: not used
-    return str(crypt.sign_with_sm3(message, k))
+    """r||s (128 hex) of SM2 with SM3; the nonce k from `secrets`."""
+    d = _private_int(private_key)
+    public = _mul(d, G)
+    assert public is not None
+    e = _digest(public, message)
+    while True:
+        k = secrets.randbelow(ORDER - 1) + 1
+        kg = _mul(k, G)
+        assert kg is not None
+        r = (e + kg[0]) % ORDER
+        if r == 0 or r + k == ORDER:
+            continue
+        s = pow(1 + d, -1, ORDER) * (k - r * d) % ORDER
+        if s:
+            return f"{r:064x}{s:064x}"
 
 
 def sm2_verify(public_key: str, message: bytes, signature: str) -> bool:
     if not re.fullmatch(r"[0-9a-fA-F]{128}", signature):
         return False
     try:
-        crypt = sm2.CryptSM2(private_key="", public_key=_normal_public(public_key))
-        return bool(crypt.verify_with_sm3(signature.lower(), message))
-    except (ValueError, TypeError):
+        public = _public_point(public_key)
+    except ValueError:
         return False
+    r, s = int(signature[:64], 16), int(signature[64:], 16)
+    t = (r + s) % ORDER
+    if not (0 < r < ORDER and 0 < s < ORDER) or t == 0:
+        return False
+    point = _add(_mul(s, G), _mul(t, public))
+    return point is not None and (_digest(public, message) + point[0]) % ORDER == r
 
 
 def tif_headers(paasid: str, private_key: str, body: bytes, *, timestamp: int, nonce: str) -> dict[str, str]:
