@@ -1,7 +1,8 @@
 """The fiscal e-bill (财政电子票据) through the API and the real worker: a settled visit's
 receipt carries the platform's bill (number, check code, QR code, picture link) beside our
 printable page; a refund after settlement writes the old bill off (冲红) and issues the next
-version's, as the simulated platform's records show."""
+version's, and a refund of everything writes the bill off with no next version, as the
+simulated platform's records show."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import httpx
 
 from tests.api.test_patient import sign_in
 from tests.api.test_refunds import eventually, exam_visit, refunds
-from tests.flows import Clinic
+from tests.flows import Clinic, item
 from tests.support import Simulators
 
 
@@ -67,3 +68,36 @@ async def test_a_settled_visits_receipt_carries_the_platforms_bill_and_a_refund_
         f"{second['receipt_id']}-2": ("issued", 500),
     }
     assert at_platform[f"{first['receipt_id']}-1"]["scarlet_bill_no"] == old["ebill"]["written_off_no"]
+
+
+async def test_everything_cancelled_and_refunded_writes_the_bill_off(
+    api, clinic: Clinic, simulators: Simulators
+) -> None:
+    """退费 of the whole visit: no receipt is left to issue; the one on record is voided and its
+    bill written off (冲红) at the platform."""
+    patient_id, phone = await clinic.enrolled_patient()
+    visit_id = (await clinic.register(patient_id, fee=0))["visit_id"]  # only the X-ray: all of it cancelled
+    await clinic.event(visit_id, "checked_in", channel="app")
+    for event in ("called", "consultation_started"):
+        await clinic.event(visit_id, event)
+    await clinic.event(visit_id, "orders_placed", items=[item("xray", "exam", 12000)])
+    await clinic.event(visit_id, "consultation_ended")
+    await clinic.event(visit_id, "discharged")
+    r = await api.ops_post("/v1/ops/payments", {"patient_id": patient_id, "amount_fen": 12000, "method": "cash"})
+    assert r.status_code == 201, r.text
+    auth, _ = await sign_in(api, clinic, phone)
+
+    async def receipts_with(status: str) -> list[dict[str, Any]]:
+        found = (await api.http.get("/v1/patient/receipts", headers=auth)).json()
+        return found if found and all(x["ebill"] and x["ebill"]["status"] == status for x in found) else []
+
+    [first] = await eventually(lambda: receipts_with("issued"))
+    await clinic.event(visit_id, "orders_cancelled", item_ids=["xray"])
+    [refund] = await eventually(lambda: refunds(api, visit_id=visit_id, status="manual"))
+    assert refund["amount_fen"] == 12000
+    assert (await api.ops_post(f"/v1/ops/refunds/{refund['refund_id']}/complete", {})).status_code == 200
+    [voided] = await eventually(lambda: receipts_with("written_off"))
+    assert (voided["receipt_id"], voided["version"], voided["voided_at"] is not None) == (first["receipt_id"], 1, True)
+    [bill] = await platform_bills(simulators, visit_id)
+    assert (bill["bus_no"], bill["state"], bill["total_fen"]) == (f"{first['receipt_id']}-1", "written_off", 12000)
+    assert bill["scarlet_bill_no"] == voided["ebill"]["written_off_no"]

@@ -172,7 +172,7 @@ async def test_only_a_valid_bill_is_written_off_and_its_state_says_so(platform) 
     assert refused.value.code == Code.no_such_bill
     issued = await client.issue_outpatient(BILL)
     state = await client.state(issued.batch_code, issued.bill_no)
-    assert (state.valid, state.scarlet) == (True, False)
+    assert (state.valid, state.scarlet, state.scarlet_at) == (True, False, None)
     red = await client.write_off(issued.batch_code, issued.bill_no, reason="退费", at=AT)
     assert red.bill_no and red.bill_no != issued.bill_no
     with pytest.raises(EBillRefused) as again:
@@ -180,6 +180,7 @@ async def test_only_a_valid_bill_is_written_off_and_its_state_says_so(platform) 
     assert again.value.code == Code.wrong_state
     state = await client.state(issued.batch_code, issued.bill_no)
     assert (state.valid, state.scarlet, state.scarlet_bill_no) == (False, True, red.bill_no)
+    assert state.scarlet_at == red.created_at  # the red bill's time, as the platform gives it
     [bill] = await seen(http)
     assert (bill["state"], bill["scarlet_bill_no"], bill["write_off_reason"]) == ("written_off", red.bill_no, "退费")
 
