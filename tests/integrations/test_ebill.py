@@ -53,7 +53,7 @@ BILL = OutpatientBill(
 
 @pytest.fixture
 async def platform() -> AsyncIterator[tuple[EBillClient, httpx.AsyncClient]]:
-    app = ebill.simulator_app({APP: KEY}, {APP: AGENCY})
+    app = ebill.simulator_app({APP: KEY}, {APP: AGENCY}, clock=lambda: AT)  # the platform's time pinned
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ebill") as http:
         client = EBillClient(http, app_id=APP, app_key=KEY, agency_code=AGENCY, region_code="440300", place_code="001")
@@ -94,7 +94,7 @@ async def test_a_bill_round_trip_then_idempotent_by_bus_no(platform) -> None:
     issued = await client.issue_outpatient(BILL)
     assert issued.batch_code and issued.bill_no and issued.random and issued.picture_url
     assert base64.b64decode(issued.qr_code).startswith(b"\x89PNG")
-    assert abs((issued.created_at - datetime.now(UTC)).total_seconds()) < 60
+    assert issued.created_at == AT  # the platform's (pinned) time, read back from Beijing time
     again = await client.issue_outpatient(BILL)  # a retry: the same busNo and body
     assert again == issued
     [bill] = await seen(http)
@@ -200,7 +200,8 @@ async def test_the_days_totals_match_or_not(platform) -> None:
         )
     )
     await client.write_off(first.batch_code, first.bill_no, reason="退费", at=AT)
-    day = second.created_at.astimezone(PLATFORM_TZ).date()  # the platform's day of the bills
+    day = date(2026, 3, 8)  # the platform's (pinned) day of the bills: 10:00 Beijing
+    assert first.created_at.astimezone(PLATFORM_TZ).date() == second.created_at.astimezone(PLATFORM_TZ).date() == day
     right = DayTotals(issued=2, issued_fen=13_010, written_off=1, written_off_fen=12_510)
     check = await client.check_totals(day, right)
     assert check.matched and check.platform == right
