@@ -290,6 +290,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "YHF_INSURANCE_BUREAU_SECRET and YHF_INSURANCE_FIXMEDINS_CODE are the sandbox's outside it"
             )
+        # the code's and the 区划's form are the client's to check: the API and the worker stop at start
+        self.insurance_fixmedins_name = self.insurance_fixmedins_name or self.hospital_name
         if self.credit_creditor_code == DEV_CREDITOR_CODE:
             raise ValueError(
                 "YHF_CREDIT_CREDITOR_CODE must be this hospital's code at the platform outside the sandbox"

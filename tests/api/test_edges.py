@@ -76,7 +76,9 @@ def outside_sandbox(**overrides: Any) -> Settings:
         ops_api_key="ops-" + uid(),
         data_key=uid(),
         insurance_bureau_url="https://bureau.invalid",
-        insurance_bureau_secret=uid(),
+        insurance_bureau_secret="0" + secrets.token_hex(32)[1:],  # an SM2 private key: below the curve's order
+        insurance_fixmedins_code="H11010500001",
+        insurance_admvs="110105",
         credit_platform_url="https://credit.invalid",
         credit_platform_secret=uid(),
         payload_key="k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),  # required outside the sandbox

@@ -32,7 +32,7 @@ def declared() -> dict[str, tuple[str, list[type], type | None]]:
 
 def registered() -> dict[str, tuple[str, list[type], type | None]]:
     # the classes only keep what they are given: no database or integration is reached
-    integrations = SimpleNamespace(channels={}, sms=None, bureau=None, credit=None)
+    integrations = SimpleNamespace(channels={}, sms=None, bureau=None, credit=None, ebill=None)
     found = [definition(fn) for fn in activity_functions(Settings(sandbox=True), None, integrations)]  # type: ignore[arg-type]  # stand-ins for the factory and integrations
     return {name: (name, args, ret) for name, args, ret in found}
 
