@@ -42,9 +42,10 @@ async def record_event(state: AppState, session: AsyncSession, visit: Visit, eve
     await commit_before_call(session)  # no transaction is held while the workflow works
     recorded = await tell_workflow(state, visit, event_input(body))
     EVENTS.labels(str(body.type)).inc()
-    await read_only(session)  # on SQLite the view is read without the write lock, which the ledger's bookings want
+    reader = await read_only(session)  # on SQLite the view is read without the write lock the bookings want
     data = (await svc.visit_view(session, visit, recorded)).model_dump(mode="json")
-    await session.commit()
+    if reader:
+        await session.commit()
     svc.remember(session, key, request_hash, 200, data)
     try:
         await session.flush()

@@ -47,12 +47,15 @@ def create_engine(url: str) -> AsyncEngine:
 READ_ONLY = "yhf_read_only"
 
 
-async def read_only(session: AsyncSession) -> None:
-    """Begin the session's next transaction as a reader (a no-op inside one already begun).
-    On SQLite it is a deferred BEGIN: a snapshot that takes no lock, so it must not write;
-    commit it before writing (the next transaction is a writer again). Elsewhere the usual."""
-    if not session.in_transaction():
-        await session.connection(execution_options={READ_ONLY: True})
+async def read_only(session: AsyncSession) -> bool:
+    """Begin the session's next transaction as a reader, on SQLite: a deferred BEGIN, a snapshot
+    that takes no lock, so it must not write. Answers whether it did: then commit it before
+    writing (the next transaction is a writer again). Inside a transaction already begun, and on
+    PostgreSQL (whose readers never block its writers), nothing changes and it answers False."""
+    if session.in_transaction() or session.get_bind().dialect.name != "sqlite":
+        return False
+    await session.connection(execution_options={READ_ONLY: True})
+    return True
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -39,7 +39,7 @@ async def write_now(engine: AsyncEngine) -> None:
 async def test_a_reader_holds_no_write_lock_and_keeps_its_snapshot(sqlite) -> None:
     engine, factory = sqlite
     async with factory() as reader:
-        await read_only(reader)
+        assert await read_only(reader)
         assert (await reader.scalar(text("SELECT count(*) FROM t"))) == 1
         await asyncio.wait_for(write_now(engine), 5)  # not blocked by the open reader
         assert (await reader.scalar(text("SELECT count(*) FROM t"))) == 1  # its snapshot
@@ -65,7 +65,16 @@ async def test_read_only_inside_a_begun_transaction_changes_nothing(sqlite) -> N
     engine, factory = sqlite
     async with factory() as session:
         await session.execute(text("SELECT 1"))
-        await read_only(session)  # too late: already a writer
+        assert not await read_only(session)  # too late: already a writer
         with pytest.raises(OperationalError, match="locked"):
             await write_now(engine)
+        await session.rollback()
+
+
+async def test_only_sqlite_begins_a_reader(factory) -> None:
+    """The suite's database: PostgreSQL's readers never block its writers, so a request reads and
+    writes in one transaction there; on SQLite it reads in a reader's."""
+    async with factory() as session:
+        began = await read_only(session)
+        assert began == (session.get_bind().dialect.name == "sqlite")
         await session.rollback()
