@@ -1,6 +1,7 @@
 """The credit platform's objections (异议): each opens a dispute on the visit through the same
 path as a patient's (api/oversight.py, the visit workflow's `operator_action` update), once per
-objection id. The credit upkeep (workflows/credit_upkeep.py) tells the platform how it ended."""
+objection id, or joins the dispute already open on it. The credit upkeep
+(workflows/credit_upkeep.py) tells the platform how it ended."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from api import oversight, schemas as s
 from api.deps import AppState
 from api.errors import ApiError
 from api.schemas.credit import CreditObjectionIn, CreditObjectionOut
-from db.models import CreditObjection, CreditReport
+from db.models import CreditObjection, CreditReport, Visit
+from db.oversight import Dispute
 from db.repositories import audit, utcnow
-from domain.sanctions import CreditReportKind
+from domain.oversight import ActionRefusal
+from domain.sanctions import CreditReportKind, DisputeStatus
 
 OPENER = "credit_platform"
 
@@ -42,21 +45,12 @@ async def objection(state: AppState, session: AsyncSession, body: CreditObjectio
     if report is None or report.visit_id != body.account_no:
         raise ApiError(404, "record_not_found", f"no report of ours is record {body.record_id} ({body.account_no})")
     visit = await oversight.get_visit(session, report.visit_id)
-    reason = f"credit objection {body.objection_id}: {body.reason}"[:200]
-    opened = await oversight.open_dispute(
-        state,
-        session,
-        visit,
-        s.DisputeIn(reason=reason),
-        opener=OPENER,
-        keys=OPENER,
-        idempotency_key=f"objection:{body.objection_id}",
-    )
+    dispute_id = await dispute_for(state, session, visit, body)
     row = CreditObjection(
         id=body.objection_id,
         visit_id=visit.id,
         record_id=body.record_id,
-        dispute_id=str(opened["dispute_id"]),
+        dispute_id=dispute_id,
         reason=body.reason,
         received_at=utcnow(),
     )
@@ -74,3 +68,29 @@ async def objection(state: AppState, session: AsyncSession, body: CreditObjectio
         raised_at=body.raised_at.isoformat(),
     )
     return objection_out(row).model_dump(mode="json"), 201
+
+
+async def dispute_for(state: AppState, session: AsyncSession, visit: Visit, body: CreditObjectionIn) -> str:
+    """The dispute the objection opens; with one open on the visit already (the patient's, or an
+    earlier objection's), that one: the objection is answered when it is resolved."""
+    reason = f"credit objection {body.objection_id}: {body.reason}"[:200]
+    try:
+        opened = await oversight.open_dispute(
+            state,
+            session,
+            visit,
+            s.DisputeIn(reason=reason),
+            opener=OPENER,
+            keys=OPENER,
+            idempotency_key=f"objection:{body.objection_id}",
+        )
+    except ApiError as err:
+        if err.code != ActionRefusal.dispute_open:
+            raise
+        open_one = await session.scalar(
+            select(Dispute.id).where(Dispute.visit_id == visit.id, Dispute.status == str(DisputeStatus.open))
+        )
+        if open_one is None:  # resolved meanwhile: the platform sends it again and opens the next
+            raise
+        return open_one
+    return str(opened["dispute_id"])

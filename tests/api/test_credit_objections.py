@@ -122,3 +122,29 @@ async def test_the_audit_shows_records_deleted_after_their_retention(api, acts, 
     entries = r.json()
     assert len(entries) == 2 and {e["actor"] for e in entries} == {"credit_upkeep"}
     assert all(e["at"].startswith("2031-03-") for e in entries), entries
+
+
+async def test_a_second_objection_joins_the_open_dispute_and_both_are_answered(
+    api, clinic: Clinic, acts, factory, simulators, temporal_env, worker: str
+) -> None:
+    _, visit_id = await reported_visit(clinic, acts, factory)
+    simulators.credit.state.callback = api.http
+    platform = simulators.inspect._credit
+    first = await platform.post("_sandbox/objections", json={"account_no": visit_id, "reason": "不是我欠的"})
+    second = await platform.post("_sandbox/objections", json={"account_no": visit_id, "reason": "金额不对"})
+    assert first.json()["callback_status"] == 201 and second.json()["callback_status"] == 201, second.text
+    dispute_id = first.json()["callback_answer"]["dispute_id"]
+    assert second.json()["callback_answer"]["dispute_id"] == dispute_id  # no second dispute, no refusal
+    disputes = (await api.http.get(f"/v1/ops/disputes?visit_id={visit_id}", headers=api.ops)).json()
+    assert [d["dispute_id"] for d in disputes] == [dispute_id]
+    r = await api.ops_post(
+        f"/v1/ops/disputes/{dispute_id}/resolve", {"outcome": "rejected", "note": "the bill is theirs"}, headers=ALICE
+    )
+    assert r.status_code == 200, r.text
+    done = await temporal_env.client.execute_workflow(
+        CreditUpkeepWorkflow.run, k.CreditUpkeepInput(retention_days=1826), id=uid("credit-upkeep-"), task_queue=worker
+    )
+    ids = [first.json()["objection_id"], second.json()["objection_id"]]
+    assert set(ids) <= set(done.done)
+    told = {o["objection_id"]: o["answer"] for o in (await platform.get("_sandbox/objections")).json()}
+    assert [told[i] for i in ids] == ["confirmed", "confirmed"]
