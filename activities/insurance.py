@@ -7,16 +7,18 @@ its regional extension `yhf-card-lock`, settlement 2207 and 冲正 2208 (integra
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db.models import CardLockHold, InsuranceSettlement
-from db.nhsa import message_id
+from db.nhsa import message
 from db.repositories import audit, patient_mutex, utcnow
 from integrations.gateway import GatewayError
-from integrations.insurance_bureau import CARD_LOCK, WORKER, InsuranceBureauClient
+from integrations.insurance_bureau import CARD_LOCK, WORKER, InsuranceBureauClient, Split
 from ledger.payments import land_insurance_part
 from ledger.refunds import refund_input
 from workflows import contracts as c
@@ -110,8 +112,27 @@ async def bureau_msgid(
     factory: async_sessionmaker[AsyncSession], bureau: InsuranceBureauClient, key: str, infno: str
 ) -> str:
     """The msgid of one logical request, the same on every retry (its own short transaction)."""
+    return (await bureau_message(factory, bureau, key, infno))[0]
+
+
+async def bureau_message(
+    factory: async_sessionmaker[AsyncSession], bureau: InsuranceBureauClient, key: str, infno: str
+) -> tuple[str, bool]:
+    """(msgid, first): `first` False when this request may have been sent before, by an earlier
+    try of this activity (its attempt above 1) or by an earlier activity (the msgid was kept)."""
     async with factory() as session, session.begin():
-        return await message_id(session, key=key, infno=infno, now=utcnow(), make=bureau.msgid)
+        msgid, new = await message(session, key=key, infno=infno, now=utcnow(), make=bureau.msgid)
+    return msgid, new and (not activity.in_activity() or activity.info().attempt == 1)
+
+
+def outcome_unknown(settlement_id: str, infno: str, err: GatewayError) -> ApplicationError:
+    """A refusal of a request an earlier try may have carried through: not an answer to that
+    try. Retryable: the step raises its alert and tries again (the bureau answers the msgid as
+    the first time); never concluded failed while the bureau may hold the money."""
+    return ApplicationError(
+        f"settlement {settlement_id}: {err}, but an earlier {infno} of it may have gone through",
+        type="bureau_outcome_unknown",
+    )
 
 
 def unknown_settlement(settlement_id: str) -> ApplicationError:
@@ -136,23 +157,70 @@ class SettlementActivities:
         return row
 
     async def _mark(self, settlement_id: str, status: str, **fields: object) -> None:
+        await self._record(settlement_id, f"insurance_{status}", {}, status=status, **fields)
+
+    async def _record(self, settlement_id: str, action: str, facts: dict[str, Any], **fields: object) -> None:
+        """Write `fields` on the settlement and audit `action` with `facts` (ids and amounts)."""
         async with self._factory() as session, session.begin():
             row = await session.get(InsuranceSettlement, settlement_id, with_for_update=True)
             assert row is not None
             before = row.status
-            row.status = status
             for name, value in fields.items():
                 setattr(row, name, value)
             row.updated_at = utcnow()
             audit(
                 session,
                 actor="workflow",
-                action=f"insurance_{status}",
+                action=action,
                 subject_type="patient",
                 subject_id=row.patient_id,
                 settlement_id=settlement_id,
                 before=before,
+                **facts,
             )
+
+    async def _reverse_at_bureau(self, row: InsuranceSettlement, setl_id: str) -> None:
+        """2208 of `setl_id`. Transient failures are raised and retried; a refusal is recorded on
+        the settlement and raised non-retryable (`bureau_reversal_refused`): the bureau keeps
+        the settlement, which only a person can resolve now; a refusal of a 2208 an earlier try
+        may have carried through is not that (retried, `bureau_outcome_unknown`)."""
+        msgid, first = await bureau_message(self._factory, self._bureau, f"2208:{row.id}", "2208")
+        try:
+            await self._bureau.reverse(
+                msgid=msgid,
+                setl_id=setl_id,
+                mdtrt_id=str(row.bureau_presettle_id),
+                psn_no=row.patient_id,
+                operator=WORKER,
+                day=self._bureau.local_day(utcnow()),
+            )
+        except GatewayError as err:
+            if err.retryable:
+                raise
+            if not first:
+                raise outcome_unknown(row.id, "2208", err) from err
+            detail = f"冲正 refused, settlement {setl_id} stands at the bureau: {err}"
+            await self._record(row.id, "insurance_reversal_refused", {"code": err.code}, detail=detail[:300])
+            raise ApplicationError(detail, type="bureau_reversal_refused", non_retryable=True) from err
+
+    async def _settled_otherwise(self, row: InsuranceSettlement, split: Split) -> c.SettlementResult:
+        """The bureau settled another split than it pre-settled: its setl_id and split are kept
+        first, then the settlement is reversed (2208) and marked failed, so the saga closes the
+        self-pay order and the patient pays the whole bill another way."""
+        bureau_split = {
+            "bureau_pooled_fen": split.pooled_fen,
+            "bureau_personal_fen": split.personal_fen,
+            "bureau_self_pay_fen": split.self_pay_fen,
+        }
+        if row.bureau_settlement_no != split.setl_id:
+            await self._record(row.id, "insurance_split_mismatch", bureau_split, bureau_settlement_no=split.setl_id)
+        await self._reverse_at_bureau(row, split.setl_id)
+        detail = (
+            f"the bureau settled {split.setl_id} as pooled {split.pooled_fen}, personal {split.personal_fen}, "
+            f"self-pay {split.self_pay_fen} fen, not the pre-settled split: reversed (2208); pay the bill at a channel"
+        )
+        await self._mark(row.id, "failed", detail=detail[:300])
+        return c.SettlementResult(settlement_id=row.id, status="failed", detail=detail)
 
     @activity.defn(name=c.SETTLE_INSURANCE)
     async def settle_insurance(self, inp: c.SettlementInput) -> c.SettlementResult:
@@ -160,7 +228,7 @@ class SettlementActivities:
         if row.status != "presettled":
             return c.SettlementResult(settlement_id=row.id, status=row.status, detail=row.detail or "")
         # no transaction is held across the call (on SQLite every transaction holds the write lock)
-        msgid = await bureau_msgid(self._factory, self._bureau, f"2207:{row.id}", "2207")
+        msgid, first = await bureau_message(self._factory, self._bureau, f"2207:{row.id}", "2207")
         try:
             split = await self._bureau.settle(
                 msgid=msgid,
@@ -174,34 +242,26 @@ class SettlementActivities:
         except GatewayError as err:
             if err.retryable:
                 raise
+            if not first:  # an earlier try may have settled: this refusal does not say it did not
+                raise outcome_unknown(row.id, "2207", err) from err
             await self._mark(row.id, "failed", detail=str(err)[:300])
             return c.SettlementResult(settlement_id=row.id, status="failed", detail=str(err))
         if (split.pooled_fen, split.personal_fen, split.self_pay_fen) != (
             row.pooled_fen,
             row.personal_fen,
             row.self_pay_fen,
-        ):  # the bureau settles only against the same pre-settlement: another split is its error, to be seen
-            raise ApplicationError(
-                f"the bureau settled {row.id} as {split} against the pre-settled split", type="bureau_mismatch"
-            )
+        ):  # the bureau settles only against the same pre-settlement: another split is taken back
+            return await self._settled_otherwise(row, split)
         await self._mark(row.id, "insurance_settled", bureau_settlement_no=split.setl_id)
         return c.SettlementResult(settlement_id=row.id, status="insurance_settled")
 
     @activity.defn(name=c.REVERSE_INSURANCE)
     async def reverse_insurance(self, inp: c.SettlementInput) -> c.SettlementResult:
         row = await self._load(inp.settlement_id)
-        if row.status in ("reversed", "completed"):
+        if row.status in ("reversed", "completed", "failed"):  # failed: never settled, or taken back
             return c.SettlementResult(settlement_id=row.id, status=row.status)
         if row.bureau_settlement_no:  # settled at the bureau: 2208 (none: nothing to undo there)
-            msgid = await bureau_msgid(self._factory, self._bureau, f"2208:{row.id}", "2208")
-            await self._bureau.reverse(
-                msgid=msgid,
-                setl_id=row.bureau_settlement_no,
-                mdtrt_id=str(row.bureau_presettle_id),
-                psn_no=row.patient_id,
-                operator=WORKER,
-                day=self._bureau.local_day(utcnow()),
-            )
+            await self._reverse_at_bureau(row, row.bureau_settlement_no)
         await self._mark(row.id, "reversed", detail="冲正: the self-pay part did not complete in time")
         return c.SettlementResult(settlement_id=row.id, status="reversed")
 

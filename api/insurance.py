@@ -73,33 +73,45 @@ async def _msgids(session: AsyncSession, bureau: InsuranceBureauClient, settleme
 async def _ask_bureau(
     bureau: InsuranceBureauClient, msgids: dict[str, str], patient: Patient, settlement_id: str, items: list[FeeDetail]
 ) -> Split:
-    """2201, 2204, 2206; a refused 2206 takes the details and the visit back (2205, 2202)."""
+    """2201, 2204, 2206. Any failure after the 2201 (a refusal, a 5xx, a timeout, a split that
+    does not add up) takes the details and the visit back (2205, 2202), best effort."""
     now = utcnow()
     day = bureau.local_day(now)
     mdtrt_id = await bureau.register(
         msgid=msgids["2201"], psn_no=patient.id, begntime=now, ipt_otp_no=settlement_id, operator=PATIENT_APP, day=day
     )
     batch = {"mdtrt_id": mdtrt_id, "psn_no": patient.id, "chrg_bchno": settlement_id}
-    await bureau.upload_fees(msgid=msgids["2204"], details=items, at=now, **batch, operator=PATIENT_APP, day=day)
+    total = sum(i.amount_fen for i in items)
     try:
-        return await bureau.presettle(
-            msgid=msgids["2206"], total_fen=sum(i.amount_fen for i in items), **batch, operator=PATIENT_APP, day=day
-        )
-    except GatewayError as err:
-        if not err.retryable:
-            try:  # best effort: what is left open at the bureau pays nothing
-                await bureau.revoke_fees(msgid=msgids["2205"], operator=PATIENT_APP, day=day, **batch)
-                await bureau.revoke_registration(
-                    msgid=msgids["2202"],
-                    mdtrt_id=mdtrt_id,
-                    psn_no=patient.id,
-                    ipt_otp_no=settlement_id,
-                    operator=PATIENT_APP,
-                    day=day,
-                )
-            except (GatewayError, httpx.HTTPError) as undo:
-                log.warning("insurance %s: the refused pre-settlement was not taken back: %s", settlement_id, undo)
+        await bureau.upload_fees(msgid=msgids["2204"], details=items, at=now, **batch, operator=PATIENT_APP, day=day)
+        split = await bureau.presettle(msgid=msgids["2206"], total_fen=total, **batch, operator=PATIENT_APP, day=day)
+        if not split_adds_up(split, total):
+            raise GatewayError(
+                "SplitMismatch", f"the bureau's 2206 split does not add up to {total} fen", retryable=False
+            )
+        return split
+    except Exception:
+        try:  # best effort: what is left open at the bureau pays nothing
+            await bureau.revoke_fees(msgid=msgids["2205"], operator=PATIENT_APP, day=day, **batch)
+            await bureau.revoke_registration(
+                msgid=msgids["2202"],
+                mdtrt_id=mdtrt_id,
+                psn_no=patient.id,
+                ipt_otp_no=settlement_id,
+                operator=PATIENT_APP,
+                day=day,
+            )
+        except (GatewayError, httpx.HTTPError, KeyError, ValueError) as undo:
+            log.warning(
+                "insurance %s: the failed pre-settlement was not taken back: %s", settlement_id, type(undo).__name__
+            )
         raise
+
+
+def split_adds_up(split: Split, total_fen: int) -> bool:
+    """The bill's total is the sum of its items, and pooled + personal + self-pay is the total."""
+    parts = (split.pooled_fen, split.personal_fen, split.self_pay_fen)
+    return split.total_fen == total_fen and sum(parts) == total_fen and min(parts) >= 0
 
 
 async def presettle(
@@ -120,10 +132,13 @@ async def presettle(
     await commit_before_call(session)  # no transaction (SQLite: the write lock) held across the bureau's call
     try:
         split = await _ask_bureau(state.bureau, msgids, patient, settlement_id, items)
-    except GatewayError as err:
+    except GatewayError as err:  # its text is our own (integrations/insurance_bureau.py): no personal data
         if err.code == "CardLocked":
             raise ApiError(409, "card_locked", "the insurance card is locked: pay at a channel") from None
-        raise ApiError(502, "bureau_error", f"the insurance bureau refused: {err}") from None
+        raise ApiError(502, "bureau_error", f"the insurance bureau did not pre-settle: {err}") from None
+    except (httpx.HTTPError, KeyError, ValueError) as err:  # unreachable, too slow, or an answer we cannot read
+        log.warning("insurance %s: the pre-settlement failed: %s", settlement_id, type(err).__name__)
+        raise ApiError(502, "bureau_unavailable", "the insurance bureau did not answer: try again later") from None
     now = utcnow()
     row = InsuranceSettlement(
         id=settlement_id,

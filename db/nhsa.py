@@ -14,6 +14,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from db.models import Base
 
+# The 4-digit sequences drawn here: 0000-8999. From 9000 up they are the sign-ins' (9001, never
+# stored: integrations/insurance_bureau.py SIGN_IN_SEQUENCES), so a sign-in and a stored request
+# never share a msgid.
+STORED_SEQUENCES = 9000
+
 
 class NhsaMessage(Base):
     """The msgid of each logical request to the insurance bureau: allocated once, so a retry (of
@@ -34,15 +39,24 @@ async def message_id(
     """The msgid of the request `key`: the one allocated before, or a new one made by `make(now,
     sequence)` (fixmedins_code + time + 4 digits). A sequence another request took in the same
     second is drawn again; the same key allocated at once by another process is read back."""
+    return (await message(session, key=key, infno=infno, now=now, make=make))[0]
+
+
+async def message(
+    session: AsyncSession, *, key: str, infno: str, now: datetime, make: Callable[[datetime, int], str]
+) -> tuple[str, bool]:
+    """(msgid, new) of the request `key`: `new` False when it was allocated before, so an earlier
+    try may have sent it and the bureau may have acted on it (what it answered then is unknown
+    to this try)."""
     for _ in range(20):
         found = await session.scalar(select(NhsaMessage.msgid).where(NhsaMessage.request_key == key))
         if found is not None:
-            return found
-        msgid = make(now, secrets.randbelow(10_000))
+            return found, False
+        msgid = make(now, secrets.randbelow(STORED_SEQUENCES))
         try:
             async with session.begin_nested():
                 session.add(NhsaMessage(request_key=key, infno=infno, msgid=msgid, created_at=now))
         except IntegrityError:
             continue  # the key (then read back) or the msgid (then drawn again) is taken
-        return msgid
+        return msgid, True
     raise RuntimeError(f"no msgid could be allocated for {key}")

@@ -12,17 +12,23 @@ characters; the idempotency key: a retry of one logical request reuses its msgid
 caller allocates and keeps), `mdtrtarea_admvs`, `insuplc_admdvs`, `recer_sys_code`,
 `signtype` "SM2", `infver` "V1.0", `opter_type`/`opter`/`opter_name`, `inf_time`,
 `fixmedins_code`/`fixmedins_name`, `sign_no` (from 9001) and `input`. The answer: `infcode`
-(0 ok, -1 refused), `inf_refmsgid`, `err_msg`, `output`, `refmsg_time`, `respond_time`.
+(0 ok, -1 refused), `inf_refmsgid`, `err_msg`, `output`, `refmsg_time`, `respond_time`. Of a
+refusal only the code is kept (`[Code]` leading err_msg in our simulator): a real err_msg may
+name the person or carry an ID number, so errors carry our own words (`refusal_text`). An
+answer that is not the bureau's JSON, a 5xx, a stale timestamp and a sign-in refused twice are
+retryable; other refusals are final for the request (`NhsaRefused`).
 
 The wire itself (yuan and fen, the JSON, the SM2/SM3 gateway signature, the msgid) is
 integrations/nhsa.py."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -46,6 +52,9 @@ SIGNTYPE = "SM2"
 RECER_SYS_CODE = "FSI_LOCAL"  # 接收方系统代码
 CARD_LOCK = "yhf-card-lock"  # the regional extension: 暂停/恢复医保结算 (not in the national spec)
 ACTIONS = ("lock", "unlock")
+# The 4-digit sequence of a msgid: the stored requests (db/nhsa.py) draw below SIGN_IN_SEQUENCES,
+# the sign-ins (9001, not stored: a sign-in may be repeated) from it up, so the two never collide.
+SIGN_IN_SEQUENCES = 9000
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -96,6 +105,17 @@ class SignInInvalid(GatewayError):
     pass
 
 
+class NhsaRefused(GatewayError):
+    """The bureau answered, and said no (infcode -1, or a 4xx it will answer again): final for
+    this request, unless an earlier try of it may have gone through (the caller knows)."""
+
+
+def refusal_text(infno: str, code: str) -> str:
+    """Our own words for a refusal. The bureau's `err_msg` is never kept, shown or logged: a real
+    one may carry a name or an ID number; its code (`[Code]` in our simulator) is."""
+    return f"the bureau refused {infno} ({code})"
+
+
 class InsuranceBureauClient:
     """One per process: holds the sign-ins of the day (9001) by operator and local date."""
 
@@ -109,6 +129,7 @@ class InsuranceBureauClient:
         fixmedins_name: str,
         admvs: str,
         timezone: str = "Asia/Shanghai",
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         sm2_public_key(private_key)  # a bad key stops the start, not the first call
         if len(fixmedins_code) != 12:
@@ -121,12 +142,22 @@ class InsuranceBureauClient:
         self.admvs = admvs
         self.zone = ZoneInfo(timezone)
         self._sign_ins: dict[tuple[str, date], str] = {}  # (opter, local date) -> sign_no
+        self._sign_in_locks: dict[tuple[str, date], asyncio.Lock] = {}  # one sign-in at a time
+        # the sign-ins' sequences: in turn from a random start (another process starts elsewhere)
+        self._sign_in_sequence = secrets.randbelow(10_000 - SIGN_IN_SEQUENCES)
+        self._clock = clock or (lambda: datetime.now(UTC))  # a test pins it
+
+    def now(self) -> datetime:
+        return self._clock().astimezone(self.zone)
 
     def local_day(self, at: datetime) -> date:
         """The bureau's day of an aware time: sign-ins hold for one."""
         return at.astimezone(self.zone).date()
 
     def msgid(self, at: datetime, sequence: int) -> str:
+        """The msgid of a stored request (db/nhsa.py): its sequence below SIGN_IN_SEQUENCES."""
+        if not 0 <= sequence < SIGN_IN_SEQUENCES:
+            raise ValueError(f"a stored request's sequence is below {SIGN_IN_SEQUENCES} (above: the sign-ins')")
         return make_msgid(self.fixmedins_code, at.astimezone(self.zone), sequence)
 
     def envelope(self, infno: str, msgid: str, operator: Operator, sign_no: str, payload: dict[str, Any]) -> bytes:
@@ -145,7 +176,7 @@ class InsuranceBureauClient:
                 "opter_type": operator.opter_type,
                 "opter": operator.opter,
                 "opter_name": operator.opter_name,
-                "inf_time": datetime.now(self.zone).strftime("%Y-%m-%d %H:%M:%S"),
+                "inf_time": self.now().strftime("%Y-%m-%d %H:%M:%S"),
                 "fixmedins_code": self.fixmedins_code,
                 "fixmedins_name": self.fixmedins_name,
                 "sign_no": sign_no,
@@ -153,63 +184,83 @@ class InsuranceBureauClient:
             }
         )
 
-    async def _post(self, body: bytes) -> dict[str, Any]:
+    async def _post(self, infno: str, body: bytes) -> dict[str, Any]:
         headers = tif_headers(
             self.paasid,
             self._private_key,
             body,
-            timestamp=int(datetime.now(self.zone).timestamp()),
+            timestamp=int(self.now().timestamp()),
             nonce=secrets.token_hex(16),
         )
         response = await self.http.post(PATH.lstrip("/"), content=body, headers=headers)
         try:
             data = loads(response.content)
         except ValueError:
-            data = {}
-        if not isinstance(data, dict):
-            data = {}
-        message = str(data.get("err_msg") or data.get("message") or response.reason_phrase)
-        if response.status_code >= 500 or response.status_code == 429:
-            raise GatewayError(str(response.status_code), message, retryable=True)
-        if response.status_code >= 400:
-            raise GatewayError(_code(message, str(response.status_code)), message, retryable=False)
-        if data.get("infcode") != 0:
-            code = _code(message, "NhsaRefused")
-            kind = SignInInvalid if code == "SignInInvalid" else GatewayError
-            raise kind(code, message, retryable=False)
+            data = None
+        status = response.status_code
+        if status >= 500 or status == 429:
+            raise GatewayError(str(status), f"the bureau answered {infno} with HTTP {status}", retryable=True)
+        if not isinstance(data, dict) or (status < 400 and not isinstance(data.get("infcode"), int)):
+            # not the bureau's answer (a proxy's page, a cut body): what happened is unknown
+            raise GatewayError("UnreadableAnswer", f"the answer to {infno} is not the bureau's JSON", retryable=True)
+        code = _code(str(data.get("err_msg") or data.get("message") or ""), str(status) if status >= 400 else "")
+        if status >= 400:
+            # StaleRequest: our clock or a slow send; signed again on the next try
+            raise NhsaRefused(code, refusal_text(infno, code), retryable=code == "StaleRequest")
+        if data["infcode"] != 0:
+            code = code or "NhsaRefused"
+            kind = SignInInvalid if code == "SignInInvalid" else NhsaRefused
+            raise kind(code, refusal_text(infno, code), retryable=False)
         output = data.get("output")
         return output if isinstance(output, dict) else {}
 
     async def sign_in(self, operator: Operator, day: date) -> str:
-        """9001: the operator's sign_no of the day (asked once, then held)."""
-        held = self._sign_ins.get((operator.opter, day))
-        if held:
-            return held
-        msgid = self.msgid(datetime.now(self.zone), secrets.randbelow(10_000))  # a sign-in may be repeated
-        payload = {"signIn": {"opter_no": operator.opter, "mac": "", "ip": ""}}
-        output = await self._post(self.envelope("9001", msgid, operator, "", payload))
-        sign_no = str(output["signinoutb"]["sign_no"])
-        for held_day in [k for k in self._sign_ins if k[1] != day]:
-            del self._sign_ins[held_day]  # another day's sign-ins hold no more
-        self._sign_ins[(operator.opter, day)] = sign_no
-        return sign_no
+        """9001: the operator's sign_no of the day (asked once, then held; calls that come at
+        once wait for the one sign-in). Its msgid's sequence is from SIGN_IN_SEQUENCES up, which
+        the stored requests never use, in turn; one another process took is drawn again."""
+        key = (operator.opter, day)
+        lock = self._sign_in_locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            held = self._sign_ins.get(key)
+            if held:
+                return held
+            payload = {"signIn": {"opter_no": operator.opter, "mac": "", "ip": ""}}
+            for attempt in range(3):
+                self._sign_in_sequence = (self._sign_in_sequence + 1) % (10_000 - SIGN_IN_SEQUENCES)
+                sequence = SIGN_IN_SEQUENCES + self._sign_in_sequence
+                msgid = make_msgid(self.fixmedins_code, self.now(), sequence)
+                try:
+                    output = await self._post("9001", self.envelope("9001", msgid, operator, "", payload))
+                    break
+                except NhsaRefused as err:
+                    if err.code != "MsgidReused" or attempt == 2:
+                        raise
+            sign_no = str(output["signinoutb"]["sign_no"])
+            for held_key in [k for k in self._sign_ins if k[1] != day]:
+                del self._sign_ins[held_key]  # another day's sign-ins hold no more
+            for lock_key in [k for k in self._sign_in_locks if k[1] != day]:
+                del self._sign_in_locks[lock_key]
+            self._sign_ins[key] = sign_no
+            return sign_no
 
     async def call(
         self, infno: str, payload: dict[str, Any], *, msgid: str, operator: Operator, day: date
     ) -> dict[str, Any]:
         """One transaction under the operator's sign-in; a sign_no the bureau no longer takes is
         dropped and the operator signs in again, once (the same msgid: the refused call was not
-        recorded)."""
+        recorded). Refused again for the sign-in: retryable (the sign-in, not the request, is at
+        fault), never a final answer to the request."""
         if len(msgid) != MSGID_LENGTH:
             raise ValueError(f"a msgid is {MSGID_LENGTH} characters")
         for attempt in range(2):
             sign_no = await self.sign_in(operator, day)
             try:
-                return await self._post(self.envelope(infno, msgid, operator, sign_no, payload))
-            except SignInInvalid:
-                self._sign_ins.pop((operator.opter, day), None)
+                return await self._post(infno, self.envelope(infno, msgid, operator, sign_no, payload))
+            except SignInInvalid as err:
+                if self._sign_ins.get((operator.opter, day)) == sign_no:
+                    self._sign_ins.pop((operator.opter, day), None)
                 if attempt:
-                    raise
+                    raise SignInInvalid(err.code, refusal_text(infno, err.code), retryable=True) from err
         raise AssertionError("unreachable")
 
     # --- the transactions --------------------------------------------------------------------

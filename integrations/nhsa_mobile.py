@@ -42,6 +42,14 @@ def _order(out: dict[str, Any]) -> MobileOrder:
     )
 
 
+def refund_type(insurance_fen: int, cash_fen: int) -> str:
+    """refdType of a 6203: HI the insurance part only (the fund and/or the personal account),
+    CASH the cash part only, ALL both (a personal-account part counts as HI: with cash, ALL)."""
+    if insurance_fen and cash_fen:
+        return "ALL"
+    return "HI" if insurance_fen else "CASH"
+
+
 class MobilePayment:
     def __init__(self, bureau: InsuranceBureauClient) -> None:
         self._bureau = bureau
@@ -121,7 +129,7 @@ class MobilePayment:
             "fundRefdAmt": fen_to_yuan(fund_fen),
             "psnAcctRefdAmt": fen_to_yuan(personal_fen),
             "cashRefdAmt": fen_to_yuan(cash_fen),
-            "refdType": "ALL" if fund_fen and cash_fen else ("HI" if fund_fen or personal_fen else "CASH"),
+            "refdType": refund_type(fund_fen + personal_fen, cash_fen),
         }
         out = await self._bureau.call("6203", {"data": data}, msgid=msgid, operator=operator, day=day)
         return str(out["ordStas"])

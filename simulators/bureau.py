@@ -6,8 +6,11 @@ key) and the timestamp's freshness; a valid `sign_no` (9001) on every transactio
 msgid used again with another `infno`/`input` is refused, with the same ones answered as the
 first time (stored); at 2206/2207 `medfee_sumamt` is the sum of the 2204 details uploaded for the
 `mdtrt_id`; 2207 only against a live 2206 of the same figures; 2208 only on a settled `setl_id`;
-a person whose settlement is paused (`yhf-card-lock`, this region's extension) settles nothing.
-Its records are in its own database; `/_sandbox/...` shows them.
+a person whose settlement is paused (`yhf-card-lock`, this region's extension) settles nothing;
+a 6203's `refdType` fits its parts. Answering a repeated msgid with its first answer is this
+simulator's way (the national spec has 2601 冲正 by omsgid for a lost answer). Its records are in
+its own database; `/_sandbox/...` shows them, and `/_sandbox/settle-differently/{psn_no}` makes
+the person's next 2207 settle another split than its 2206. `clock` pins its time (its day).
 
 `python -m simulators.bureau PORT PAASID KEY [DB_FILE]` serves it (no file: in memory). KEY is
 the hospital's SM2 public key (hex); in the sandbox it may be given the private key, as devstack
@@ -20,8 +23,8 @@ import json
 import re
 import secrets
 import sys
-import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -139,6 +142,15 @@ class MobileOrder(Base):
     status: Mapped[str] = mapped_column(String(4))  # ordStas: 1 uploaded, 6 paid, 7 refunded, 12 revoked
 
 
+class SplitShift(Base):
+    """The sandbox's knob (POST /_sandbox/settle-differently/{psn_no}): the person's next 2207
+    settles `fen` less from the pooled fund and as much more self-pay than its 2206 said."""
+
+    __tablename__ = "split_shift"
+    patient_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    fen: Mapped[int]
+
+
 class Refused(Exception):
     """infcode -1; `code` leads the text as `[Code]`, which the client reads."""
 
@@ -230,7 +242,7 @@ def verify_signature(public_key: str, headers: Mapping[str, str], body: bytes) -
     )
     if not (paasid and ts and nonce and signature):
         raise Refused("MissingSignature", "x-tif-paasid, x-tif-timestamp, x-tif-nonce and x-tif-signature are required")
-    if not ts.isdigit() or abs(time.time() - int(ts)) > MAX_SKEW_SECONDS:
+    if not ts.isdigit() or abs(now().timestamp() - int(ts)) > MAX_SKEW_SECONDS:
         raise Refused("StaleRequest", "x-tif-timestamp is more than 5 minutes off")
     digest = sm3.sm3_hash(list(body))
     text = (ts + nonce + paasid + digest).encode()
@@ -252,12 +264,21 @@ def yuan(amount_fen: int) -> Decimal:
     return (Decimal(amount_fen) / 100).quantize(Decimal("0.01"))
 
 
+# The bureau's clock, for the request being handled (simulator_app's `clock`): its day (a sign-in
+# holds for one), the signature's freshness, the times it writes.
+_clock: ContextVar[Callable[[], datetime]] = ContextVar("bureau_clock", default=lambda: datetime.now(UTC))
+
+
+def now() -> datetime:
+    return _clock.get()().astimezone(UTC)
+
+
 def today() -> str:
-    return datetime.now(ZONE).date().isoformat()
+    return now().astimezone(ZONE).date().isoformat()
 
 
 def new_id(prefix: str) -> str:
-    return prefix + datetime.now(ZONE).strftime("%Y%m%d") + f"{secrets.randbelow(10**12):012d}"
+    return prefix + now().astimezone(ZONE).strftime("%Y%m%d") + f"{secrets.randbelow(10**12):012d}"
 
 
 def card_events(session: Session, patient_id: str) -> list[CardEvent]:
@@ -353,7 +374,7 @@ Handler = Callable[[Session, Mapping[str, Any], Mapping[str, Any]], dict[str, An
 def sign_in(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
     sign_no = new_id("SN")
     session.add(SignIn(sign_no=sign_no, opter=text(env, "opter"), day=today()))
-    return {"signinoutb": {"sign_time": datetime.now(ZONE).strftime("%Y-%m-%d %H:%M:%S"), "sign_no": sign_no}}
+    return {"signinoutb": {"sign_time": now().astimezone(ZONE).strftime("%Y-%m-%d %H:%M:%S"), "sign_no": sign_no}}
 
 
 def card_lock(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
@@ -444,7 +465,7 @@ def _checked_total(session: Session, data: Mapping[str, Any]) -> tuple[Treatment
 def presettle(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
     data = data_of(inp)
     row, details, total = _checked_total(session, data)
-    now = datetime.now(UTC)
+    at = now()
     for earlier in session.scalars(
         select(Settlement).where(Settlement.mdtrt_id == row.mdtrt_id, Settlement.status == "presettled")
     ):
@@ -460,8 +481,8 @@ def presettle(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) 
         personal_fen=personal,
         self_pay_fen=self_pay,
         status="presettled",
-        created_at=now,
-        updated_at=now,
+        created_at=at,
+        updated_at=at,
     )
     session.add(settlement)
     return {"setlinfo": setlinfo(settlement)}
@@ -479,7 +500,12 @@ def settle(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> 
         raise Refused("PresettleMismatch", "结算信息与预结算不一致，请重新预结算")
     if live.personal_fen > personal_balance(session, row.psn_no):
         raise Refused("BalanceChanged", "个人账户余额不足，请重新预结算")
-    live.status, live.setl_id, live.updated_at = "settled", new_id("ST"), datetime.now(UTC)
+    shift = session.get(SplitShift, row.psn_no)
+    if shift is not None:  # the sandbox's knob: this 2207 settles another split than its 2206
+        live.pooled_fen -= shift.fen
+        live.self_pay_fen += shift.fen
+        session.delete(shift)
+    live.status, live.setl_id, live.updated_at = "settled", new_id("ST"), now()
     return {"setlinfo": setlinfo(live)}
 
 
@@ -490,7 +516,7 @@ def reverse(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) ->
         raise Refused("SettlementNotFound", "结算信息不存在")
     if row.status != "settled":
         raise Refused("NotSettled", f"该结算不是已结算状态 ({row.status})")
-    row.status, row.updated_at = "reversed", datetime.now(UTC)
+    row.status, row.updated_at = "reversed", now()
     return {"setlinfo": {**setlinfo(row), "setl_id": row.setl_id}}
 
 
@@ -587,6 +613,9 @@ def mobile_refund(session: Session, env: Mapping[str, Any], inp: Mapping[str, An
     )
     if total != fund + personal + cash:
         raise Refused("TotalMismatch", "totlRefdAmt 不等于基金、个人账户与现金退款之和")
+    kind = "ALL" if (fund or personal) and cash else ("HI" if fund or personal else "CASH")
+    if data.get("refdType") != kind:  # HI: the fund and/or the personal account; CASH: cash; ALL: both
+        raise Refused("InvalidParameter", f"refdType is {kind} for this refund")
     if (
         row.refunded_fund_fen + fund > row.fund_fen
         or row.refunded_personal_fen + personal > row.personal_fen
@@ -640,12 +669,12 @@ def request_hash(infno: str, inp: Any) -> str:
 
 
 def answer(env: Mapping[str, Any], infcode: int, output: dict[str, Any], err_msg: str = "") -> dict[str, Any]:
-    now = datetime.now(ZONE).strftime("%Y%m%d%H%M%S%f")[:17]
+    at = now().astimezone(ZONE).strftime("%Y%m%d%H%M%S%f")[:17]
     return {
         "infcode": infcode,
-        "inf_refmsgid": f"{env.get('mdtrtarea_admvs', '')}{now}{secrets.randbelow(10**6):06d}",
-        "refmsg_time": now,
-        "respond_time": now,
+        "inf_refmsgid": f"{env.get('mdtrtarea_admvs', '')}{at}{secrets.randbelow(10**6):06d}",
+        "refmsg_time": at,
+        "respond_time": at,
         "err_msg": err_msg,
         "warn_msg": "",
         "output": output,
@@ -667,8 +696,11 @@ def wire(data: dict[str, Any], status: int = 200) -> Response:
     return Response(encode(data).encode(), status_code=status, media_type="application/json")
 
 
-def simulator_app(keys_by_paasid: dict[str, str], store: Store | None = None) -> FastAPI:
-    """The bureau's side, knowing each paasid's public key; `store` None: a fresh one in memory."""
+def simulator_app(
+    keys_by_paasid: dict[str, str], store: Store | None = None, *, clock: Callable[[], datetime] | None = None
+) -> FastAPI:
+    """The bureau's side, knowing each paasid's public key; `store` None: a fresh one in memory.
+    `clock`: the bureau's time (a test pins it, its day with it); the wall clock by default."""
     app = FastAPI(title="Insurance bureau (simulated NHSA gateway)", docs_url=None, redoc_url=None, openapi_url=None)
     db = store or Store(Base.metadata)
     app.state.store = db
@@ -676,24 +708,32 @@ def simulator_app(keys_by_paasid: dict[str, str], store: Store | None = None) ->
 
     @app.post(PATH)
     async def call_service(request: Request) -> Any:
-        body = await request.body()
-        public_key = keys.get(request.headers.get("x-tif-paasid", ""))
+        token = _clock.set(clock) if clock is not None else None  # this request's clock
         try:
-            if not public_key:  # unknown, or known with a key that is none (nothing verifies)
-                raise Refused("InvalidPaasid", "unknown x-tif-paasid, or no usable key for it")
-            verify_signature(public_key, request.headers, body)
-        except Refused as err:
-            return wire(answer({}, -1, {}, str(err)), 401)
-        try:
-            env = json.loads(body, parse_float=Decimal)
-            if not isinstance(env, dict):
-                raise ValueError
-        except ValueError:
-            return wire(answer({}, -1, {}, "[MalformedBody] body is not JSON"), 400)
-        return wire(handle(db, env))
+            return answer_request(db, keys, request.headers, await request.body())
+        finally:
+            if token is not None:
+                _clock.reset(token)
 
     inspection(app, db)
     return app
+
+
+def answer_request(db: Store, keys: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> Response:
+    public_key = keys.get(headers.get("x-tif-paasid", ""))
+    try:
+        if not public_key:  # unknown, or known with a key that is none (nothing verifies)
+            raise Refused("InvalidPaasid", "unknown x-tif-paasid, or no usable key for it")
+        verify_signature(public_key, headers, body)
+    except Refused as err:
+        return wire(answer({}, -1, {}, str(err)), 401)
+    try:
+        env = json.loads(body, parse_float=Decimal)
+        if not isinstance(env, dict):
+            raise ValueError
+    except ValueError:
+        return wire(answer({}, -1, {}, "[MalformedBody] body is not JSON"), 400)
+    return wire(handle(db, env))
 
 
 def handle(db: Store, env: dict[str, Any]) -> dict[str, Any]:
@@ -720,7 +760,7 @@ def handle(db: Store, env: dict[str, Any]) -> dict[str, Any]:
                 out = answer(env, 0, HANDLERS[infno](session, env, inp))
         except Refused as err:
             out = answer(env, -1, {}, str(err))
-        session.add(Message(msgid=msgid, request_hash=digest, answer=encode(out), at=datetime.now(UTC)))
+        session.add(Message(msgid=msgid, request_hash=digest, answer=encode(out), at=now()))
         return out
 
 
@@ -759,6 +799,14 @@ def inspection(app: FastAPI, db: Store) -> None:
                 }
                 for t in rows
             ]
+
+    @app.post("/_sandbox/settle-differently/{patient_id}")
+    async def settle_differently(patient_id: str, fen: int = 100) -> Any:
+        """The person's next 2207 answers another split than its 2206 (`fen` moved from the
+        pooled fund to self-pay), as a bureau whose rules changed in between would."""
+        with db.transaction() as session:
+            session.merge(SplitShift(patient_id=patient_id, fen=fen))
+            return {"patient_id": patient_id, "fen": fen}
 
     @app.post("/_sandbox/sign-ins/revoke")
     async def revoke_sign_ins() -> Any:

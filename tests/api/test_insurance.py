@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 from sqlalchemy import update
 
+from activities.insurance import bureau_msgid
 from db.models import Patient
-from integrations.insurance_bureau import WORKER
+from integrations.insurance_bureau import CARD_LOCK, WORKER
 from tests.api.test_patient import sign_in
 from tests.api.test_refunds import eventually
 from tests.flows import Clinic, assert_problem, item
@@ -116,7 +117,7 @@ async def test_only_the_locally_insured_and_only_unchanged_bills(api, clinic: Cl
 
 
 async def test_a_locked_card_is_not_presettled_and_the_bureau_keeps_nothing_of_it(
-    api, clinic: Clinic, integrations, simulators
+    api, clinic: Clinic, integrations, simulators, factory
 ) -> None:
     patient_id, phone = await clinic.enrolled_patient()
     await drug_and_exam_visit(clinic, patient_id)
@@ -125,7 +126,7 @@ async def test_a_locked_card_is_not_presettled_and_the_bureau_keeps_nothing_of_i
     now = datetime.now(UTC)
     assert await bureau.set_card_lock(
         action="lock",
-        msgid=bureau.msgid(now, 1),
+        msgid=await bureau_msgid(factory, bureau, uid("lock:"), CARD_LOCK),  # the allocator's, as the product's
         psn_no=patient_id,
         reason="overdue",
         at=now,
@@ -142,7 +143,7 @@ async def test_a_locked_card_is_not_presettled_and_the_bureau_keeps_nothing_of_i
     # unlocked, the same bill pre-settles
     assert not await bureau.set_card_lock(
         action="unlock",
-        msgid=bureau.msgid(now, 2),
+        msgid=await bureau_msgid(factory, bureau, uid("unlock:"), CARD_LOCK),
         psn_no=patient_id,
         reason="paid",
         at=now,

@@ -3,8 +3,8 @@ sign-in, msgid idempotency, and the simulator refusing what the real bureau refu
 
 from __future__ import annotations
 
+import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -16,6 +16,7 @@ import httpx
 import pytest
 from gmssl import sm2
 
+from db import nhsa as db_nhsa
 from integrations import insurance_bureau as bureau_client, nhsa
 from integrations.gateway import GatewayError
 from integrations.insurance_bureau import WORKER, FeeDetail, InsuranceBureauClient
@@ -24,6 +25,13 @@ from tests.support import uid
 
 PAASID = "hospital-1"
 CODE = "H12345678901"
+# the bureau's and the client's clock, pinned: a second before Beijing midnight, which a test
+# that read the wall clock could straddle (a second 9001 on the wire)
+NOW = datetime(2026, 3, 8, 15, 59, 59, tzinfo=UTC)
+
+
+def pinned() -> datetime:
+    return NOW
 
 
 @dataclass
@@ -52,12 +60,32 @@ async def side() -> AsyncIterator[Side]:
         yield it
 
 
+Fault = Callable[[httpx.Request], httpx.Response | None]
+
+
+class Faulty(httpx.AsyncBaseTransport):
+    """The simulator's transport, with `fault` answering in its place when it returns a response."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, fault: Fault | None) -> None:
+        self.inner, self.fault = inner, fault
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        answer = self.fault(request) if self.fault else None
+        return answer if answer is not None else await self.inner.handle_async_request(request)
+
+
+def infno_of(request: httpx.Request) -> str:
+    return str(json.loads(request.content)["infno"])
+
+
 @asynccontextmanager
-async def bureau_side() -> AsyncIterator[Side]:
-    """The simulated bureau in memory, knowing a key pair made for this test, and a client of it."""
+async def bureau_side(fault: Fault | None = None) -> AsyncIterator[Side]:
+    """The simulated bureau in memory, knowing a key pair made for this test, and a client of it
+    (`fault`: answers in the bureau's place where it returns a response)."""
     private = nhsa.new_sm2_private_key()
     public = nhsa.sm2_public_key(private)
-    app = bureau.simulator_app({PAASID: public})
+    app = bureau.simulator_app({PAASID: public}, clock=pinned)
     wire = Wire()
 
     async def sent(request: httpx.Request) -> None:
@@ -65,13 +93,22 @@ async def bureau_side() -> AsyncIterator[Side]:
 
     async def answered(response: httpx.Response) -> None:
         await response.aread()
-        wire.answers.append(json.loads(response.content, parse_float=Decimal))
+        try:
+            wire.answers.append(json.loads(response.content, parse_float=Decimal))
+        except ValueError:
+            wire.answers.append({})
 
-    transport = httpx.ASGITransport(app=app)
+    transport = Faulty(httpx.ASGITransport(app=app), fault)
     hooks: dict[str, list[Callable[..., Any]]] = {"request": [sent], "response": [answered]}
     async with httpx.AsyncClient(base_url="http://bureau", transport=transport, event_hooks=hooks) as http:
         client = InsuranceBureauClient(
-            http, paasid=PAASID, private_key=private, fixmedins_code=CODE, fixmedins_name="示范医院", admvs="110105"
+            http,
+            paasid=PAASID,
+            private_key=private,
+            fixmedins_code=CODE,
+            fixmedins_name="示范医院",
+            admvs="110105",
+            clock=pinned,
         )
         yield Side(client, http, wire, private, public)
     app.state.store.close()
@@ -81,11 +118,11 @@ _seq = iter(range(1, 10_000))
 
 
 def msgid(side: Side) -> str:
-    return side.client.msgid(datetime.now(UTC), next(_seq))
+    return side.client.msgid(NOW, next(_seq))
 
 
 def day(side: Side) -> Any:
-    return side.client.local_day(datetime.now(UTC))
+    return side.client.local_day(NOW)
 
 
 def details(*lines: tuple[str, int]) -> list[FeeDetail]:
@@ -161,7 +198,7 @@ async def test_the_envelope_is_signed_and_settles_a_visit(side: Side) -> None:
         text = nhsa.signed_text(h["x-tif-timestamp"], h["x-tif-nonce"], h["x-tif-paasid"], request.content)
         assert nhsa.sm2_verify(side.public_key, text, h["x-tif-signature"])
         assert not nhsa.sm2_verify(side.public_key, text + b"x", h["x-tif-signature"])
-        assert abs(int(h["x-tif-timestamp"]) - time.time()) < 60
+        assert int(h["x-tif-timestamp"]) == int(NOW.timestamp())
     # yuan on the wire, two decimals, as numbers
     presettle = json.loads(side.wire.sent[3].content, parse_float=Decimal)
     assert presettle["input"]["data"]["medfee_sumamt"] == Decimal("155.00")
@@ -181,7 +218,9 @@ async def test_the_envelope_is_signed_and_settles_a_visit(side: Side) -> None:
 
 async def signed_post(side: Side, env: dict[str, Any], *, key: str | None = None, ts: int | None = None) -> Any:
     body = nhsa.dumps(env)
-    headers = nhsa.tif_headers(PAASID, key or side.private_key, body, timestamp=ts or int(time.time()), nonce=uid("n"))
+    headers = nhsa.tif_headers(
+        PAASID, key or side.private_key, body, timestamp=ts or int(NOW.timestamp()), nonce=uid("n")
+    )
     return await side.http.post(bureau_client.PATH, content=body, headers=headers)
 
 
@@ -194,7 +233,7 @@ async def test_a_tampered_or_unsigned_request_is_refused(side: Side, tamper: str
     sign_no = await side.client.sign_in(WORKER, day(side))
     env = envelope(side, "2201", {"data": {"psn_no": "p1"}}, sign_no=sign_no)
     body = nhsa.dumps(env)
-    headers = nhsa.tif_headers(PAASID, side.private_key, body, timestamp=int(time.time()), nonce=uid("n"))
+    headers = nhsa.tif_headers(PAASID, side.private_key, body, timestamp=int(NOW.timestamp()), nonce=uid("n"))
     expected = {
         "body": "SignatureDoesNotMatch",
         "key": "SignatureDoesNotMatch",
@@ -205,9 +244,9 @@ async def test_a_tampered_or_unsigned_request_is_refused(side: Side, tamper: str
     if tamper == "body":
         body = body.replace(b'"p1"', b'"p2"')
     elif tamper == "key":  # signed by another key than the one the bureau holds
-        headers = nhsa.tif_headers(PAASID, nhsa.new_sm2_private_key(), body, timestamp=int(time.time()), nonce="n")
+        headers = nhsa.tif_headers(PAASID, nhsa.new_sm2_private_key(), body, timestamp=int(NOW.timestamp()), nonce="n")
     elif tamper == "stale":
-        headers = nhsa.tif_headers(PAASID, side.private_key, body, timestamp=int(time.time()) - 600, nonce="n")
+        headers = nhsa.tif_headers(PAASID, side.private_key, body, timestamp=int(NOW.timestamp()) - 600, nonce="n")
     elif tamper == "missing":
         del headers["x-tif-signature"]
     elif tamper == "paasid":
@@ -228,6 +267,7 @@ async def test_a_client_with_the_wrong_key_is_refused(side: Side) -> None:
         fixmedins_code=CODE,
         fixmedins_name="x",
         admvs="110105",
+        clock=pinned,
     )
     with pytest.raises(GatewayError) as err:
         await other.sign_in(WORKER, day(side))
@@ -428,3 +468,57 @@ def test_the_signature_is_the_reference_implementations() -> None:
         assert not nhsa.sm2_verify(public, message + b"!", theirs)
         checked += 1
     assert checked >= 6
+
+
+async def test_concurrent_first_calls_sign_in_once_in_the_sign_in_range(side: Side) -> None:
+    today = day(side)
+    sign_nos = await asyncio.gather(*(side.client.sign_in(WORKER, today) for _ in range(5)))
+    assert len(set(sign_nos)) == 1 and side.wire.infnos() == ["9001"]
+    # a sign-in's msgid is drawn from SIGN_IN_SEQUENCES up, which a stored request never takes
+    assert int(json.loads(side.wire.sent[0].content)["msgid"][-4:]) >= bureau_client.SIGN_IN_SEQUENCES
+    assert db_nhsa.STORED_SEQUENCES == bureau_client.SIGN_IN_SEQUENCES
+    with pytest.raises(ValueError):
+        side.client.msgid(NOW, bureau_client.SIGN_IN_SEQUENCES)
+
+
+async def test_a_sign_in_refused_twice_is_retryable_not_final() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response | None:
+        if infno_of(request) == "2201":
+            return httpx.Response(200, json={"infcode": -1, "err_msg": "[SignInInvalid] 签到编号无效"})
+        return None
+
+    async with bureau_side(refuse) as side:
+        with pytest.raises(GatewayError) as err:
+            await visit(side, uid("p"), details(("03", 100)), "b1")
+        assert err.value.code == "SignInInvalid" and err.value.retryable
+        assert side.wire.infnos() == ["9001", "2201", "9001", "2201"]  # signed in again once, then given up
+
+
+async def test_an_answer_that_is_not_the_bureaus_is_retryable() -> None:
+    answers = iter([httpx.Response(200, content=b"<html>gateway</html>"), httpx.Response(200, json=[1])])
+
+    def garble(request: httpx.Request) -> httpx.Response | None:
+        return next(answers, None) if infno_of(request) == "2201" else None
+
+    async with bureau_side(garble) as side:
+        for _ in range(2):
+            with pytest.raises(GatewayError) as err:
+                await visit(side, uid("p"), details(("03", 100)), "b1")
+            assert err.value.code == "UnreadableAnswer" and err.value.retryable
+
+
+async def test_the_bureaus_err_msg_is_not_kept_only_its_code() -> None:
+    """A real err_msg may name the person or carry an ID number: the error's text is our own."""
+
+    def refuse(request: httpx.Request) -> httpx.Response | None:
+        if infno_of(request) == "2201":
+            text = "[PersonNotFound] 参保人张三（身份证号110105199001011234）不存在"
+            return httpx.Response(200, json={"infcode": -1, "err_msg": text})
+        return None
+
+    async with bureau_side(refuse) as side:
+        with pytest.raises(GatewayError) as err:
+            await visit(side, uid("p"), details(("03", 100)), "b1")
+    assert err.value.code == "PersonNotFound" and not err.value.retryable
+    assert "110105199001011234" not in str(err.value) and "张三" not in str(err.value)
+    assert str(err.value) == "PersonNotFound: the bureau refused 2201 (PersonNotFound)"

@@ -12,7 +12,7 @@ import pytest
 
 from integrations.gateway import GatewayError
 from integrations.insurance_bureau import WORKER
-from integrations.nhsa_mobile import PAID, REFUNDED, REVOKED, UPLOADED, MobileOrder, MobilePayment
+from integrations.nhsa_mobile import PAID, REFUNDED, REVOKED, UPLOADED, MobileOrder, MobilePayment, refund_type
 from tests.integrations.test_nhsa import Side, bureau_side, day, details, msgid
 from tests.support import uid
 
@@ -123,3 +123,26 @@ async def test_a_locked_card_pays_nothing_by_mobile(side: Side) -> None:
             else:
                 await uploaded(side, psn, ("03", 1000))
         assert err.value.code == "CardLocked"
+
+
+async def test_a_refund_of_the_personal_account_and_cash_is_all(side: Side) -> None:
+    """refdType: HI the insurance part (fund and/or personal account), CASH the cash part, ALL
+    both; the bureau refuses another."""
+    assert (refund_type(9000, 0), refund_type(0, 500), refund_type(6000, 500)) == ("HI", "CASH", "ALL")
+    order = await pay(side, await uploaded(side, uid("p"), ("03", 12000), ("14", 500)))
+    assert (order.fund_fen, order.personal_fen, order.cash_fen) == (7200, 4800, 500)
+    data = {
+        "payOrdId": order.pay_ord_id,
+        "appRefdSn": uid("rf"),
+        "appRefdTime": "20260308235959",
+        "totlRefdAmt": Decimal("2.00"),
+        "fundRefdAmt": Decimal("0.00"),
+        "psnAcctRefdAmt": Decimal("1.00"),
+        "cashRefdAmt": Decimal("1.00"),
+        "refdType": "HI",
+    }
+    with pytest.raises(GatewayError) as err:
+        await side.client.call("6203", {"data": data}, msgid=msgid(side), operator=WORKER, day=day(side))
+    assert err.value.code == "InvalidParameter"
+    assert await refund(side, order, 0, 100, 100) == PAID  # the client says ALL
+    assert json.loads(side.wire.sent[-1].content)["input"]["data"]["refdType"] == "ALL"
