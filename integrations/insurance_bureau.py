@@ -14,17 +14,16 @@ caller allocates and keeps), `mdtrtarea_admvs`, `insuplc_admdvs`, `recer_sys_cod
 `fixmedins_code`/`fixmedins_name`, `sign_no` (from 9001) and `input`. The answer: `infcode`
 (0 ok, -1 refused), `inf_refmsgid`, `err_msg`, `output`, `refmsg_time`, `respond_time`. Of a
 refusal only the code is kept (`[Code]` leading err_msg in our simulator): a real err_msg may
-name the person or carry an ID number, so errors carry our own words (`refusal_text`). An
+name the person or carry an ID number, so errors carry our own words (`nhsa.refusal_text`). An
 answer that is not the bureau's JSON, a 5xx, a stale timestamp and a sign-in refused twice are
 retryable; other refusals are final for the request (`NhsaRefused`).
 
-The wire itself (yuan and fen, the JSON, the SM2/SM3 gateway signature, the msgid) is
-integrations/nhsa.py."""
+The wire itself (yuan and fen, the JSON, the SM2/SM3 gateway signature, the msgid, reading an
+answer into its output or its error) is integrations/nhsa.py."""
 
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,13 +33,15 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
-from integrations.gateway import GatewayError
 from integrations.nhsa import (
     MSGID_LENGTH,
+    NhsaRefused,
+    SignInInvalid,
+    answer_output,
     dumps,
     fen_to_yuan,
-    loads,
     make_msgid,
+    refusal_text,
     sm2_public_key,
     tif_headers,
     yuan_to_fen,
@@ -99,21 +100,6 @@ class Split:
     pooled_fen: int  # fund_pay_sumamt 统筹基金
     personal_fen: int  # acct_pay 个人账户
     self_pay_fen: int  # psn_cash_pay 自付
-
-
-class SignInInvalid(GatewayError):
-    pass
-
-
-class NhsaRefused(GatewayError):
-    """The bureau answered, and said no (infcode -1, or a 4xx it will answer again): final for
-    this request, unless an earlier try of it may have gone through (the caller knows)."""
-
-
-def refusal_text(infno: str, code: str) -> str:
-    """Our own words for a refusal. The bureau's `err_msg` is never kept, shown or logged: a real
-    one may carry a name or an ID number; its code (`[Code]` in our simulator) is."""
-    return f"the bureau refused {infno} ({code})"
 
 
 class InsuranceBureauClient:
@@ -193,26 +179,7 @@ class InsuranceBureauClient:
             nonce=secrets.token_hex(16),
         )
         response = await self.http.post(PATH.lstrip("/"), content=body, headers=headers)
-        try:
-            data = loads(response.content)
-        except ValueError:
-            data = None
-        status = response.status_code
-        if status >= 500 or status == 429:
-            raise GatewayError(str(status), f"the bureau answered {infno} with HTTP {status}", retryable=True)
-        if not isinstance(data, dict) or (status < 400 and not isinstance(data.get("infcode"), int)):
-            # not the bureau's answer (a proxy's page, a cut body): what happened is unknown
-            raise GatewayError("UnreadableAnswer", f"the answer to {infno} is not the bureau's JSON", retryable=True)
-        code = _code(str(data.get("err_msg") or data.get("message") or ""), str(status) if status >= 400 else "")
-        if status >= 400:
-            # StaleRequest: our clock or a slow send; signed again on the next try
-            raise NhsaRefused(code, refusal_text(infno, code), retryable=code == "StaleRequest")
-        if data["infcode"] != 0:
-            code = code or "NhsaRefused"
-            kind = SignInInvalid if code == "SignInInvalid" else NhsaRefused
-            raise kind(code, refusal_text(infno, code), retryable=False)
-        output = data.get("output")
-        return output if isinstance(output, dict) else {}
+        return answer_output(infno, response.status_code, response.content)
 
     async def sign_in(self, operator: Operator, day: date) -> str:
         """9001: the operator's sign_no of the day (asked once, then held; calls that come at
@@ -403,10 +370,3 @@ def _split(setlinfo: dict[str, Any]) -> Split:
         personal_fen=yuan_to_fen(setlinfo["acct_pay"]),
         self_pay_fen=yuan_to_fen(setlinfo["psn_cash_pay"]),
     )
-
-
-def _code(message: str, default: str) -> str:
-    """Our simulator (and this client's mapping) lead an error text with `[Code]`; the real
-    bureau's texts map to none and stay `default`."""
-    match = re.match(r"\[([A-Za-z]+)\]", message)
-    return match.group(1) if match else default

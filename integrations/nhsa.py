@@ -1,5 +1,6 @@
 """The NHSA (国家医保信息平台) wire, apart from any transaction: money in yuan on the wire and
-fen here, the JSON written and read exactly, the gateway's SM2/SM3 signature and the msgid.
+fen here, the JSON written and read exactly, the gateway's SM2/SM3 signature, the msgid, and an
+answer read into its output or its error (`answer_output`; the bureau's err_msg never kept).
 
 Money: the wire carries yuan as JSON numbers with two decimals; here they are integer fen,
 converted exactly with Decimal at this boundary (`fen_to_yuan`, `yuan_to_fen`), never float.
@@ -26,6 +27,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from gmssl import sm2, sm3
+
+from integrations.gateway import GatewayError
 
 CURVE = sm2.default_ecc_table
 ORDER = int(CURVE["n"], 16)
@@ -223,3 +226,51 @@ def make_msgid(fixmedins_code: str, local_time: datetime, sequence: int) -> str:
     if not 0 <= sequence <= 9999:
         raise ValueError("the sequence is 4 digits")
     return f"{fixmedins_code}{local_time:%Y%m%d%H%M%S}{sequence:04d}"
+
+
+# --- the answer ------------------------------------------------------------------------------
+
+
+class SignInInvalid(GatewayError):
+    pass
+
+
+class NhsaRefused(GatewayError):
+    """The bureau answered, and said no (infcode -1, or a 4xx it will answer again): final for
+    this request, unless an earlier try of it may have gone through (the caller knows)."""
+
+
+def refusal_text(infno: str, code: str) -> str:
+    """Our own words for a refusal. The bureau's `err_msg` is never kept, shown or logged: a real
+    one may carry a name or an ID number; its code (`[Code]` in our simulator) is."""
+    return f"the bureau refused {infno} ({code})"
+
+
+def answer_output(infno: str, status: int, content: bytes) -> dict[str, Any]:
+    """The `output` of the bureau's answer to `infno`, or the error it is."""
+    try:
+        data = loads(content)
+    except ValueError:
+        data = None
+    if status >= 500 or status == 429:
+        raise GatewayError(str(status), f"the bureau answered {infno} with HTTP {status}", retryable=True)
+    if not isinstance(data, dict) or (status < 400 and not isinstance(data.get("infcode"), int)):
+        # not the bureau's answer (a proxy's page, a cut body): what happened is unknown
+        raise GatewayError("UnreadableAnswer", f"the answer to {infno} is not the bureau's JSON", retryable=True)
+    code = _code(str(data.get("err_msg") or data.get("message") or ""), str(status) if status >= 400 else "")
+    if status >= 400:
+        # StaleRequest: our clock or a slow send; signed again on the next try
+        raise NhsaRefused(code, refusal_text(infno, code), retryable=code == "StaleRequest")
+    if data["infcode"] != 0:
+        code = code or "NhsaRefused"
+        kind = SignInInvalid if code == "SignInInvalid" else NhsaRefused
+        raise kind(code, refusal_text(infno, code), retryable=False)
+    output = data.get("output")
+    return output if isinstance(output, dict) else {}
+
+
+def _code(message: str, default: str) -> str:
+    """Our simulator (and this client's mapping) lead an error text with `[Code]`; the real
+    bureau's texts map to none and stay `default`."""
+    match = re.match(r"\[([A-Za-z]+)\]", message)
+    return match.group(1) if match else default
