@@ -71,6 +71,35 @@ def totals_findings(check: TotalsCheck) -> list[dict[str, Any]]:
     return findings
 
 
+async def save_run(
+    session: AsyncSession,
+    channel: str,
+    day: str,
+    *,
+    matched: int,
+    findings: list[dict[str, Any]],
+    channel_total_fen: int,
+    ledger_total_fen: int,
+) -> None:
+    """A channel's (or the e-bill platform's) run of a day, replacing an earlier one, audited."""
+    run = await session.scalar(select(StatementRun).where(StatementRun.channel == channel, StatementRun.day == day))
+    if run is None:
+        run = StatementRun(channel=channel, day=day, created_at=utcnow(), matched=0, mismatches=[])
+        session.add(run)
+    run.matched, run.mismatches = matched, findings
+    run.channel_total_fen, run.ledger_total_fen = channel_total_fen, ledger_total_fen
+    run.created_at = utcnow()
+    audit(
+        session,
+        actor="reconciliation",
+        action="statement_reconciled",
+        subject_type="statement",
+        subject_id=f"{channel}:{day}",
+        matched=matched,
+        mismatches=len(findings),
+    )
+
+
 class StatementActivities:
     def __init__(
         self,
@@ -142,31 +171,14 @@ class StatementActivities:
     async def _store(session: AsyncSession, inp: c.ReconcileStatementInput, outcome: Outcome) -> list[dict[str, Any]]:
         """The day's run (replacing an earlier one of the same day), audited; answers its findings."""
         findings = [{**asdict(f), "problem": str(f.problem)} for f in outcome.findings]
-        run = await session.scalar(
-            select(StatementRun).where(StatementRun.channel == inp.channel, StatementRun.day == inp.day)
-        )
-        if run is None:
-            run = StatementRun(
-                channel=inp.channel,
-                day=inp.day,
-                created_at=utcnow(),
-                matched=0,
-                mismatches=[],
-                channel_total_fen=0,
-                ledger_total_fen=0,
-            )
-            session.add(run)
-        run.matched, run.mismatches = outcome.matched, findings
-        run.channel_total_fen, run.ledger_total_fen = outcome.channel_total_fen, outcome.ledger_total_fen
-        run.created_at = utcnow()
-        audit(
+        await save_run(
             session,
-            actor="reconciliation",
-            action="statement_reconciled",
-            subject_type="statement",
-            subject_id=f"{inp.channel}:{inp.day}",
+            inp.channel,
+            inp.day,
             matched=outcome.matched,
-            mismatches=len(findings),
+            findings=findings,
+            channel_total_fen=outcome.channel_total_fen,
+            ledger_total_fen=outcome.ledger_total_fen,
         )
         return findings
 
@@ -185,26 +197,16 @@ class StatementActivities:
                 f"the e-bill platform refused the totals check: {e}", type="ebill_refused", non_retryable=True
             ) from e
         theirs, findings = check.platform, totals_findings(check)
+        matched = 0 if findings else ours.issued + ours.written_off
         async with self._factory() as session, session.begin():
-            run = await session.scalar(
-                select(StatementRun).where(StatementRun.channel == EBILL, StatementRun.day == inp.day)
-            )
-            if run is None:
-                run = StatementRun(channel=EBILL, day=inp.day, created_at=utcnow(), matched=0, mismatches=[])
-                session.add(run)
-            run.matched = 0 if findings else ours.issued + ours.written_off
-            run.mismatches = findings
-            run.channel_total_fen = theirs.issued_fen - theirs.written_off_fen
-            run.ledger_total_fen = ours.issued_fen - ours.written_off_fen
-            run.created_at = utcnow()
-            audit(
+            await save_run(
                 session,
-                actor="reconciliation",
-                action="statement_reconciled",
-                subject_type="statement",
-                subject_id=f"{EBILL}:{inp.day}",
-                matched=run.matched,
-                mismatches=len(findings),
+                EBILL,
+                inp.day,
+                matched=matched,
+                findings=findings,
+                channel_total_fen=theirs.issued_fen - theirs.written_off_fen,
+                ledger_total_fen=ours.issued_fen - ours.written_off_fen,
             )
         for f in findings:
             log.warning(
@@ -215,7 +217,7 @@ class StatementActivities:
                 f["channel_fen"],
                 f["ledger_fen"],
             )
-        return c.StatementResult(channel=EBILL, day=inp.day, matched=run.matched, mismatches=len(findings))
+        return c.StatementResult(channel=EBILL, day=inp.day, matched=matched, mismatches=len(findings))
 
     @activity.defn(name=c.RECONCILE_STATEMENT)
     async def reconcile_statement(self, inp: c.ReconcileStatementInput) -> c.StatementResult:

@@ -38,7 +38,7 @@ from rich.table import Table
 from temporalio.client import Client
 
 from bench.his_load import HIS, OPS, His, new_stack
-from bench.measure import Result, pct
+from bench.measure import Result, pct, rss_mb
 from devstack import ROOT, Stack
 from domain.policy import UNPAID
 from tests.flows import Clinic, item
@@ -218,16 +218,6 @@ class HourlyHis(His):
         window = partial(self.http.post, "/v1/ops/payments", json={**pay, "method": "cash"}, headers=headers)
         await self.send(window, "payment", ack=False)
         self.day.count("settled")
-
-
-def rss_mb(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    return 0.0
 
 
 async def open_visits(client: Client) -> tuple[int, int]:

@@ -30,15 +30,23 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime (fields 14 and 15 of stat)
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident memory (VmHWM), in MB."""
+def status_mb(pid: int, field: str) -> float:
+    """A memory line of /proc/<pid>/status (VmHWM: the peak resident, VmRSS: resident now), in MB."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     except (FileNotFoundError, ProcessLookupError):
         pass
     return 0.0
+
+
+def peak_rss_mb(pid: int) -> float:
+    return status_mb(pid, "VmHWM")
+
+
+def rss_mb(pid: int) -> float:
+    return status_mb(pid, "VmRSS")
 
 
 def machine_busy() -> tuple[float, float]:

@@ -27,8 +27,8 @@ import httpx
 from temporalio.client import Client
 
 from bench.his_load import HIS, His, load, new_stack
-from bench.hospital_day import enrol, open_visits, rss_mb
-from bench.measure import Result
+from bench.hospital_day import enrol, open_visits
+from bench.measure import Result, rss_mb
 from devstack import ROOT, Stack
 from tests.support import fresh_database, uid
 
