@@ -270,6 +270,12 @@ class InsuranceSettlement(Base):
     insurance_payment_id: Mapped[str | None] = mapped_column(String(40))
     self_pay_payment_id: Mapped[str | None] = mapped_column(String(40))
     detail: Mapped[str | None] = mapped_column(String(300))
+    # "card": 医保脱卡支付 (2201-2208, the self-pay part at our channel); "mobile": 医保移动支付
+    # (6201-6401: the bureau's order, payOrdId and payToken, paid with the patient's payAuthNo)
+    mode: Mapped[str] = mapped_column(String(10), default="card", server_default="card")
+    pay_ord_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    pay_token: Mapped[str | None] = mapped_column(String(128))
+    pay_auth_no: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 
@@ -331,6 +337,8 @@ class SmsMessage(Base):
     visit_id: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime]
+    provider_message_id: Mapped[str | None] = mapped_column(String(64))  # Aliyun's BizId
+    accepted_at: Mapped[datetime | None]  # when the provider accepted the text
 
 
 class CardLockHold(Base):
