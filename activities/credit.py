@@ -4,7 +4,8 @@ answers to objections, the deletion of expired records.
 A report carries the debt only (integrations/credit_platform.py `FIELDS`): the person's name
 and ID number (decrypted here, from our PII store: the workflow carries ids only), the creditor
 (a setting), the amount, the visit day and the deadline, the status; a negative report the
-evidence of the pre-default notice (the SMS we recorded). Nothing of the bill's items, the
+evidence of the pre-default notice (the SMS we recorded: the provider's id of it, Aliyun's BizId,
+or our outbox row's when the transport gave none, and which of the two it is). Nothing of the bill's items, the
 department or the doctor is read."""
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from db.pii import Pii
 from db.repositories import audit
 from domain.bill import SIGN, EntryKind
 from domain.sanctions import CreditReportKind, DisputeOutcome, DisputeStatus
-from integrations.credit_platform import CreditPlatformClient, CreditRecord, Notice, ObjectionAnswer, RecordStatus
+from integrations.credit_platform import (
+    CreditPlatformClient,
+    CreditRecord,
+    MessageIdKind,
+    Notice,
+    ObjectionAnswer,
+    RecordStatus,
+)
 from integrations.gateway import GatewayError
 from workflows import contracts as c, contracts_credit as k
 
@@ -95,6 +103,7 @@ class CreditActivities:
                             "notice_sent_at": notice.sent_at.isoformat(),
                             "notice_channel": notice.channel,
                             "notice_message_id": notice.message_id,
+                            "notice_message_id_kind": str(notice.message_id_kind),
                         }
                         if notice
                         else {}
@@ -141,11 +150,12 @@ class CreditActivities:
         if inp.notice_sent_at is not None:
             query = query.where(SmsMessage.created_at <= inp.notice_sent_at)
         sms = (await session.scalars(query.order_by(SmsMessage.created_at.desc(), SmsMessage.id.desc()))).first()
-        if sms is not None:
+        if sms is not None:  # the provider's receipt (Aliyun's BizId); none (the log transport): our row's
             return Notice(
                 sent_at=inp.notice_sent_at or sms.created_at,
                 channel="sms",
-                message_id=str(sms.id),
+                message_id=sms.provider_message_id or str(sms.id),
+                message_id_kind=MessageIdKind.provider if sms.provider_message_id else MessageIdKind.outbox,
                 template=sms.template,
             )
         if inp.notice_sent_at is not None:
@@ -153,6 +163,7 @@ class CreditActivities:
                 sent_at=inp.notice_sent_at,
                 channel="app",
                 message_id=f"visit-{inp.visit_id}:sms:{NOTICE_TEMPLATE}",
+                message_id_kind=MessageIdKind.inbox,
                 template=NOTICE_TEMPLATE,
             )
         raise ApplicationError(

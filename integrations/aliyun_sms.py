@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
 from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import CommonRequest
 
-from integrations.sms import SIGN_NAME, TEMPLATES, OutgoingSms, SmsRejected, SmsThrottled
+from integrations.sms import SIGN_NAME, TEMPLATES, Delivered, OutgoingSms, SmsRejected, SmsThrottled
 
 __all__ = ["AliyunSms", "SmsRejected", "SmsThrottled"]
 
 API_VERSION = "2017-05-25"
 DEFAULT_ENDPOINT = "dysmsapi.aliyuncs.com"
+BEIJING = ZoneInfo("Asia/Shanghai")  # QuerySendDetails' SendDate and the times it answers
 
 
 FINAL_CODES = {
@@ -66,28 +70,55 @@ class AliyunSms:
         self._protocol = protocol
         self._sign_name = sign_name
 
-    async def deliver(self, message: OutgoingSms, *, out_id: str) -> None:
-        code, answer = await asyncio.to_thread(self._send_sync, message, out_id)
+    async def deliver(self, message: OutgoingSms, *, out_id: str) -> Delivered:
+        """SendSms; its `BizId` is Aliyun's id of the message (QuerySendDetails finds it by it)."""
+        body = await asyncio.to_thread(self._call, "SendSms", self._send_params(message, out_id))
+        code = str(body.get("Code"))
         if code == "OK":
-            return
+            return Delivered(provider_message_id=body.get("BizId") or None, accepted_at=datetime.now(UTC))
         if code in FINAL_CODES:
-            raise SmsRejected(code, answer)
-        raise SmsThrottled(code, answer)
+            raise SmsRejected(code, str(body.get("Message")))
+        raise SmsThrottled(code, str(body.get("Message")))
 
-    def _send_sync(self, message: OutgoingSms, out_id: str) -> tuple[str, str]:
-        request = CommonRequest(domain=self._endpoint, version=API_VERSION, action_name="SendSms")
+    async def find(self, message: OutgoingSms, *, out_id: str, days: list[date]) -> Delivered | None:
+        """QuerySendDetails for the phone on each of `days`: the message sent with our `OutId`."""
+        for day in days:
+            for detail in await self.details(message.phone, day):
+                if detail.get("OutId") == out_id:
+                    sent = datetime.strptime(str(detail["SendDate"]), "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING)
+                    return Delivered(provider_message_id=None, accepted_at=sent.astimezone(UTC))
+        return None
+
+    async def details(self, phone: str, day: date, *, biz_id: str | None = None) -> list[dict[str, Any]]:
+        """QuerySendDetails: what Aliyun sent to `phone` on `day` (its calendar, Beijing), or the
+        message `biz_id`; raises SmsThrottled when it cannot answer."""
+        params = {"PhoneNumber": phone, "SendDate": day.strftime("%Y%m%d"), "PageSize": "50", "CurrentPage": "1"}
+        if biz_id:
+            params["BizId"] = biz_id
+        body = await asyncio.to_thread(self._call, "QuerySendDetails", params)
+        if body.get("Code") != "OK":
+            raise SmsThrottled(str(body.get("Code")), str(body.get("Message")))
+        return list((body.get("SmsSendDetailDTOs") or {}).get("SmsSendDetailDTO") or [])
+
+    def _send_params(self, message: OutgoingSms, out_id: str) -> dict[str, str]:
+        return {
+            "PhoneNumbers": message.phone,
+            "SignName": self._sign_name,
+            "TemplateCode": TEMPLATES[message.template][0],
+            "TemplateParam": json.dumps(message.params, ensure_ascii=False),
+            "OutId": out_id,
+        }
+
+    def _call(self, action: str, params: dict[str, str]) -> dict[str, Any]:
+        request = CommonRequest(domain=self._endpoint, version=API_VERSION, action_name=action)
         request.set_method("POST")
         request.set_protocol_type(self._protocol)
         request.set_accept_format("json")
-        request.add_query_param("PhoneNumbers", message.phone)
-        request.add_query_param("SignName", self._sign_name)
-        request.add_query_param("TemplateCode", TEMPLATES[message.template][0])
-        request.add_query_param("TemplateParam", json.dumps(message.params, ensure_ascii=False))
-        request.add_query_param("OutId", out_id)
+        for name, value in params.items():
+            request.add_query_param(name, value)
         try:
-            body = json.loads(self._client.do_action_with_exception(request))
+            return dict(json.loads(self._client.do_action_with_exception(request)))
         except ServerException as err:
-            return err.get_error_code(), err.get_error_msg()
+            return {"Code": err.get_error_code(), "Message": err.get_error_msg()}
         except ClientException as err:  # network trouble: the outcome is unknown, retry
-            return "SDK.ClientError", err.get_error_msg()
-        return str(body.get("Code")), str(body.get("Message"))
+            return {"Code": "SDK.ClientError", "Message": err.get_error_msg()}

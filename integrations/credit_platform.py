@@ -63,9 +63,18 @@ FIELDS = frozenset(
         "notice_sent_at",  # §15: the notice before a negative report
         "notice_channel",
         "notice_message_id",
+        "notice_message_id_kind",  # whose id it is: MessageIdKind
         "notice_template",
     }
 )
+
+
+class MessageIdKind(StrEnum):
+    """Whose id a notice's `message_id` is."""
+
+    provider = "provider"  # the SMS provider's receipt (Aliyun's BizId)
+    outbox = "outbox"  # our outbox row's: the transport gave none (the log transport in dev)
+    inbox = "inbox"  # the app inbox's message (no phone on record: no text went)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,8 +82,9 @@ class Notice:
     """The evidence of the notice given before a negative report (§15)."""
 
     sent_at: datetime
-    channel: str  # sms
+    channel: str  # sms | app
     message_id: str
+    message_id_kind: MessageIdKind
     template: str
 
 
@@ -120,6 +130,7 @@ class CreditRecord:
             data["notice_sent_at"] = self.notice.sent_at.isoformat()
             data["notice_channel"] = self.notice.channel
             data["notice_message_id"] = self.notice.message_id
+            data["notice_message_id_kind"] = str(self.notice.message_id_kind)
             data["notice_template"] = self.notice.template
         assert set(data) <= FIELDS, set(data) - FIELDS
         return data

@@ -9,7 +9,7 @@ delivery (the sandbox: `GET /v1/sandbox/sms` reads it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from string import Template
 from typing import Protocol
 
@@ -107,8 +107,17 @@ class OutgoingSms:
 
 @dataclass(frozen=True, kw_only=True)
 class SendResult:
-    message_id: int
+    message_id: int  # our outbox row's
     duplicate: bool
+    provider_message_id: str | None = None  # the gateway's (Aliyun's BizId); None: no gateway
+
+
+@dataclass(frozen=True, kw_only=True)
+class Delivered:
+    """A gateway's receipt: its id for the message (Aliyun's BizId) and when it accepted it."""
+
+    provider_message_id: str | None
+    accepted_at: datetime
 
 
 class SmsSender(Protocol):
@@ -116,8 +125,14 @@ class SmsSender(Protocol):
 
 
 class SmsDelivery(Protocol):
-    async def deliver(self, message: OutgoingSms, *, out_id: str) -> None:
+    async def deliver(self, message: OutgoingSms, *, out_id: str) -> Delivered:
         """Hand one message to the gateway; raises SmsRejected (final) or SmsThrottled (retry)."""
+        ...
+
+    async def find(self, message: OutgoingSms, *, out_id: str, days: list[date]) -> Delivered | None:
+        """The gateway's record of a message handed over before under `out_id` (sent on one of
+        `days`, the gateway's calendar), or None: a retry whose first try's outcome is unknown
+        asks before it texts the patient again."""
         ...
 
 

@@ -58,6 +58,7 @@ ALLOWED = frozenset(
         "notice_sent_at",
         "notice_channel",
         "notice_message_id",
+        "notice_message_id_kind",
         "notice_template",
     }
 )
@@ -74,12 +75,15 @@ REQUIRED: dict[str, type] = {
     "reported_at": str,
     "status": str,
 }
-NOTICE = ("notice_sent_at", "notice_channel", "notice_message_id", "notice_template")
+NOTICE = ("notice_sent_at", "notice_channel", "notice_message_id", "notice_message_id_kind", "notice_template")
 STATUSES = {
     "report": {"reported"},
     "correction": {"corrected_paid", "corrected_waived", "corrected_withdrawn"},
 }
 NOTICE_CHANNELS = {"sms", "app"}  # a text, or (no phone on record) the app's inbox
+# whose id the notice's message id is, a channel's: the SMS provider's receipt or, without one,
+# the sender's own record; the app inbox's message
+MESSAGE_ID_KINDS = {"sms": {"provider", "outbox"}, "app": {"inbox"}}
 ID_NUMBER = re.compile(r"^\d{17}[\dX]$")
 DEFAULT_NOTICE_PERIOD = timedelta(days=1)
 
@@ -178,6 +182,10 @@ def check_report(kind: str, data: dict[str, Any], notice_period: timedelta) -> J
             return refused(400, "NoticeMissing", f"a negative report needs the notice's {', '.join(missing)}")
         if data["notice_channel"] not in NOTICE_CHANNELS:
             return refused(400, "InvalidParameter", f"notice_channel {data['notice_channel']} is not known")
+        if data["notice_message_id_kind"] not in MESSAGE_ID_KINDS[data["notice_channel"]]:
+            return refused(
+                400, "InvalidParameter", f"notice_message_id_kind {data['notice_message_id_kind']} is not a channel's"
+            )
         sent = parse_time(data["notice_sent_at"])
         if sent is None:
             return refused(400, "InvalidParameter", "notice_sent_at is not a time")

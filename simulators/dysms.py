@@ -3,7 +3,8 @@ RPC signature independently of the SDK (HMAC-SHA1 over the canonicalised paramet
 the AccessKey secret), the common parameters, the phone number, the sign name, the template
 code and that TemplateParam carries exactly the template's variables, applies Aliyun's default
 flow control for verification codes, and answers with Aliyun's response shapes and error
-codes. Every message it accepts is kept in its own database; `/_sandbox/messages` lists them.
+codes: SendSms a `BizId` (18 digits and `^0`), by which QuerySendDetails finds the message.
+Every message it accepts is kept in its own database; `/_sandbox/messages` lists them.
 
 `python -m simulators.dysms PORT ACCESS_KEY_ID SECRET [DB_FILE]` serves it (no file: in memory)."""
 
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote
+from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -48,6 +50,7 @@ class Message(Base):
     params: Mapped[str] = mapped_column(Text)  # TemplateParam, JSON
     text: Mapped[str] = mapped_column(Text)
     out_id: Mapped[str | None] = mapped_column(String(64))
+    biz_id: Mapped[str] = mapped_column(String(40), index=True)  # SendSms' receipt, one a call
     at: Mapped[float] = mapped_column(Float)  # the simulator's clock, seconds
 
 
@@ -85,6 +88,8 @@ COMMON = (
     "Signature",
 )
 BY_CODE = {code: name for name, (code, _) in TEMPLATES.items()}
+ACTIONS = ("SendSms", "QuerySendDetails")
+BEIJING = ZoneInfo("Asia/Shanghai")  # Aliyun's calendar: SendDate and the times it answers
 
 
 def answer(code: str, message: str, status: int = 200, **extra: Any) -> JSONResponse:
@@ -119,6 +124,7 @@ class Dysms:
                     "params": json.loads(m.params),
                     "text": m.text,
                     "out_id": m.out_id,
+                    "biz_id": m.biz_id,
                     "at": m.at,
                 }
                 for m in session.scalars(query).all()
@@ -156,7 +162,7 @@ class Dysms:
         if nonce in self.nonces:
             return answer("SignatureNonceUsed", "Specified signature nonce was used already.", 400)
         self.nonces[nonce] = self.clock()
-        if params["Action"] != "SendSms":
+        if params["Action"] not in ACTIONS:
             return answer(
                 "InvalidAction.NotFound", "Specified api is not found, please check your url and method.", 404
             )
@@ -188,6 +194,7 @@ class Dysms:
         if set(values) - wanted:
             return answer("isv.TEMPLATE_PARAMS_ILLEGAL", "模版变量里包含非法关键字")
         now = self.clock()
+        biz_id = new_biz_id(now)
         with self.store.transaction() as session:
             if template == "verification_code":
                 for phone in phones.split(","):
@@ -208,10 +215,56 @@ class Dysms:
                         params=json.dumps(values, ensure_ascii=False),
                         text=render(template, values),
                         out_id=params.get("OutId"),
+                        biz_id=biz_id,
                         at=now,
                     )
                 )
-        return answer("OK", "OK", BizId=f"{secrets.randbelow(10**15):015d}^0")
+        return answer("OK", "OK", BizId=biz_id)
+
+    def query_send_details(self, params: dict[str, str]) -> JSONResponse:
+        """QuerySendDetails: one phone's messages of one day (Beijing), or the one `BizId` names,
+        a page at a time; each delivered at once (SendStatus 3, DELIVERED)."""
+        phone = params.get("PhoneNumber", "")
+        if not PHONE.match(phone):
+            return answer("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
+        try:
+            day = datetime.strptime(params.get("SendDate", ""), "%Y%m%d").replace(tzinfo=BEIJING)
+            size, page = int(params.get("PageSize", "")), int(params.get("CurrentPage", "1"))
+        except ValueError:
+            return answer("isv.INVALID_PARAMETERS", "参数异常")
+        if not 1 <= size <= 50 or page < 1:
+            return answer("isv.INVALID_PARAMETERS", "参数异常")
+        if (datetime.fromtimestamp(self.clock(), BEIJING) - day).days > 30:
+            return answer("isv.INVALID_PARAMETERS", "只支持查询最近30天的记录")
+        start = day.timestamp()
+        query = select(Message).where(Message.phone == phone, Message.at >= start, Message.at < start + 86400)
+        if params.get("BizId"):
+            query = query.where(Message.biz_id == params["BizId"])
+        with self.store.transaction() as session:
+            found = session.scalars(query.order_by(Message.id)).all()
+        details = [
+            {
+                "PhoneNum": m.phone,
+                "SendStatus": 3,
+                "ErrCode": "DELIVERED",
+                "TemplateCode": m.template_code,
+                "Content": m.text,
+                "SendDate": beijing(m.at),
+                "ReceiveDate": beijing(m.at),
+                "OutId": m.out_id or "",
+            }
+            for m in found[(page - 1) * size : page * size]
+        ]
+        return answer("OK", "OK", TotalCount=len(found), SmsSendDetailDTOs={"SmsSendDetailDTO": details})
+
+
+def new_biz_id(now: float) -> str:
+    """A receipt shaped as Aliyun's: 18 digits (its clock's milliseconds and a random part), '^0'."""
+    return f"{int(now * 1000) % 10**6:06d}{secrets.randbelow(10**12):012d}^0"
+
+
+def beijing(at: float) -> str:
+    return datetime.fromtimestamp(at, BEIJING).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def dysms_simulator_app(
@@ -234,7 +287,10 @@ def dysms_simulator_app(
             "application/x-www-form-urlencoded"
         ):
             params.update(parse_qsl((await request.body()).decode(), keep_blank_values=True))
-        return dysms.check_call(request.method, params) or dysms.send_sms(params)
+        refused = dysms.check_call(request.method, params)
+        if refused is not None:
+            return refused
+        return dysms.send_sms(params) if params["Action"] == "SendSms" else dysms.query_send_details(params)
 
     @app.get("/_sandbox/messages")
     async def messages(phone: str | None = None) -> Any:

@@ -145,7 +145,8 @@ async def test_a_report_carries_the_debt_only(acts, factory: Factory, simulators
         "status": "reported",
         "notice_sent_at": sent_at.isoformat(),
         "notice_channel": "sms",
-        "notice_message_id": str(message_id),
+        "notice_message_id": str(message_id),  # no provider's id on the row: our outbox row's
+        "notice_message_id_kind": "outbox",
         "notice_template": "pre_default",
     }
     text = json.dumps(seen["received"], ensure_ascii=False)

@@ -18,6 +18,7 @@ from integrations.credit_platform import (
     CallbackVerifier,
     CreditPlatformClient,
     CreditRecord,
+    MessageIdKind,
     Notice,
     ObjectionAnswer,
     RecordStatus,
@@ -29,7 +30,13 @@ from simulators import credit
 
 SECRET = "credit-secret-for-tests"
 AT = datetime(2026, 3, 8, 2, 0, tzinfo=UTC)
-NOTICE = Notice(sent_at=AT - timedelta(days=1, seconds=1), channel="sms", message_id="41", template="pre_default")
+NOTICE = Notice(
+    sent_at=AT - timedelta(days=1, seconds=1),
+    channel="sms",
+    message_id="900619746936498440^0",
+    message_id_kind=MessageIdKind.provider,
+    template="pre_default",
+)
 REPORT = CreditRecord(
     kind="report",
     request_id="credit-report:v1",
@@ -91,7 +98,8 @@ async def test_a_report_goes_out_with_the_allowed_fields_only(platform) -> None:
         "status": "reported",
         "notice_sent_at": NOTICE.sent_at.isoformat(),
         "notice_channel": "sms",
-        "notice_message_id": "41",
+        "notice_message_id": "900619746936498440^0",
+        "notice_message_id_kind": "provider",
         "notice_template": "pre_default",
     }
     assert seen["record_id"] == record_id and seen["status"] == "reported"
@@ -115,6 +123,8 @@ async def test_a_negative_report_needs_a_notice_a_full_period_before(platform) -
     assert await refusal(client, replace(REPORT, notice=replace(NOTICE, channel="carrier-pigeon"))) == (
         "InvalidParameter"
     )
+    inbox = replace(NOTICE, message_id_kind=MessageIdKind.inbox)  # a text's id is no inbox message's
+    assert await refusal(client, replace(REPORT, notice=inbox)) == "InvalidParameter"
     assert await received(http, "v1") == []
     # exactly the period before is enough; a correction carries no notice
     await client.submit(replace(REPORT, notice=replace(NOTICE, sent_at=AT - timedelta(days=1))))

@@ -34,9 +34,10 @@ async def test_the_default_carries_the_notice_the_visit_sent(
     sent = report["received"]
     assert (sent["notice_channel"], sent["notice_message_id"], sent["notice_template"]) == (
         "sms",
-        str(notice.id),
+        str(notice.id),  # the test worker's SMS has no gateway: our outbox row's id, and it says so
         "pre_default",
     )
+    assert sent["notice_message_id_kind"] == "outbox"
     assert sent["notice_sent_at"] == state.notice_sent_at.isoformat()
     assert sent["status"] == "reported" and sent["amount_owed_fen"] == 5000
     text = json.dumps(sent, ensure_ascii=False)
