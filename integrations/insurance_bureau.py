@@ -4,8 +4,9 @@
 
 Transactions: 9001 签到 (sign-in: `sign_no`), 2201 门诊挂号 (`mdtrt_id`) and 2202 its
 revocation, 2204 费用明细上传 (`feedetail[]`) and 2205 its revocation, 2206 预结算, 2207 结算
-(`setlinfo`), 2208 结算撤销 (冲正). The card lock has no national transaction: it is this
-hospital's regional extension `yhf-card-lock` (暂停/恢复医保结算), in the same envelope.
+(`setlinfo`), 2208 结算撤销 (冲正), 2601 冲正交易 (a message taken back by its msgid). The card
+lock has no national transaction: it is this hospital's regional extension `yhf-card-lock`
+(暂停/恢复医保结算), in the same envelope.
 
 The envelope: `infno`, `msgid` (fixmedins_code + local `yyyyMMddHHmmss` + 4 digits = 30
 characters; the idempotency key: a retry of one logical request reuses its msgid, which the
@@ -359,6 +360,14 @@ class InsuranceBureauClient:
         """2208 门诊结算撤销 (冲正)."""
         data = {"setl_id": setl_id, "mdtrt_id": mdtrt_id, "psn_no": psn_no}
         await self.call("2208", {"data": data}, msgid=msgid, operator=operator, day=day)
+
+    async def cancel(
+        self, *, msgid: str, psn_no: str, omsgid: str, oinfno: str, operator: Operator, day: date
+    ) -> None:
+        """2601 冲正交易: take back the message `omsgid` (an `oinfno` whose answer never came)."""
+        data = {"psn_no": psn_no, "omsgid": omsgid, "oinfno": oinfno}
+        await self.call("2601", {"data": data}, msgid=msgid, operator=operator, day=day)
+
 
 
 def _split(setlinfo: dict[str, Any]) -> Split:

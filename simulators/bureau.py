@@ -8,7 +8,7 @@ first time (stored); at 2206/2207 `medfee_sumamt` is the sum of the 2204 details
 `mdtrt_id`; 2207 only against a live 2206 of the same figures; 2208 only on a settled `setl_id`;
 a person whose settlement is paused (`yhf-card-lock`, this region's extension) settles nothing;
 a 6203's `refdType` fits its parts. Answering a repeated msgid with its first answer is this
-simulator's way (the national spec has 2601 冲正 by omsgid for a lost answer). Its records are in
+simulator's way; 2601 takes a 2201, 2204 or 2207 back by its msgid (omsgid). Its records are in
 its own database; `/_sandbox/...` shows them, and `/_sandbox/settle-differently/{psn_no}` makes
 the person's next 2207 settle another split than its 2206. `clock` pins its time (its day).
 
@@ -149,6 +149,18 @@ class SplitShift(Base):
     __tablename__ = "split_shift"
     patient_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     fen: Mapped[int]
+
+
+class Undoable(Base):
+    """A message 2601 may take back (冲正交易 by omsgid): a 2201, 2204 or 2207 that went through,
+    whose person and input are kept; `undone` is the 2601's answer once taken back."""
+
+    __tablename__ = "undoable"
+    msgid: Mapped[str] = mapped_column(String(30), primary_key=True)
+    infno: Mapped[str] = mapped_column(String(16))
+    psn_no: Mapped[str] = mapped_column(String(40))
+    effect: Mapped[str] = mapped_column(Text)  # JSON: what it made (mdtrt_id, setl_id, feedetl_sns)
+    undone: Mapped[str | None] = mapped_column(Text)
 
 
 class Refused(Exception):
@@ -520,6 +532,68 @@ def reverse(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) ->
     return {"setlinfo": {**setlinfo(row), "setl_id": row.setl_id}}
 
 
+# --- 2601 冲正交易: a message taken back by its msgid (its answer never came) -------------------
+
+REVERSIBLE = ("2201", "2204", "2207")
+
+
+def keep_undoable(session: Session, msgid: str, infno: str, inp: Mapping[str, Any], output: Mapping[str, Any]) -> None:
+    """After a 2201, 2204 or 2207 went through: what 2601 needs to take it back."""
+    if infno == "2201":
+        psn_no, effect = str(inp["data"]["psn_no"]), {"mdtrt_id": output["data"]["mdtrt_id"]}
+    elif infno == "2204":
+        lines = inp["feedetail"]
+        psn_no = str(lines[0]["psn_no"])
+        effect = {"mdtrt_id": lines[0]["mdtrt_id"], "feedetl_sns": [str(d["feedetl_sn"]) for d in lines]}
+    elif infno == "2207":
+        psn_no, effect = str(inp["data"]["psn_no"]), {"setl_id": output["setlinfo"]["setl_id"]}
+    else:
+        return
+    session.add(Undoable(msgid=msgid, infno=infno, psn_no=psn_no, effect=json.dumps(effect), undone=None))
+
+
+def cancel(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
+    """2601: undo what the message `omsgid` did (2207: its settlement reversed; 2204: its details
+    revoked; 2201: its registration revoked). Asked again under another msgid: the same answer."""
+    data = data_of(inp)
+    psn_no, omsgid, oinfno = text(data, "psn_no"), text(data, "omsgid"), text(data, "oinfno")
+    if oinfno not in REVERSIBLE:
+        raise Refused("NotReversible", f"交易 {oinfno} 不支持冲正")
+    row = session.get(Undoable, omsgid)
+    if row is None:
+        seen = session.get(Message, omsgid)
+        if seen is not None and json.loads(seen.answer).get("infcode") != 0:
+            raise Refused("OriginalFailed", "原交易未成功，无需冲正")
+        raise Refused("OriginalNotFound", "原交易不存在")
+    if row.psn_no != psn_no:
+        raise Refused("OriginalNotFound", "原交易不存在")  # another person's: not told apart from none
+    if row.infno != oinfno:
+        raise Refused("InvalidParameter", f"oinfno is {row.infno} for this omsgid")
+    if row.undone is not None:
+        return dict(json.loads(row.undone))
+    effect = json.loads(row.effect)
+    if oinfno == "2207":
+        settlement = session.scalar(select(Settlement).where(Settlement.setl_id == effect["setl_id"]))
+        if settlement is None or settlement.status != "settled":
+            raise Refused("NotSettled", "该结算不是已结算状态")
+        settlement.status, settlement.updated_at = "reversed", now()
+    else:
+        treatment = session.get(Treatment, effect["mdtrt_id"])
+        assert treatment is not None
+        if session.scalar(
+            select(Settlement).where(Settlement.mdtrt_id == treatment.mdtrt_id, Settlement.status == "settled")
+        ):
+            raise Refused("AlreadySettled", "该就诊已结算，请先撤销结算")
+        if oinfno == "2201":
+            treatment.status = "revoked"
+        for d in uploaded(session, treatment.mdtrt_id):
+            if oinfno == "2201" or d.feedetl_sn in effect["feedetl_sns"]:
+                d.revoked = True
+    out = {"data": {"omsgid": omsgid, "oinfno": oinfno, "psn_no": psn_no}}
+    row.undone = json.dumps(out)
+    return out
+
+
 # --- 医保移动支付 (6201 upload, 6202 pay, 6203 refund, 6301 query, 6401 revoke) -----------------
 
 
@@ -657,6 +731,7 @@ HANDLERS: dict[str, Handler] = {
     "2206": presettle,
     "2207": settle,
     "2208": reverse,
+    "2601": cancel,
     "yhf-card-lock": card_lock,
 }
 
@@ -758,6 +833,7 @@ def handle(db: Store, env: dict[str, Any]) -> dict[str, Any]:
         try:
             with session.begin_nested():
                 out = answer(env, 0, HANDLERS[infno](session, env, inp))
+                keep_undoable(session, msgid, infno, inp, out["output"])
         except Refused as err:
             out = answer(env, -1, {}, str(err))
         session.add(Message(msgid=msgid, request_hash=digest, answer=encode(out), at=now()))
