@@ -3,7 +3,8 @@ lock when the first hold appears and to unlock when the last one is released, so
 with several overdue visits gets one lock. Work on one patient is serialised, and the
 bureau's answer is recorded only after it arrived; a retry asks again with the same
 msgid (kept in nhsa_message), which the bureau deduplicates. The bureau speaks NHSA: the lock is
-its regional extension `yhf-card-lock`, settlement 2207 and 冲正 2208 (integrations/insurance_bureau.py)."""
+its regional extension `yhf-card-lock`, settlement 2207, 冲正 2208, and 2601 of a 2207 whose answer
+was lost (integrations/insurance_bureau.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from db.models import CardLockHold, InsuranceSettlement
-from db.nhsa import message
+from db.nhsa import NhsaMessage, message
 from db.repositories import audit, patient_mutex, utcnow
 from integrations.gateway import GatewayError
 from integrations.insurance_bureau import CARD_LOCK, WORKER, InsuranceBureauClient, Split
@@ -125,6 +126,11 @@ async def bureau_message(
     return msgid, new and (not activity.in_activity() or activity.info().attempt == 1)
 
 
+# 2601 refusals that say the bureau holds nothing of the message: it never got it, refused it, or
+# its settlement was reversed already
+NOTHING_HELD = frozenset({"OriginalNotFound", "OriginalFailed", "NotSettled"})
+
+
 def outcome_unknown(settlement_id: str, infno: str, err: GatewayError) -> ApplicationError:
     """A refusal of a request an earlier try may have carried through: not an answer to that
     try. Retryable: the step raises its alert and tries again (the bureau answers the msgid as
@@ -203,6 +209,36 @@ class SettlementActivities:
             await self._record(row.id, "insurance_reversal_refused", {"code": err.code}, detail=detail[:300])
             raise ApplicationError(detail, type="bureau_reversal_refused", non_retryable=True) from err
 
+    async def _cancel_lost_settle(self, row: InsuranceSettlement) -> None:
+        """2601 of the settlement's 2207 (its msgid, kept), when its answer never came: the bureau
+        may hold a settlement whose setl_id we do not know. A 2207 it never got, or refused, holds
+        nothing (`NOTHING_HELD`); any other refusal is recorded and raised as a refused 2208 is."""
+        async with self._factory() as session:
+            omsgid = await session.scalar(select(NhsaMessage.msgid).where(NhsaMessage.request_key == f"2207:{row.id}"))
+        if omsgid is None:
+            return
+        msgid, first = await bureau_message(self._factory, self._bureau, f"2601:{row.id}", "2601")
+        try:
+            await self._bureau.cancel(
+                msgid=msgid,
+                psn_no=row.patient_id,
+                omsgid=omsgid,
+                oinfno="2207",
+                operator=WORKER,
+                day=self._bureau.local_day(utcnow()),
+            )
+        except GatewayError as err:
+            if err.retryable:
+                raise
+            if err.code in NOTHING_HELD:
+                return
+            if not first:
+                raise outcome_unknown(row.id, "2601", err) from err
+            detail = f"冲正 (2601) of the 2207 refused, the bureau may hold the settlement: {err}"
+            await self._record(row.id, "insurance_reversal_refused", {"code": err.code}, detail=detail[:300])
+            raise ApplicationError(detail, type="bureau_reversal_refused", non_retryable=True) from err
+        await self._record(row.id, "insurance_cancelled", {"omsgid": omsgid, "oinfno": "2207"})
+
     async def _settled_otherwise(self, row: InsuranceSettlement, split: Split) -> c.SettlementResult:
         """The bureau settled another split than it pre-settled: its setl_id and split are kept
         first, then the settlement is reversed (2208) and marked failed, so the saga closes the
@@ -260,8 +296,10 @@ class SettlementActivities:
         row = await self._load(inp.settlement_id)
         if row.status in ("reversed", "completed", "failed"):  # failed: never settled, or taken back
             return c.SettlementResult(settlement_id=row.id, status=row.status)
-        if row.bureau_settlement_no:  # settled at the bureau: 2208 (none: nothing to undo there)
+        if row.bureau_settlement_no:  # settled at the bureau: 2208
             await self._reverse_at_bureau(row, row.bureau_settlement_no)
+        else:  # a 2207 whose answer never came is taken back by its msgid (2601); none sent: nothing
+            await self._cancel_lost_settle(row)
         await self._mark(row.id, "reversed", detail="冲正: the self-pay part did not complete in time")
         return c.SettlementResult(settlement_id=row.id, status="reversed")
 
