@@ -70,7 +70,7 @@ def activity_functions(
     channels = integrations.channels
     payments = PaymentActivities(factory, channels)
     refunds = RefundActivities(factory, channels)
-    statements = StatementActivities(factory, channels, integrations.ebill)
+    statements = StatementActivities(factory, channels, integrations.ebill, Pii(settings.data_key))
     ledger = LedgerActivities(factory)
     notify = NotifyActivities(
         factory, OutboxSender(factory, Pii(settings.data_key), integrations.sms), Pii(settings.data_key)

@@ -8,16 +8,20 @@ of its own. The bill is stored with its version at its first send (`ebill_reques
 (the activity's, or the next settlement's) finds the work still undone and re-sends that
 same body with the same busNo, which the platform deduplicates. A refused bill is recorded on
 the row (`ebill_error`, status failed) and logged; a refused write-off is raised (retried
-with the step's alert: the next bill waits for the old one's write-off); a platform away is
-retried."""
+with the step's alert: the next bill waits for the old one's write-off). A platform away never
+holds the visit: its receipt stands, the bill stays `pending`, and the morning statement run
+sweeps every visit with work left (`EBillSync.sweep`) before it checks the day's totals."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import httpx
 from cryptography.fernet import InvalidToken
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -34,7 +38,7 @@ from db.receipts import (
     record_write_off,
 )
 from db.repositories import utcnow, visit_totals
-from integrations.ebill import ChargeLine, Code, EBillClient, EBillRefused, OutpatientBill
+from integrations.ebill import ChargeLine, Code, EBillClient, EBillRefused, EBillUnavailable, OutpatientBill
 from integrations.ebill_wire import PLATFORM_TZ
 from workflows import contracts as c
 
@@ -56,6 +60,34 @@ ACCOUNT_PAY = {"insurance_personal"}  # 医保个人账户 -> accountPay
 FUND_PAY = {"insurance_pooled", "insurance"}  # 医保统筹基金 -> fundPay
 WRITE_OFF_REASON = "退费或医保冲正后重开"
 SYNC_ROUNDS = 10  # each round finishes some work: a visit's versions are few
+SWEEP_LIMIT = 200  # visits one sweep takes; the next run takes the rest
+# the platform not answering, or answering as a platform in trouble: the bill waits for the sweep
+PLATFORM_AWAY = (EBillUnavailable, httpx.TransportError)
+# a receipt with platform work left: its bill pending, or a voided version's bill still valid
+OUTSTANDING = or_(
+    Receipt.ebill_status == EBillStatus.pending,
+    and_(Receipt.voided_at.is_not(None), Receipt.ebill_status == EBillStatus.issued),
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingEBills:
+    """The e-bills still owed to patients: how many, and since when (the oldest receipt's time)."""
+
+    count: int
+    oldest_at: datetime | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepResult:
+    visits: int  # visits synced
+    refused: list[str]  # visits whose write-off the platform refused (left for the next run)
+    pending: PendingEBills  # what is left after the sweep
+
+
+async def pending_ebills(session: AsyncSession) -> PendingEBills:
+    count, oldest = (await session.execute(select(func.count(), func.min(Receipt.issued_at)).where(OUTSTANDING))).one()
+    return PendingEBills(count=int(count or 0), oldest_at=oldest)
 
 
 class PayerUnknown(Exception):
@@ -150,28 +182,75 @@ class ReceiptActivities:
         self._factory = factory
         self._pii = pii
         self._hospital = hospital
-        self._ebill = ebill
+        self._ebills = EBillSync(factory, pii, ebill) if ebill is not None else None
 
     @activity.defn(name=c.ISSUE_RECEIPT)
     async def issue_receipt(self, inp: c.IssueReceiptInput) -> c.IssueReceiptResult:
+        """Our receipt, written and committed whatever the platform does; then its e-bill, once:
+        a platform away leaves it `pending` for the morning run's sweep (never holds the visit)."""
         async with self._factory() as session, session.begin():
             receipt = await issue_receipt(
-                session, self._pii, inp.visit_id, hospital=self._hospital, ebills=self._ebill is not None
+                session, self._pii, inp.visit_id, hospital=self._hospital, ebills=self._ebills is not None
             )
             result = (
                 c.IssueReceiptResult(receipt_id="", version=0)
                 if receipt is None
                 else c.IssueReceiptResult(receipt_id=receipt.id, version=receipt.version)
             )
-        if self._ebill is not None:
-            await self.sync_ebills(self._ebill, inp.visit_id)
+        if self._ebills is not None:
+            try:
+                await self._ebills.sync(inp.visit_id)
+            except PLATFORM_AWAY as away:
+                log.warning(
+                    "e-bill platform away: the e-bill of visit %s left pending for the sweep (%s)",
+                    inp.visit_id,
+                    type(away).__name__,
+                )
         return result
 
-    async def sync_ebills(self, client: EBillClient, visit_id: str) -> None:
+
+class EBillSync:
+    """The platform's side of receipts: a visit's bills issued and written off (`sync`), and
+    the sweep of every visit with work left (`sweep`, run by the morning statement run)."""
+
+    def __init__(self, factory: async_sessionmaker[AsyncSession], pii: Pii, client: EBillClient) -> None:
+        self._factory = factory
+        self._pii = pii
+        self._client = client
+
+    async def sweep(self, limit: int = SWEEP_LIMIT) -> SweepResult:
+        """Every visit whose e-bill work is left (a bill pending, a voided version's bill still
+        valid), oldest first: synced. A platform away raises (the run retries); a write-off
+        refused leaves that visit's work for the next run and goes on with the others."""
+        async with self._factory() as session:
+            visits = list(
+                (
+                    await session.scalars(
+                        select(Receipt.visit_id)
+                        .where(OUTSTANDING)
+                        .group_by(Receipt.visit_id)
+                        .order_by(func.min(Receipt.issued_at))
+                        .limit(limit)
+                    )
+                ).all()
+            )
+        refused = []
+        for visit_id in visits:
+            try:
+                await self.sync(visit_id)
+            except ApplicationError as e:  # a write-off refused (recorded on its row)
+                log.warning("e-bill sweep: visit %s left for the next run: %s", visit_id, e)
+                refused.append(visit_id)
+        async with self._factory() as session:
+            left = await pending_ebills(session)
+        return SweepResult(visits=len(visits), refused=refused, pending=left)
+
+    async def sync(self, visit_id: str) -> None:
         """The visit's platform work until none is left: the bills of voided versions written
         off first (a version whose answer was lost re-sent first, to learn its bill), then the
         current version's issued. A write-off refused raises (retried, with the step's alert),
         so the new bill is never issued while the old one stands."""
+        client = self._client
         for _ in range(SYNC_ROUNDS):
             async with self._factory() as session:
                 stale, current = await ebill_work(session, visit_id)

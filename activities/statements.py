@@ -16,12 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.receipts import PLATFORM_AWAY, EBillSync, PendingEBills
 from db.models import Payment, Refund, StatementRun
+from db.pii import Pii
 from db.receipts import ebill_day_totals
 from db.repositories import audit, utcnow
 from domain.payment import PAID, RefundStatus
 from domain.statement import Line, Outcome, day_window, match
-from integrations.ebill import DayTotals, EBillClient, EBillRefused, EBillUnavailable, TotalsCheck
+from integrations.ebill import DayTotals, EBillClient, EBillRefused, TotalsCheck
 from integrations.payments.channels import Channel, StatementLine
 from workflows import contracts as c
 
@@ -38,6 +40,23 @@ def _ref(line: StatementLine) -> Line:
         ref=line.out_refund_no if line.kind == "refund" else line.out_trade_no,
         amount_fen=line.amount_fen,
     )
+
+
+def pending_findings(pending: PendingEBills | None) -> list[dict[str, Any]]:
+    """The e-bills the sweep could not issue (a write-off refused, or more than one run takes),
+    as a finding of the day's run: operators see it in GET /v1/ops/statements."""
+    if pending is None or not pending.count:
+        return []
+    since = pending.oldest_at.isoformat() if pending.oldest_at else "?"
+    return [
+        {
+            "kind": "pending",
+            "ref": f"{pending.count} e-bills pending since {since}",
+            "problem": "ebill_pending",
+            "channel_fen": None,
+            "ledger_fen": None,
+        }
+    ]
 
 
 def totals_findings(check: TotalsCheck) -> list[dict[str, Any]]:
@@ -106,10 +125,14 @@ class StatementActivities:
         factory: async_sessionmaker[AsyncSession],
         channels: Mapping[str, Channel],
         ebill: EBillClient | None = None,
+        pii: Pii | None = None,
     ) -> None:
         self._factory = factory
         self._channels = channels
         self._ebill = ebill
+        if ebill is not None and pii is None:
+            raise ValueError("the e-bill sweep decrypts the payer's name: give the Pii")
+        self._ebills = EBillSync(factory, pii, ebill) if ebill is not None and pii is not None else None
 
     @staticmethod
     async def _ours(session: AsyncSession, channel: str, start: datetime, end: datetime) -> list[Line]:
@@ -183,14 +206,17 @@ class StatementActivities:
         return findings
 
     async def _check_ebills(self, client: EBillClient, inp: c.ReconcileStatementInput) -> c.StatementResult:
-        """checkTotalData: our day's bills against the platform's; the findings stored as a run."""
+        """The sweep of the e-bills left pending (a platform away at settlement), then
+        checkTotalData: our day's bills against the platform's; the findings stored as a run,
+        with the e-bills still pending after the sweep (`ebill_pending`)."""
         start, end = day_window(inp.day, PLATFORM_TZ_NAME)  # busDate is the platform's (Beijing) day
-        async with self._factory() as session:
-            issued, issued_fen, off, off_fen = await ebill_day_totals(session, start, end)
-        ours = DayTotals(issued=issued, issued_fen=issued_fen, written_off=off, written_off_fen=off_fen)
         try:
+            swept = await self._ebills.sweep() if self._ebills is not None else None
+            async with self._factory() as session:
+                issued, issued_fen, off, off_fen = await ebill_day_totals(session, start, end)
+            ours = DayTotals(issued=issued, issued_fen=issued_fen, written_off=off, written_off_fen=off_fen)
             check = await client.check_totals(datetime.fromisoformat(inp.day).date(), ours)
-        except EBillUnavailable as e:
+        except PLATFORM_AWAY as e:
             raise ApplicationError(f"the e-bill platform did not answer: {e}", type="ebill_unavailable") from e
         except EBillRefused as e:  # the same figures are refused again: for a person to look at
             raise ApplicationError(
@@ -198,6 +224,7 @@ class StatementActivities:
             ) from e
         theirs, findings = check.platform, totals_findings(check)
         matched = 0 if findings else ours.issued + ours.written_off
+        findings += pending_findings(swept.pending if swept is not None else None)
         async with self._factory() as session, session.begin():
             await save_run(
                 session,
