@@ -20,6 +20,13 @@ ROOT = Path(__file__).resolve().parent
 DEV_SECRETS = {"dev-his-key", "dev-ops-key", "dev-data-key-change-me", "dev-bureau-secret", "dev-credit-secret"}
 # the sandbox's SM2 private key for the insurance bureau (NHSA) gateway: public, so refused outside it
 DEV_BUREAU_SM2_KEY = "7e02462a94ecdd767bc1da22fa8d86bded2a432b552b52ec4002ce34575fe424"
+# the sandbox's platform key pair (医保移动支付's notifications): the simulated bureau signs with the
+# private half, the sandbox verifies with the public half (YHF_INSURANCE_BUREAU_PUBLIC_KEY's default)
+DEV_BUREAU_PLATFORM_KEY = "7ff0260f37d8ec20f44b97f63219882fe90c00267ab8d0e73b62d799d7926ae1"
+DEV_BUREAU_PLATFORM_PUBLIC_KEY = (
+    "38b8e85f9a2170d7e33df019524668bc9f922992e183571185976a057faf9720"
+    "dd49a993aa1fcb12ad6ca6b883221b0bd20db70f425a8c7fbd72f12447a25f46"
+)
 DEV_FIXMEDINS_CODE = "H00000000001"  # the sandbox's 定点医药机构编号 at the simulated bureau
 DEV_SECRETS |= {"dev-ebill-key"}
 DEV_EBILL_AGENCY_CODE = "DEV-AGENCY-0001"  # the sandbox's agency code at the simulated e-bill platform
@@ -161,6 +168,9 @@ class Settings(BaseSettings):
     insurance_bureau_url: str = ""
     insurance_bureau_app_id: str = "yhf-hospital"
     insurance_bureau_secret: str = ""
+    # the platform's SM2 public key (128 hex, x||y): verifies its 医保移动支付 notifications; the
+    # sandbox's is DEV_BUREAU_PLATFORM_PUBLIC_KEY (refused elsewhere; unset: no notification verifies)
+    insurance_bureau_public_key: str = ""
     insurance_fixmedins_code: str = ""
     insurance_fixmedins_name: str = ""
     insurance_admvs: str = ""
@@ -276,6 +286,7 @@ class Settings(BaseSettings):
             self.ops_api_key = self.ops_api_key or "dev-ops-key"
             self.data_key = self.data_key or "dev-data-key-change-me"
             self.insurance_bureau_secret = self.insurance_bureau_secret or DEV_BUREAU_SM2_KEY
+            self.insurance_bureau_public_key = self.insurance_bureau_public_key or DEV_BUREAU_PLATFORM_PUBLIC_KEY
             self.insurance_fixmedins_code = self.insurance_fixmedins_code or DEV_FIXMEDINS_CODE
             self.insurance_fixmedins_name = self.insurance_fixmedins_name or self.hospital_name
             self.insurance_admvs = self.insurance_admvs or "110105"
@@ -290,6 +301,8 @@ class Settings(BaseSettings):
             raise ValueError(
                 "YHF_INSURANCE_BUREAU_SECRET and YHF_INSURANCE_FIXMEDINS_CODE are the sandbox's outside it"
             )
+        if self.insurance_bureau_public_key.lower().removeprefix("04") == DEV_BUREAU_PLATFORM_PUBLIC_KEY:
+            raise ValueError("YHF_INSURANCE_BUREAU_PUBLIC_KEY is the sandbox's outside it")
         # the code's and the 区划's form are the client's to check: the API and the worker stop at start
         self.insurance_fixmedins_name = self.insurance_fixmedins_name or self.hospital_name
         if self.credit_creditor_code == DEV_CREDITOR_CODE:

@@ -20,7 +20,7 @@ from typing import IO
 import httpx
 from temporalio.common import SearchAttributeIndexedValueType
 
-from config import DEV_BUREAU_SM2_KEY
+from config import DEV_BUREAU_PLATFORM_KEY, DEV_BUREAU_SM2_KEY
 from simulators import alipay as alipay_simulator, wechat as wechat_simulator
 from simulators.keys import sandbox_keys
 from workflows.visit import SEARCH_ATTRIBUTES
@@ -244,6 +244,9 @@ class Stack:
             port = port or free_port()
             app_id = env.get(f"YHF_{setting}_APP_ID") or "yhf-hospital"
             secret = env.get(f"YHF_{setting}_SECRET") or default_secret
+            if name == "bureau":  # it signs its notifications with the platform's key (the API: its public half)
+                signing = "SIMULATOR_BUREAU_PLATFORM_KEY"
+                self.env[signing] = env.get(signing) or DEV_BUREAU_PLATFORM_KEY
             db = str(self.data_dir / f"{name}.db")
             self.spawn(name, [sys.executable, "-m", f"simulators.{name}", str(port), app_id, secret, db])
             self.env[f"YHF_{setting}_URL"] = f"http://127.0.0.1:{port}"

@@ -98,6 +98,7 @@ def build_integrations(
             fixmedins_name=settings.insurance_fixmedins_name,
             admvs=settings.insurance_admvs,
             timezone=settings.timezone,
+            bureau_public_key=settings.insurance_bureau_public_key,
         ),
         credit=credit_platform.CreditPlatformClient(
             credit_http, app_id=settings.credit_platform_app_id, secret=settings.credit_platform_secret

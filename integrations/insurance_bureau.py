@@ -44,6 +44,7 @@ from integrations.nhsa import (
     make_msgid,
     refusal_text,
     sm2_public_key,
+    sm2_public_key_checked,
     tif_headers,
     yuan_to_fen,
 )
@@ -117,8 +118,11 @@ class InsuranceBureauClient:
         admvs: str,
         timezone: str = "Asia/Shanghai",
         clock: Callable[[], datetime] | None = None,
+        bureau_public_key: str = "",
     ) -> None:
         sm2_public_key(private_key)  # a bad key stops the start, not the first call
+        # the platform's SM2 public key: verifies its notifications (医保移动支付); "" verifies none
+        self.bureau_public_key = sm2_public_key_checked(bureau_public_key) if bureau_public_key else ""
         if len(fixmedins_code) != 12:
             raise ValueError("YHF_INSURANCE_FIXMEDINS_CODE is 12 characters (e.g. H11010500001)")
         self.http = http
@@ -367,7 +371,6 @@ class InsuranceBureauClient:
         """2601 冲正交易: take back the message `omsgid` (an `oinfno` whose answer never came)."""
         data = {"psn_no": psn_no, "omsgid": omsgid, "oinfno": oinfno}
         await self.call("2601", {"data": data}, msgid=msgid, operator=operator, day=day)
-
 
 
 def _split(setlinfo: dict[str, Any]) -> Split:

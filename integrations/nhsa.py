@@ -22,7 +22,7 @@ import json
 import re
 import secrets
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -140,6 +140,12 @@ def _public_point(public_key: str) -> tuple[int, int]:
     return x, y
 
 
+def sm2_public_key_checked(public_key: str) -> str:
+    """A public key (128 hex x||y, or 130 with "04") on the curve, as 128 lowercase hex; else ValueError."""
+    x, y = _public_point(public_key)
+    return f"{x:064x}{y:064x}"
+
+
 def _private_int(private_key: str) -> int:
     if not re.fullmatch(r"[0-9a-fA-F]{64}", private_key):
         raise ValueError("an SM2 private key is 64 hex characters")
@@ -203,6 +209,24 @@ def sm2_verify(public_key: str, message: bytes, signature: str) -> bool:
         return False
     point = _add(_mul(s, G), _mul(t, public))
     return point is not None and (_digest(public, message) + point[0]) % ORDER == r
+
+
+def tif_sm2_refusal(
+    public_key: str, headers: Mapping[str, str], body: bytes, *, now: datetime, max_age: timedelta
+) -> str | None:
+    """Why SM2-signed x-tif headers over `body` are refused (a code), or None when they verify:
+    all four present, the timestamp within `max_age` of `now` either way, and x-tif-signature the
+    SM2 signature of `signed_text` by the holder of `public_key`."""
+    paasid, ts, nonce, signature = (
+        headers.get(name, "") for name in ("x-tif-paasid", "x-tif-timestamp", "x-tif-nonce", "x-tif-signature")
+    )
+    if not (paasid and ts and nonce and signature):
+        return "MissingSignature"
+    if not ts.isdigit() or abs(now.timestamp() - int(ts)) > max_age.total_seconds():
+        return "StaleTimestamp"
+    if not sm2_verify(public_key, signed_text(ts, nonce, paasid, body), signature):
+        return "SignatureDoesNotMatch"
+    return None
 
 
 def tif_headers(paasid: str, private_key: str, body: bytes, *, timestamp: int, nonce: str) -> dict[str, str]:

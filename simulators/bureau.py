@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import secrets
 import sys
@@ -37,6 +38,7 @@ from gmssl import sm2, sm3
 from sqlalchemy import Boolean, Integer, MetaData, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from config import DEV_BUREAU_PLATFORM_KEY
 from simulators.store import Store, UtcDateTime, serve
 
 PATH = "/fsi/api/rsfComIfsService/callService"
@@ -139,7 +141,23 @@ class MobileOrder(Base):
     refunded_personal_fen: Mapped[int] = mapped_column(default=0)
     refunded_cash_fen: Mapped[int] = mapped_column(default=0)
     refund_sns: Mapped[str] = mapped_column(Text, default="")  # appRefdSn taken, one a line
-    status: Mapped[str] = mapped_column(String(4))  # ordStas: 1 uploaded, 6 paid, 7 refunded, 12 revoked
+    # ordStas: 1 uploaded, 2 paying (the cash part at the cashier), 6 paid, 7 refunded, 12 revoked, 15 failed
+    status: Mapped[str] = mapped_column(String(4))
+    pay_auth_no: Mapped[str] = mapped_column(String(64), default="")  # the authorisation it was uploaded with
+    notify_url: Mapped[str] = mapped_column(Text, default="")
+    setl_id: Mapped[str] = mapped_column(String(30), default="")  # once paid
+    cashier_url: Mapped[str] = mapped_column(Text, default="")  # while paying
+    notified: Mapped[str] = mapped_column(String(40), default="")  # the notification's last answer ("200")
+
+
+class PayAuth(Base):
+    """A payAuthNo the 医保电子凭证 app gave (POST /mobile/authorize): one person's, for one order."""
+
+    __tablename__ = "pay_auth"
+    pay_auth_no: Mapped[str] = mapped_column(String(64), primary_key=True)
+    patient_id: Mapped[str] = mapped_column(String(40))  # psnNo
+    expires_at: Mapped[datetime]
+    pay_ord_id: Mapped[str | None] = mapped_column(String(40))  # the order it was used for
 
 
 class SplitShift(Base):
@@ -309,7 +327,7 @@ def personal_balance(session: Session, patient_id: str) -> int:
     ).all()
     mobile = session.execute(
         select(MobileOrder.personal_fen, MobileOrder.refunded_personal_fen).where(
-            MobileOrder.patient_id == patient_id, MobileOrder.status.in_(("6", "7"))
+            MobileOrder.patient_id == patient_id, MobileOrder.status.in_(("2", "6", "7"))
         )
     ).all()
     return PERSONAL_ACCOUNT_FEN - sum(spent) - sum(paid - back for paid, back in mobile)
@@ -594,135 +612,10 @@ def cancel(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> 
     return out
 
 
-# --- 医保移动支付 (6201 upload, 6202 pay, 6203 refund, 6301 query, 6401 revoke) -----------------
-
-
-def _mobile_order(session: Session, data: Mapping[str, Any]) -> MobileOrder:
-    row = session.get(MobileOrder, text(data, "payOrdId"))
-    if row is None or row.pay_token != text(data, "payToken"):
-        raise Refused("OrderNotFound", "支付订单不存在或 payToken 不符")
-    return row
-
-
-def mobile_figures(row: MobileOrder) -> dict[str, Any]:
-    return {
-        "payOrdId": row.pay_ord_id,
-        "payToken": row.pay_token,
-        "medOrgOrd": row.med_org_ord,
-        "ordStas": row.status,
-        "feeSumamt": yuan(row.total_fen),
-        "fundPay": yuan(row.fund_fen),
-        "psnAcctPay": yuan(row.personal_fen),
-        "ownPayAmt": yuan(row.cash_fen),
-    }
-
-
-def mobile_upload(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
-    data = data_of(inp)
-    psn_no = text(data, "psnNo")
-    text(data, "payAuthNo")  # the patient's authorisation in the 医保电子凭证 app
-    details = data.get("feedetail")
-    if not isinstance(details, list) or not details:
-        raise Refused("MissingParameter", "data.feedetail is required")
-    lines = []
-    for d in details:
-        if not isinstance(d, Mapping):
-            raise Refused("InvalidParameter", "a feedetail is an object")
-        amount, price, count = fen(d.get("detItemFeeSumamt")), fen(d.get("pric")), d.get("cnt")
-        if not isinstance(count, int | Decimal) or isinstance(count, bool) or Decimal(count) * price != amount:
-            raise Refused("InvalidParameter", f"{d.get('feedetlSn')}: detItemFeeSumamt is not cnt x pric")
-        text(d, "feedetlSn")
-        lines.append(FeeDetail(fen=amount, med_chrgitm_type=str(d.get("medChrgitmType") or "14")))
-    total = fen(data.get("medfeeSumamt"))
-    if total != sum(line.fen for line in lines):
-        raise Refused("TotalMismatch", "medfeeSumamt 与费用明细合计不符")
-    if is_locked(card_events(session, psn_no)):
-        raise Refused("CardLocked", "参保人医保结算已暂停（卡锁定），不能结算")
-    fund, personal, cash = split_bill(lines, personal_balance(session, psn_no))
-    row = MobileOrder(
-        pay_ord_id=new_id("ORD"),
-        pay_token=secrets.token_hex(16),
-        patient_id=psn_no,
-        med_org_ord=text(data, "medOrgOrd"),
-        total_fen=total,
-        fund_fen=fund,
-        personal_fen=personal,
-        cash_fen=cash,
-        refunded_fund_fen=0,
-        refunded_personal_fen=0,
-        refunded_cash_fen=0,
-        refund_sns="",
-        status="1",
-    )
-    session.add(row)
-    return mobile_figures(row)
-
-
-def mobile_pay(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
-    data = data_of(inp)
-    row = _mobile_order(session, data)
-    text(data, "payAuthNo")
-    if row.status != "1":
-        raise Refused("OrderNotPayable", f"订单状态 {row.status}，不能支付")
-    if is_locked(card_events(session, row.patient_id)):
-        raise Refused("CardLocked", "参保人医保结算已暂停（卡锁定），不能结算")
-    if row.personal_fen > personal_balance(session, row.patient_id):
-        raise Refused("BalanceChanged", "个人账户余额不足，请重新上传")
-    row.status = "6"
-    return mobile_figures(row)
-
-
-def mobile_refund(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
-    data = data_of(inp)
-    row = session.get(MobileOrder, text(data, "payOrdId"))
-    if row is None:
-        raise Refused("OrderNotFound", "支付订单不存在")
-    sn = text(data, "appRefdSn")
-    if sn in row.refund_sns.split("\n"):
-        raise Refused("RefundSnReused", "退款流水号已使用")
-    if row.status not in ("6", "7"):
-        raise Refused("OrderNotPaid", f"订单状态 {row.status}，不能退款")
-    total, fund, personal, cash = (
-        fen(data.get(name)) for name in ("totlRefdAmt", "fundRefdAmt", "psnAcctRefdAmt", "cashRefdAmt")
-    )
-    if total != fund + personal + cash:
-        raise Refused("TotalMismatch", "totlRefdAmt 不等于基金、个人账户与现金退款之和")
-    kind = "ALL" if (fund or personal) and cash else ("HI" if fund or personal else "CASH")
-    if data.get("refdType") != kind:  # HI: the fund and/or the personal account; CASH: cash; ALL: both
-        raise Refused("InvalidParameter", f"refdType is {kind} for this refund")
-    if (
-        row.refunded_fund_fen + fund > row.fund_fen
-        or row.refunded_personal_fen + personal > row.personal_fen
-        or row.refunded_cash_fen + cash > row.cash_fen
-    ):
-        raise Refused("RefundTooLarge", "退款金额超过可退金额")
-    row.refunded_fund_fen += fund
-    row.refunded_personal_fen += personal
-    row.refunded_cash_fen += cash
-    row.refund_sns = (row.refund_sns + "\n" + sn).strip()
-    if row.refunded_fund_fen + row.refunded_personal_fen + row.refunded_cash_fen == row.total_fen:
-        row.status = "7"
-    return {"payOrdId": row.pay_ord_id, "appRefdSn": sn, "refStatus": "SUCC", "ordStas": row.status}
-
-
-def mobile_query(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
-    return mobile_figures(_mobile_order(session, data_of(inp)))
-
-
-def mobile_revoke(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:
-    row = _mobile_order(session, data_of(inp))
-    if row.status not in ("1", "12"):
-        raise Refused("OrderPaid", f"订单状态 {row.status}，已支付的订单只能退款 (6203)")
-    row.status = "12"
-    return {"payOrdId": row.pay_ord_id, "ordStas": row.status}
+# --- 医保移动支付 (6201 upload, 6202 pay, 6203 refund, 6301 query, 6401 revoke): simulators/bureau_mobile.py
 
 
 HANDLERS: dict[str, Handler] = {
-    "6201": mobile_upload,
-    "6202": mobile_pay,
-    "6203": mobile_refund,
-    "6301": mobile_query,
-    "6401": mobile_revoke,
     "9001": sign_in,
     "2201": register,
     "2202": revoke_registration,
@@ -772,29 +665,48 @@ def wire(data: dict[str, Any], status: int = 200) -> Response:
 
 
 def simulator_app(
-    keys_by_paasid: dict[str, str], store: Store | None = None, *, clock: Callable[[], datetime] | None = None
+    keys_by_paasid: dict[str, str],
+    store: Store | None = None,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    platform_key: str = DEV_BUREAU_PLATFORM_KEY,
 ) -> FastAPI:
     """The bureau's side, knowing each paasid's public key; `store` None: a fresh one in memory.
-    `clock`: the bureau's time (a test pins it, its day with it); the wall clock by default."""
+    `clock`: the bureau's time (a test pins it, its day with it); the wall clock by default.
+    `platform_key`: the platform's SM2 private key its 医保移动支付 notifications are signed with."""
+    from simulators import bureau_mobile  # its section of the bureau; it imports this module
+
     app = FastAPI(title="Insurance bureau (simulated NHSA gateway)", docs_url=None, redoc_url=None, openapi_url=None)
     db = store or Store(Base.metadata)
     app.state.store = db
     keys = {paasid: _usable(key) for paasid, key in keys_by_paasid.items()}
+    handlers = {**HANDLERS, **bureau_mobile.HANDLERS}
+    mobile = bureau_mobile.Mobile(app, db, clock, platform_key)
 
     @app.post(PATH)
     async def call_service(request: Request) -> Any:
         token = _clock.set(clock) if clock is not None else None  # this request's clock
         try:
-            return answer_request(db, keys, request.headers, await request.body())
+            with bureau_mobile.request_scope(str(request.base_url)) as settled:
+                response = answer_request(db, keys, request.headers, await request.body(), handlers)
+            await mobile.notify(settled)  # the orders it paid, notified after its transaction
+            return response
         finally:
             if token is not None:
                 _clock.reset(token)
 
     inspection(app, db)
+    mobile.mount()
     return app
 
 
-def answer_request(db: Store, keys: Mapping[str, str], headers: Mapping[str, str], body: bytes) -> Response:
+def answer_request(
+    db: Store,
+    keys: Mapping[str, str],
+    headers: Mapping[str, str],
+    body: bytes,
+    handlers: Mapping[str, Handler] = HANDLERS,
+) -> Response:
     public_key = keys.get(headers.get("x-tif-paasid", ""))
     try:
         if not public_key:  # unknown, or known with a key that is none (nothing verifies)
@@ -808,12 +720,12 @@ def answer_request(db: Store, keys: Mapping[str, str], headers: Mapping[str, str
             raise ValueError
     except ValueError:
         return wire(answer({}, -1, {}, "[MalformedBody] body is not JSON"), 400)
-    return wire(handle(db, env))
+    return wire(handle(db, env, handlers))
 
 
-def handle(db: Store, env: dict[str, Any]) -> dict[str, Any]:
+def handle(db: Store, env: dict[str, Any], handlers: Mapping[str, Handler] = HANDLERS) -> dict[str, Any]:
     infno, msgid, inp = env.get("infno"), env.get("msgid"), env.get("input")
-    if not isinstance(infno, str) or infno not in HANDLERS:
+    if not isinstance(infno, str) or infno not in handlers:
         return answer(env, -1, {}, f"[UnknownInfno] 交易编号不存在: {infno}")
     if not isinstance(msgid, str) or len(msgid) != 30 or not msgid.startswith(str(env.get("fixmedins_code"))):
         return answer(env, -1, {}, "[InvalidMsgid] msgid 为定点机构编号+时间+4位顺序号，共30位")
@@ -832,7 +744,7 @@ def handle(db: Store, env: dict[str, Any]) -> dict[str, Any]:
                 return answer(env, -1, {}, "[SignInInvalid] 签到编号无效或已过期，请重新签到 (9001)")
         try:
             with session.begin_nested():
-                out = answer(env, 0, HANDLERS[infno](session, env, inp))
+                out = answer(env, 0, handlers[infno](session, env, inp))
                 keep_undoable(session, msgid, infno, inp, out["output"])
         except Refused as err:
             out = answer(env, -1, {}, str(err))
@@ -897,4 +809,7 @@ def inspection(app: FastAPI, db: Store) -> None:
 if __name__ == "__main__":  # python -m simulators.bureau PORT PAASID KEY [DB_FILE]
     port, paasid, key = int(sys.argv[1]), sys.argv[2], public_key_of(sys.argv[3])  # a bad key stops the start
     path = Path(sys.argv[4]) if len(sys.argv) > 4 else None
-    serve(simulator_app({paasid: key}, Store(Base.metadata, path)), port)
+    # the platform's signing key (its notifications): the sandbox's unless given
+    platform = os.environ.get("SIMULATOR_BUREAU_PLATFORM_KEY") or DEV_BUREAU_PLATFORM_KEY
+    public_key_of(platform)  # a bad key stops the start
+    serve(simulator_app({paasid: key}, Store(Base.metadata, path), platform_key=platform), port)

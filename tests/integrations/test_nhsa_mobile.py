@@ -1,5 +1,6 @@
 """医保移动支付 (6201, 6202, 6203, 6301, 6401) against the simulated bureau: an order is paid
-once, refunded no more than was paid, taken back only while unpaid, and a locked card pays nothing."""
+once (its cash part at the platform's cashier), refunded no more than was paid, taken back only
+while unpaid, and a locked card pays nothing."""
 
 from __future__ import annotations
 
@@ -7,12 +8,22 @@ import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from integrations.gateway import GatewayError
 from integrations.insurance_bureau import WORKER
-from integrations.nhsa_mobile import PAID, REFUNDED, REVOKED, UPLOADED, MobileOrder, MobilePayment, refund_type
+from integrations.nhsa_mobile import (
+    PAID,
+    PAYING,
+    REFUNDED,
+    REVOKED,
+    UPLOADED,
+    MobileOrder,
+    MobilePayment,
+    refund_type,
+)
 from tests.integrations.test_nhsa import Side, bureau_side, day, details, msgid
 from tests.support import uid
 
@@ -23,23 +34,44 @@ async def side() -> AsyncIterator[Side]:
         yield it
 
 
+AUTHS: dict[str, str] = {}  # payOrdId -> the payAuthNo it was uploaded with
+NOTIFY_URL = "http://hospital/v1/payments/notify/nhsa-mobile"
+
+
 async def uploaded(side: Side, psn: str, *lines: tuple[str, int]) -> MobileOrder:
-    return await MobilePayment(side.client).upload(
+    mobile = MobilePayment(side.client)
+    auth = await mobile.sandbox_authorize(psn)
+    order = await mobile.upload(
         msgid=msgid(side),
         psn_no=psn,
-        pay_auth_no=uid("AUTH"),
+        pay_auth_no=auth,
         med_org_ord=uid("ord"),
         details=details(*lines),
         at=datetime.now(UTC),
         operator=WORKER,
         day=day(side),
+        notify_url=NOTIFY_URL,
     )
+    AUTHS[order.pay_ord_id] = auth
+    return order
 
 
 async def pay(side: Side, order: MobileOrder, *, msg: str | None = None) -> MobileOrder:
     return await MobilePayment(side.client).pay(
-        msgid=msg or msgid(side), order=order, pay_auth_no="AUTH", operator=WORKER, day=day(side)
+        msgid=msg or msgid(side),
+        order=order,
+        pay_auth_no=AUTHS[order.pay_ord_id],
+        operator=WORKER,
+        day=day(side),
     )
+
+
+async def at_the_cashier(side: Side, order: MobileOrder, *, notify: bool = True) -> dict[str, Any]:
+    """The patient pays the cash part at the platform's cashier."""
+    url = order.cashier_url + ("" if notify else "?notify=0")
+    answer = await side.http.post(url, json={"payToken": order.pay_token})
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
 
 
 async def refund(side: Side, order: MobileOrder, fund: int, personal: int, cash: int, sn: str | None = None) -> str:
@@ -69,13 +101,17 @@ async def test_an_order_is_uploaded_paid_queried_and_refunded(side: Side) -> Non
     upload = json.loads(side.wire.sent[-1].content, parse_float=Decimal)
     assert upload["infno"] == "6201" and upload["input"]["data"]["medfeeSumamt"] == Decimal("155.00")
     msg = msgid(side)
-    paid = await pay(side, order, msg=msg)
-    assert paid.status == PAID and await pay(side, order, msg=msg) == paid  # a retry: the same answer
+    paying = await pay(side, order, msg=msg)
+    assert paying.status == PAYING and await pay(side, order, msg=msg) == paying  # a retry: the same answer
+    assert paying.cashier_url.startswith("http://bureau/") and not paying.setl_id
     with pytest.raises(GatewayError) as err:  # paid once only
         await pay(side, order)
     assert err.value.code == "OrderNotPayable"
     mobile = MobilePayment(side.client)
-    assert (await mobile.query(msgid=msgid(side), order=order, operator=WORKER, day=day(side))).status == PAID
+    assert (await mobile.query(msgid=msgid(side), order=order, operator=WORKER, day=day(side))) == paying
+    await at_the_cashier(side, paying, notify=False)
+    paid = await mobile.query(msgid=msgid(side), order=order, operator=WORKER, day=day(side))
+    assert paid.status == PAID and paid.setl_id and not paid.cashier_url
     # the personal account paid 60 yuan: a second order of the same bill gets what is left of 200
     assert (await uploaded(side, psn, ("03", 50000))).personal_fen == 14000
     # refunds: never more than each part paid, never the same appRefdSn twice
@@ -131,6 +167,7 @@ async def test_a_refund_of_the_personal_account_and_cash_is_all(side: Side) -> N
     assert (refund_type(9000, 0), refund_type(0, 500), refund_type(6000, 500)) == ("HI", "CASH", "ALL")
     order = await pay(side, await uploaded(side, uid("p"), ("03", 12000), ("14", 500)))
     assert (order.fund_fen, order.personal_fen, order.cash_fen) == (7200, 4800, 500)
+    await at_the_cashier(side, order, notify=False)
     data = {
         "payOrdId": order.pay_ord_id,
         "appRefdSn": uid("rf"),
