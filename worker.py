@@ -31,6 +31,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 import observability
 from activities.credit import CreditActivities
 from activities.insurance import InsuranceActivities, SettlementActivities
+from activities.insurance_refunds import InsuranceRefunds
 from activities.ledger import LedgerActivities
 from activities.notify import NotifyActivities
 from activities.oversight import OversightActivities
@@ -69,7 +70,7 @@ def activity_functions(
 ) -> Sequence[Callable[..., Any]]:
     channels = integrations.channels
     payments = PaymentActivities(factory, channels)
-    refunds = RefundActivities(factory, channels)
+    refunds = RefundActivities(factory, channels, insurance=InsuranceRefunds(factory, integrations.bureau))
     statements = StatementActivities(factory, channels, integrations.ebill, Pii(settings.data_key))
     ledger = LedgerActivities(factory)
     notify = NotifyActivities(

@@ -2,7 +2,8 @@
 
 Every call to a channel carries the refund's id as the channel's own refund number
 (WeChat `out_refund_no`, Alipay `out_request_no`), so a retried call is the same refund.
-A window payment (cash, card, insurance) is handed back by an operator, who confirms it."""
+A window payment (cash, card, insurance) is handed back by an operator, who confirms it; the
+insurance parts of a card-less settlement go back through the bureau (activities/insurance_refunds.py)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,26 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.insurance_refunds import InsuranceRefunds
 from db.models import Payment, Refund
 from db.repositories import utcnow
 from domain.payment import REFUND_NOT_AT_CHANNEL, RefundStatus
 from integrations.payments.channels import Channel, RefundAnswer
-from ledger.refunds import WINDOW_METHODS, refund_credit, refund_input, settle_refund
+from ledger.refunds import BUREAU_METHODS, WINDOW_METHODS, refund_credit, refund_input, settle_refund
 from workflows import contracts as c
 
 
 class RefundActivities:
-    def __init__(self, factory: async_sessionmaker[AsyncSession], channels: Mapping[str, Channel]) -> None:
+    def __init__(
+        self,
+        factory: async_sessionmaker[AsyncSession],
+        channels: Mapping[str, Channel],
+        *,
+        insurance: InsuranceRefunds,
+    ) -> None:
         self._factory = factory
         self._channels = channels
+        self._insurance = insurance
 
     @activity.defn(name=c.REFUND_CREDIT)
     async def refund_credit(self, inp: c.RefundCreditInput) -> c.RefundCreditResult:
@@ -81,6 +90,8 @@ class RefundActivities:
         refund, payment = await self._load(inp.refund_id)
         if refund.status in REFUND_NOT_AT_CHANNEL:  # decided, or in an operator's hands
             return c.RefundStatusResult(refund_id=refund.id, status=refund.status, detail=refund.detail or "")
+        if refund.method in BUREAU_METHODS:  # the insurance parts: the bureau (2208) or by hand
+            return await self._insurance.submit(refund, payment)
         if refund.method in WINDOW_METHODS:
             return await self._record(
                 refund.id,
@@ -98,7 +109,7 @@ class RefundActivities:
         refund, payment = await self._load(inp.refund_id)
         if refund.status in REFUND_NOT_AT_CHANNEL:  # decided, or in an operator's hands
             return c.RefundStatusResult(refund_id=refund.id, status=refund.status, detail=refund.detail or "")
-        if refund.method not in WINDOW_METHODS:
+        if refund.method not in (*WINDOW_METHODS, *BUREAU_METHODS):
             answer = await self._channel(refund).query_refund(out_refund_no=refund.id, out_trade_no=payment.id)
             if answer is not None:
                 return await self._answer(refund, answer)

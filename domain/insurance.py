@@ -12,6 +12,7 @@ class SettlementStatus(StrEnum):
     completed = "completed"  # both parts landed and are booked in the ledger
     reversed = "reversed"  # the self-pay part did not land: the insurance part was reversed (冲正)
     failed = "failed"  # the bureau refused to settle, or settled another split, which was reversed (2208)
+    refunded = "refunded"  # its insurance part was asked back whole by refunds: the bureau took it back (2208)
 
 
 # 医疗收费项目类别 (med_chrgitm_type, the NHSA dictionary) of our item categories, sent with

@@ -18,9 +18,11 @@ from ledger import repository as repo
 from ledger.errors import AmountMismatch, NoCredit, RefundNotFound, RefundNotManual, VisitNotFound
 from workflows import contracts as c
 
-# Money that goes back by hand: handed over at the window, or returned to the insurance fund or
-# personal account through the bureau's own refund procedure; an operator confirms each one.
-WINDOW_METHODS = ("cash", "card", "insurance", "insurance_pooled", "insurance_personal")
+# Money that goes back by hand: handed over at the window; an operator confirms each one.
+WINDOW_METHODS = ("cash", "card", "insurance")
+# The insurance parts of a card-less settlement: back through the bureau (2208) when the whole
+# insurance part is asked back, else by hand (activities/insurance_refunds.py).
+BUREAU_METHODS = ("insurance_pooled", "insurance_personal")
 
 
 def refund_input(refund: Refund) -> c.RefundInput:
