@@ -306,8 +306,12 @@ def receipt_ebill(receipt: Receipt) -> s.ReceiptEBill | None:
     )
 
 
-def settlement_out(row: InsuranceSettlement, self_pay: s.ChannelPayment | None = None) -> s.InsuranceSettlementOut:
+def settlement_out(
+    row: InsuranceSettlement, self_pay: s.ChannelPayment | None = None, *, cashier_url: str | None = None
+) -> s.InsuranceSettlementOut:
     return s.InsuranceSettlementOut(
+        mode=row.mode or "card",
+        cashier_url=cashier_url,
         settlement_id=row.id,
         visit_ids=list(row.visit_ids),
         total_fen=row.total_fen,

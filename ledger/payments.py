@@ -243,16 +243,18 @@ async def land_insurance_part(
     visit_ids: list[str],
     amount_fen: int,
     bureau_settlement_no: str | None,
+    method: str = "",
 ) -> Landed:
     """The bureau settled the insurance part (`pooled` or `personal`) of a settlement: it
-    lands as a payment of its own, and whatever it put beyond the bill goes back."""
+    lands as a payment of its own, and whatever it put beyond the bill goes back. `method`:
+    another than `insurance_{part}` (医保移动支付's cash part, paid at the platform: `nhsa_mobile`)."""
     now = utcnow()
     payment = await repo.add_payment(
         session,
         Payment(
             id=f"{settlement_id}-{part}",
             patient_id=patient_id,
-            method=f"insurance_{part}",
+            method=method or f"insurance_{part}",
             amount_fen=amount_fen,
             status=PaymentProgress.succeeded,
             actor="insurance",

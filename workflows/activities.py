@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from temporalio import activity
 
-from workflows import contracts as c, contracts_credit as k, contracts_oversight as o
+from workflows import contracts as c, contracts_credit as k, contracts_mobile as m, contracts_oversight as o
 
 
 def _stub(name: str) -> NoReturn:
@@ -171,3 +171,24 @@ async def reverse_insurance(inp: c.SettlementInput) -> c.SettlementResult:
 async def book_insurance(inp: c.SettlementInput) -> c.SettlementResult:
     """Book the insurance part in the ledger once the self-pay part landed."""
     _stub(c.BOOK_INSURANCE)
+
+
+# --- insurance mobile payment (医保移动支付) ------------------------------------------------
+
+
+@activity.defn(name=m.SETTLE_MOBILE_ORDER)
+async def settle_mobile_order(inp: c.SettlementInput) -> c.SettlementResult:
+    """Ask the bureau where a mobile order stands (6301); paid: book its three parts once."""
+    _stub(m.SETTLE_MOBILE_ORDER)
+
+
+@activity.defn(name=m.REVOKE_MOBILE_ORDER)
+async def revoke_mobile_order(inp: c.SettlementInput) -> c.SettlementResult:
+    """Take an unpaid mobile order back (6401); paid meanwhile: book it as settle_mobile_order does."""
+    _stub(m.REVOKE_MOBILE_ORDER)
+
+
+@activity.defn(name=m.FIND_ORPHANED_MOBILE_ORDERS)
+async def find_orphaned_mobile_orders(inp: c.ReconcileInput) -> m.MobileOrdersResult:
+    """Mobile orders still paying past the deadline (their workflow may be gone)."""
+    _stub(m.FIND_ORPHANED_MOBILE_ORDERS)

@@ -1,13 +1,16 @@
 """ReconcileWorkflow: run by the `reconcile-payments` schedule. Asks the channels about every
 stale pending payment, tells the visits about money that landed, sends back what it paid
-beyond the bill, and restarts refunds whose workflow never started."""
+beyond the bill, restarts refunds whose workflow never started, and starts the workflow of each
+医保移动支付 order still paying past its deadline whose workflow is gone (it asks 6301 and books
+or takes the order back at once; one still running is left alone)."""
 
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from workflows import activities as a, contracts as c
+    from workflows import activities as a, contracts as c, contracts_mobile as m
     from workflows.refund import start_refunds
     from workflows.retries import SWEEP
     from workflows.steps import call
@@ -42,4 +45,25 @@ class ReconcileWorkflow:
             await start_refunds(result.refunds)
         stale_refunds = await call(a.find_stale_refunds, inp, retries=SWEEP, summary="find stalled refunds")
         resumed = await start_refunds(stale_refunds.refunds)
+        await _resume_mobile_orders(inp)
         return c.ReconcileResult(checked=len(stale.payment_ids), landed=landed, refunds_resumed=resumed)
+
+
+async def _resume_mobile_orders(inp: c.ReconcileInput) -> int:
+    """Each mobile order still paying past its deadline gets its workflow again, with no time
+    left: it asks 6301 and books or takes the order back (6401). One running is left alone."""
+    orphaned = await call(a.find_orphaned_mobile_orders, inp, retries=SWEEP, summary="find unsettled mobile orders")
+    started = 0
+    for order in orphaned.orders:
+        try:
+            await workflow.start_child_workflow(
+                "MobileInsurancePaymentWorkflow",
+                order,
+                id=m.mobile_workflow_id(order.settlement_id),
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                static_summary=f"医保移动支付 {order.settlement_id} (reconciliation)",
+            )
+            started += 1
+        except WorkflowAlreadyStartedError:
+            pass
+    return started

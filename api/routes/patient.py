@@ -7,7 +7,18 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from api import codes, enrolment, insurance, mine, oversight, patients, payments, schemas as s, services as svc
+from api import (
+    codes,
+    enrolment,
+    insurance,
+    insurance_mobile,
+    mine,
+    oversight,
+    patients,
+    payments,
+    schemas as s,
+    services as svc,
+)
 from api.deps import PatientDep, PatientSessionDep, SessionDep, StateDep
 from api.errors import responses
 from domain.channels import CHANNELS, LABELS
@@ -220,8 +231,10 @@ async def insurance_pay(
 ) -> Any:
     """Pay a pre-settled bill: the insurance part is settled with the bureau, the self-pay part
     is paid at `channel` (answered in `self_pay`). Unpaid in time, the insurance part is
-    reversed (冲正)."""
-    return await insurance.pay(
+    reversed (冲正). A mobile settlement (医保移动支付) takes channel `nhsa_mobile`: the fund and
+    the personal account pay at once (6202), the cash part at `cashier_url`; unpaid in time, the
+    order is taken back (6401). Another pairing of mode and channel: 409 `settlement_mode`."""
+    return await insurance_mobile.pay_settlement(
         state,
         session,
         patient,
@@ -230,6 +243,26 @@ async def insurance_pay(
         client_ip=client_ip(request),
         idempotency_key=idempotency_key,
     )
+
+
+@router.post(
+    "/insurance/mobile-orders",
+    response_model=s.InsuranceSettlementOut,
+    status_code=201,
+    responses=responses(401, 403, le.VisitNotFound, 409, le.NothingToPay, 422, 502),
+)
+async def insurance_mobile_order(
+    body: s.InsuranceMobileOrderIn,
+    patient: PatientDep,
+    state: StateDep,
+    session: SessionDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """医保移动支付: upload the unpaid bill (or chosen visits) to the bureau as an order (6201),
+    authorised by `pay_auth_no` from the 医保电子凭证 app; answers the split (pooled fund,
+    personal account, cash part). Nothing is paid yet: pay it with channel `nhsa_mobile`. A
+    refused authorisation: 409 `pay_auth_refused`."""
+    return await insurance_mobile.create_order(state, session, patient, body, idempotency_key=idempotency_key)
 
 
 @router.get(
@@ -246,6 +279,5 @@ async def payment_options(patient: PatientDep, state: StateDep) -> Any:
     """How this patient can pay here: the channels set up, and whether card-less insurance
     payment (医保脱卡支付) is open to them."""
     channels = [name for name in CHANNELS if name in state.channels]
-    return s.PaymentOptions(
-        channels=channels, labels=dict(LABELS), insurance=bool(patient.insured_locally and state.bureau is not None)
-    )
+    insured = bool(patient.insured_locally and state.bureau is not None)
+    return s.PaymentOptions(channels=channels, labels=dict(LABELS), insurance=insured, insurance_mobile=insured)

@@ -7,12 +7,21 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
 
-from api import payments, refunds
+from api import insurance_mobile, payments, refunds
 from api.deps import SessionDep, StateDep
 from api.errors import ApiError, responses
 from integrations.payments.channels import PAID_STATES, Channel, RefundAnswer
 
 router = APIRouter(prefix="/v1/payments", tags=["payment channels"])
+
+
+@router.post("/notify/nhsa-mobile", responses=responses(400, 401, 404))
+async def notify_nhsa_mobile(request: Request, state: StateDep, session: SessionDep) -> Any:
+    """医保移动支付: the platform's notification about an order, verified by its SM2 signature
+    (x-tif-*); it only wakes the order's workflow, which asks the bureau (6301) and books what
+    that says. Duplicates are harmless."""
+    await insurance_mobile.notified(state, session, request.headers, await request.body())
+    return {"code": "SUCCESS"}
 
 
 @router.post("/notify/{channel}", responses=responses(400, 401, 404, 409))

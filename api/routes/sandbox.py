@@ -10,11 +10,12 @@ from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
 from api import payments, schemas as s
-from api.deps import AppState, SessionDep, StateDep, commit_before_call
+from api.deps import AppState, PatientDep, SessionDep, StateDep, commit_before_call
 from api.errors import ApiError, responses
 from db.models import LedgerEntry, Payment, SmsMessage
 from domain.bill import EntryKind
 from integrations.inspection import SimulatorInspection
+from integrations.nhsa_mobile import MobilePayment
 from integrations.payments.channels import ChannelError, Paid
 from integrations.payments.sandbox import SandboxChannel
 
@@ -68,6 +69,16 @@ async def insurance_settlements(patient_id: str, state: StateDep) -> Any:
         )
         for r in rows
     ]
+
+
+@router.post("/insurance/pay-auth", response_model=s.PayAuthOut, responses=responses(401, 403, 409))
+async def insurance_pay_auth(patient: PatientDep, state: StateDep, session: SessionDep) -> Any:
+    """Stands in for the phone's 医保电子凭证 app: the simulated bureau authorises this patient
+    and answers the payAuthNo a mobile order takes (POST /v1/patient/insurance/mobile-orders)."""
+    if state.bureau is None:
+        raise ApiError(409, "channel_unavailable", "the insurance bureau is not connected")
+    await commit_before_call(session)
+    return s.PayAuthOut(pay_auth_no=await MobilePayment(state.bureau).sandbox_authorize(patient.id))
 
 
 @router.get("/credit-reports", response_model=list[s.CreditRecord])

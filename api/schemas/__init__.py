@@ -91,6 +91,7 @@ from api.schemas.patient import (
     BillVisit,
     IdentityOut,
     IdentityRequest,
+    InsuranceMobileOrderIn,
     InsurancePayIn,
     InsurancePresettleIn,
     LoginOut,
@@ -114,7 +115,15 @@ from api.schemas.payments import (
     ReceiptPayment,
     RefundOut,
 )
-from api.schemas.sandbox import CardEvent, CreditRecord, CreditScoresIn, InsuranceCard, SandboxSms, SimSettlement
+from api.schemas.sandbox import (
+    CardEvent,
+    CreditRecord,
+    CreditScoresIn,
+    InsuranceCard,
+    PayAuthOut,
+    SandboxSms,
+    SimSettlement,
+)
 from api.schemas.visits import (
     Bill,
     BillLine,
@@ -177,6 +186,7 @@ __all__ = [
     "InfusionFinishedEvent",
     "InfusionStartedEvent",
     "InsuranceCard",
+    "InsuranceMobileOrderIn",
     "InsurancePayIn",
     "InsurancePresettleIn",
     "InsuranceSettlementOut",
@@ -197,6 +207,7 @@ __all__ = [
     "PatientPaymentStatus",
     "PatientProfile",
     "PatientSmsCodeRequest",
+    "PayAuthOut",
     "PaymentLine",
     "PaymentOptions",
     "PaymentOut",

@@ -61,6 +61,7 @@ class PaymentOptions(BaseModel):
     channels: list[ChannelName]  # those the hospital connected, in the order of domain.channels
     labels: dict[str, str]  # every channel's label (domain.channels.LABELS): the app's buttons, payments, receipts
     insurance: bool
+    insurance_mobile: bool = False  # 医保移动支付 (the 医保电子凭证's authorisation)
 
 
 class InsurancePresettleIn(Request):
@@ -68,7 +69,13 @@ class InsurancePresettleIn(Request):
 
 
 class InsurancePayIn(Request):
-    channel: ChannelName
+    channel: ChannelName | Literal["nhsa_mobile"]  # nhsa_mobile: a mobile settlement (医保移动支付)
+
+
+class InsuranceMobileOrderIn(Request):
+    visit_ids: Annotated[list[Id], Field(min_length=1, max_length=100)] | None = None
+    # the patient's authorisation from the 医保电子凭证 app (sandbox: POST /v1/sandbox/insurance/pay-auth)
+    pay_auth_no: str = Field(min_length=1, max_length=128)
 
 
 class Notification(BaseModel):

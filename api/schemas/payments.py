@@ -4,6 +4,7 @@ receipts, channel payments and insurance settlements."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -106,3 +107,7 @@ class InsuranceSettlementOut(BaseModel):
     self_pay: ChannelPayment | None = None
     detail: str | None
     created_at: datetime
+    # "card": 医保脱卡支付; "mobile": 医保移动支付 (the self-pay part is the cash part, paid at the
+    # platform's cashier: `cashier_url`, in the answer of its pay)
+    mode: Literal["card", "mobile"] = "card"
+    cashier_url: str | None = None

@@ -51,3 +51,7 @@ class SimSettlement(BaseModel):
     personal_fen: int
     self_pay_fen: int
     settlement_no: str | None
+
+
+class PayAuthOut(BaseModel):
+    pay_auth_no: str  # the 医保电子凭证's authorisation of one mobile order

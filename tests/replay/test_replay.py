@@ -7,7 +7,7 @@ removed once no run carries the marker, each step replayed against the histories
 
 Record new histories with `YHF_RECORD_HISTORIES=1` over the tests that call `record()`:
 `make test PYTEST_ARGS="tests/workflows tests/api/test_insurance.py tests/api/test_insurance_reversal.py
-tests/e2e/test_wechat.py"`."""
+tests/api/test_insurance_mobile.py tests/e2e/test_wechat.py"`."""
 
 from __future__ import annotations
 
@@ -19,13 +19,21 @@ from temporalio.worker import Replayer
 
 from worker import WORKFLOW_RUNNER
 from workflows.insurance import InsurancePaymentWorkflow
+from workflows.insurance_mobile import MobileInsurancePaymentWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.statement import StatementWorkflow
 from workflows.visit import VisitWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
-WORKFLOWS = [VisitWorkflow, ReconcileWorkflow, RefundWorkflow, StatementWorkflow, InsurancePaymentWorkflow]
+WORKFLOWS = [
+    VisitWorkflow,
+    ReconcileWorkflow,
+    RefundWorkflow,
+    StatementWorkflow,
+    InsurancePaymentWorkflow,
+    MobileInsurancePaymentWorkflow,
+]
 
 
 def test_every_workflow_has_a_history() -> None:
