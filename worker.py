@@ -31,6 +31,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 import observability
 from activities.credit import CreditActivities
 from activities.insurance import InsuranceActivities, SettlementActivities
+from activities.insurance_mobile import MobileActivities
 from activities.insurance_refunds import InsuranceRefunds
 from activities.ledger import LedgerActivities
 from activities.notify import NotifyActivities
@@ -49,6 +50,7 @@ from ledger.handoff import Deliverer
 from workflows import contracts as c, contracts_credit as k
 from workflows.credit_upkeep import CreditUpkeepWorkflow
 from workflows.insurance import InsurancePaymentWorkflow
+from workflows.insurance_mobile import MobileInsurancePaymentWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.refund import RefundWorkflow
 from workflows.statement import StatementWorkflow
@@ -60,7 +62,11 @@ log = logging.getLogger("yihoufu.worker")
 # in it, so payload types (datetime above all) are the same classes on both sides.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules(
-        "domain", "workflows.contracts", "workflows.contracts_oversight", "workflows.contracts_credit"
+        "domain",
+        "workflows.contracts",
+        "workflows.contracts_oversight",
+        "workflows.contracts_credit",
+        "workflows.contracts_mobile",
     )
 )
 
@@ -79,6 +85,7 @@ def activity_functions(
     receipts = ReceiptActivities(factory, Pii(settings.data_key), settings.hospital_name, integrations.ebill)
     insurance = InsuranceActivities(factory, integrations.bureau)
     settlements = SettlementActivities(factory, integrations.bureau)
+    mobile = MobileActivities(factory, integrations.bureau, settings.insurance_self_pay_timeout)
     credit = CreditActivities(
         factory,
         integrations.credit,
@@ -111,6 +118,9 @@ def activity_functions(
         settlements.settle_insurance,
         settlements.reverse_insurance,
         settlements.book_insurance,
+        mobile.settle_mobile_order,
+        mobile.revoke_mobile_order,
+        mobile.find_orphaned_mobile_orders,
     ]
 
 
@@ -136,6 +146,7 @@ def create_worker(
             RefundWorkflow,
             StatementWorkflow,
             InsurancePaymentWorkflow,
+            MobileInsurancePaymentWorkflow,
             CreditUpkeepWorkflow,
         ],
         workflow_runner=WORKFLOW_RUNNER,

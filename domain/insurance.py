@@ -13,6 +13,9 @@ class SettlementStatus(StrEnum):
     reversed = "reversed"  # the self-pay part did not land: the insurance part was reversed (冲正)
     failed = "failed"  # the bureau refused to settle, or settled another split, which was reversed (2208)
     refunded = "refunded"  # its insurance part was asked back whole by refunds: the bureau took it back (2208)
+    # 医保移动支付 (mode "mobile"): 6202 sent, the cash part awaited at the platform's cashier
+    paying = "paying"
+    revoked = "revoked"  # 医保移动支付: the order was not paid in time and was taken back (6401)
 
 
 # 医疗收费项目类别 (med_chrgitm_type, the NHSA dictionary) of our item categories, sent with
