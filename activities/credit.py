@@ -25,6 +25,7 @@ from db.repositories import audit
 from domain.bill import SIGN, EntryKind
 from domain.sanctions import CreditReportKind, DisputeOutcome, DisputeStatus
 from integrations.credit_platform import (
+    OBJECTION_OPENER_VISIT_CLOSED,
     CreditPlatformClient,
     CreditRecord,
     MessageIdKind,
@@ -192,8 +193,9 @@ class CreditActivities:
     @activity.defn(name=k.ANSWER_CREDIT_OBJECTIONS)
     async def answer_credit_objections(self, inp: k.CreditSweepInput) -> k.CreditSweepResult:
         """Each objection whose dispute is resolved: upheld, the platform is told the record is
-        corrected (once the correction went, which the visit sends when it undoes the report);
-        rejected, that it is confirmed."""
+        corrected (once the correction went, which the visit sends when it undoes the report; on
+        a visit whose workflow has closed, once its records are deleted there); rejected, that
+        it is confirmed. The audit names the operator who decided."""
         async with self._factory() as session:
             rows = (
                 await session.execute(
@@ -204,18 +206,13 @@ class CreditActivities:
                     .limit(SWEEP_LIMIT)
                 )
             ).all()
-            pending = [(o.id, o.visit_id, d.outcome) for o, d in rows]
+            pending = [(o.id, o.visit_id, d.outcome, d.opened_by, d.resolved_by) for o, d in rows]
         done = []
-        for objection_id, visit_id, outcome in pending:
-            correction = None
-            if outcome == DisputeOutcome.upheld:
-                correction = await self._correction_of(visit_id)
-                reported = await self._reported(visit_id)
-                if correction is None and reported:
-                    continue  # the visit has not sent its correction yet: the next run answers
-                answer = ObjectionAnswer.corrected
-            else:
-                answer = ObjectionAnswer.confirmed
+        for objection_id, visit_id, outcome, opened_by, decided_by in pending:
+            decided = await self._answer_of(objection_id, visit_id, outcome, opened_by, decided_by, inp.at)
+            if decided is None:
+                continue  # not ready: the next run answers
+            answer, correction = decided
             try:
                 await self._platform.answer_objection(
                     request_id=f"credit-objection:{objection_id}",
@@ -245,9 +242,86 @@ class CreditActivities:
                         objection_id=objection_id,
                         record_id=row.record_id,
                         correction_record_id=correction,
+                        decided_by=decided_by,
                     )
             done.append(objection_id)
         return k.CreditSweepResult(done=done)
+
+    async def _answer_of(
+        self,
+        objection_id: str,
+        visit_id: str,
+        outcome: str | None,
+        opened_by: str,
+        decided_by: str | None,
+        at: datetime,
+    ) -> tuple[ObjectionAnswer, str | None] | None:
+        """The answer to an objection whose dispute is resolved, and the correction it names;
+        None while it cannot be given yet."""
+        if outcome != DisputeOutcome.upheld:
+            return ObjectionAnswer.confirmed, None
+        if opened_by == OBJECTION_OPENER_VISIT_CLOSED:
+            # the visit's workflow has closed: no correction will come; the records go
+            if not await self._delete_records(visit_id, f"objection {objection_id} upheld by {decided_by}", at):
+                return None  # a deletion refused (logged): answered once the records are gone
+            return ObjectionAnswer.corrected, None
+        correction = await self._correction_of(visit_id)
+        if correction is None and await self._reported(visit_id):
+            return None  # the visit has not sent its correction yet
+        return ObjectionAnswer.corrected, correction
+
+    async def _delete_records(self, visit_id: str, why: str, at: datetime) -> bool:
+        """Every record of the visit still at the platform deleted there (an upheld objection on
+        a closed visit), each recorded (`expired_at`) and audited (`credit_record_deleted`);
+        False when the platform refused one for good."""
+        async with self._factory() as session:
+            reports = (
+                await session.execute(
+                    select(CreditReport.id, CreditReport.record_id).where(
+                        CreditReport.visit_id == visit_id,
+                        CreditReport.expired_at.is_(None),
+                        CreditReport.record_id.is_not(None),
+                    )
+                )
+            ).all()
+        deleted = [
+            await self._delete(
+                row_id, record_id, key="credit-objection-delete", reason="objection_upheld", why=why, at=at
+            )
+            for row_id, record_id in reports
+            if record_id is not None
+        ]
+        return all(deleted)
+
+    async def _delete(self, row_id: int, record_id: str, *, key: str, reason: str, why: str, at: datetime) -> bool:
+        """One record deleted at the platform (one it holds none of: gone all the same), then
+        recorded and audited; False when the platform refused it for good."""
+        try:
+            await self._platform.delete(request_id=f"{key}:{record_id}", record_id=record_id, reason=reason, at=at)
+        except GatewayError as err:
+            if err.retryable:
+                raise
+            if err.code != "NoSuchRecord":
+                activity.logger.warning("credit record %s not deleted: %s", record_id, err)
+                return False
+        async with self._factory() as session, session.begin():
+            report = await session.get(CreditReport, row_id)
+            assert report is not None
+            if report.expired_at is None:
+                report.expired_at = at
+                audit(
+                    session,
+                    actor="credit_upkeep",
+                    action="credit_record_deleted",
+                    subject_type="patient",
+                    subject_id=report.patient_id,
+                    reason=why,
+                    at=at,
+                    visit_id=report.visit_id,
+                    record_id=record_id,
+                    kind=report.kind,
+                )
+        return True
 
     async def _correction_of(self, visit_id: str) -> str | None:
         async with self._factory() as session:
@@ -294,34 +368,12 @@ class CreditActivities:
             ).all()
         done = []
         for row_id, record_id, ended_at in rows:
-            try:
-                await self._platform.delete(
-                    request_id=f"credit-expire:{record_id}", record_id=record_id, reason="retention_expired", at=inp.at
-                )
-            except GatewayError as err:
-                if err.retryable:
-                    raise
-                if err.code != "NoSuchRecord":  # the platform holds none: gone all the same
-                    activity.logger.warning("credit record %s not deleted: %s", record_id, err)
-                    continue
-            async with self._factory() as session, session.begin():
-                report = await session.get(CreditReport, row_id)
-                assert report is not None
-                if report.expired_at is None:
-                    report.expired_at = inp.at
-                    audit(
-                        session,
-                        actor="credit_upkeep",
-                        action="credit_record_deleted",
-                        subject_type="patient",
-                        subject_id=report.patient_id,
-                        reason=f"the debt ended {as_text(ended_at)}: kept {inp.retention_days} days",
-                        at=inp.at,
-                        visit_id=report.visit_id,
-                        record_id=record_id,
-                        kind=report.kind,
-                    )
-            done.append(record_id)
+            why = f"the debt ended {as_text(ended_at)}: kept {inp.retention_days} days"
+            expired = await self._delete(
+                row_id, record_id, key="credit-expire", reason="retention_expired", why=why, at=inp.at
+            )
+            if expired:
+                done.append(record_id)
         return k.CreditSweepResult(done=done)
 
 

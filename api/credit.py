@@ -1,13 +1,17 @@
 """The credit platform's objections (异议): each opens a dispute on the visit through the same
 path as a patient's (api/oversight.py, the visit workflow's `operator_action` update), once per
-objection id, or joins the dispute already open on it. The credit upkeep
-(workflows/credit_upkeep.py) tells the platform how it ended."""
+objection id, or joins the dispute already open on it. On a visit whose workflow has closed
+the dispute is written here, outside it, and decided here too (`resolve_on_closed_visit`, from
+the operators' resolve). The credit upkeep (workflows/credit_upkeep.py) tells the platform how
+it ended."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api import oversight, schemas as s
@@ -18,9 +22,10 @@ from db.models import CreditObjection, CreditReport, Visit
 from db.oversight import Dispute
 from db.repositories import audit, utcnow
 from domain.oversight import ActionRefusal
-from domain.sanctions import CreditReportKind, DisputeStatus
+from domain.sanctions import CreditReportKind, DisputeOutcome, DisputeStatus, OperatorAction
+from integrations.credit_platform import OBJECTION_OPENER, OBJECTION_OPENER_VISIT_CLOSED
 
-OPENER = "credit_platform"
+OPENER = OBJECTION_OPENER
 
 
 def objection_out(row: CreditObjection) -> CreditObjectionOut:
@@ -84,6 +89,8 @@ async def dispute_for(state: AppState, session: AsyncSession, visit: Visit, body
             keys=OPENER,
             idempotency_key=f"objection:{body.objection_id}",
         )
+    except oversight.VisitClosed:
+        return await dispute_on_closed_visit(session, visit, body, reason)
     except ApiError as err:
         if err.code != ActionRefusal.dispute_open:
             raise
@@ -94,3 +101,83 @@ async def dispute_for(state: AppState, session: AsyncSession, visit: Visit, body
             raise
         return open_one
     return str(opened["dispute_id"])
+
+
+# --- a visit whose workflow has closed ------------------------------------------------------
+
+
+async def dispute_on_closed_visit(session: AsyncSession, visit: Visit, body: CreditObjectionIn, reason: str) -> str:
+    """The objection's dispute on a visit whose workflow has closed (written off, settled past
+    its refund window): written here, outside the workflow (no sanctions are left to hold), in
+    the operators' queue (`GET /v1/ops/disputes`) like any other. With one open on the visit
+    already (an earlier objection's), that one."""
+    open_one = await session.scalar(
+        select(Dispute.id).where(Dispute.visit_id == visit.id, Dispute.status == str(DisputeStatus.open))
+    )
+    if open_one is not None:
+        return open_one
+    dispute_id = "dsp_" + hashlib.sha256(f"objection:{body.objection_id}".encode()).hexdigest()[:16]
+    try:
+        async with session.begin_nested():
+            session.add(
+                Dispute(
+                    id=dispute_id,
+                    visit_id=visit.id,
+                    patient_id=visit.patient_id,
+                    status=str(DisputeStatus.open),
+                    reason=reason,
+                    opened_by=OBJECTION_OPENER_VISIT_CLOSED,
+                    opened_at=utcnow(),
+                )
+            )
+    except IntegrityError:  # another objection opened one meanwhile: join it
+        found = await session.scalar(
+            select(Dispute.id).where(Dispute.visit_id == visit.id, Dispute.status == str(DisputeStatus.open))
+        )
+        if found is None:
+            raise
+        return found
+    audit(
+        session,
+        actor=OPENER,
+        action=str(OperatorAction.open_dispute),
+        subject_type="visit",
+        subject_id=visit.id,
+        reason=reason,
+        dispute_id=dispute_id,
+        visit_closed=True,
+    )
+    return dispute_id
+
+
+async def resolve_on_closed_visit(
+    session: AsyncSession, row: Dispute, body: s.DisputeResolveIn, *, operator: str
+) -> None:
+    """An operator decides an objection's dispute on a closed visit: upheld, the credit upkeep
+    deletes the visit's records at the platform and answers `corrected`; rejected, it answers
+    `confirmed`. Nothing is waived (the visit owes nothing it can still be asked for): a
+    `waive_fen` is refused. The audit names the operator."""
+    if body.waive_fen:
+        raise ApiError(
+            409, ActionRefusal.invalid_action, f"visit {row.visit_id} is closed: nothing is waived on it any more"
+        )
+    fresh = await session.get(Dispute, row.id, with_for_update=True, populate_existing=True)
+    assert fresh is not None
+    if fresh.status != DisputeStatus.open:
+        raise ApiError(409, ActionRefusal.invalid_action, f"dispute {row.id} is resolved already ({fresh.outcome})")
+    now = utcnow()
+    fresh.status, fresh.outcome, fresh.note = str(DisputeStatus.resolved), str(body.outcome), body.note
+    fresh.waived_fen, fresh.resolved_by, fresh.resolved_at = 0, operator, now
+    audit(
+        session,
+        actor=operator,
+        action=str(OperatorAction.resolve_dispute),
+        subject_type="visit",
+        subject_id=row.visit_id,
+        reason=body.note,
+        at=now,
+        dispute_id=row.id,
+        outcome=str(body.outcome),
+        visit_closed=True,
+        effect="the records deleted at the platform" if body.outcome == DisputeOutcome.upheld else "the record stands",
+    )

@@ -25,9 +25,18 @@ from db.models import Visit
 from db.oversight import Approval, Dispute
 from domain.oversight import ActionRefusal
 from domain.sanctions import ApprovalStatus, DisputeStatus, OperatorAction
+from integrations.credit_platform import OBJECTION_OPENER_VISIT_CLOSED
 from ledger.errors import VisitNotFound
 from workflows import contracts as c
 from workflows.visit import VisitWorkflow
+
+
+class VisitClosed(ApiError):
+    """The visit's workflow has closed (settled past its refund window, written off): it takes
+    no more actions (409 `invalid_action`)."""
+
+    def __init__(self, visit_id: str) -> None:
+        super().__init__(409, ActionRefusal.invalid_action, f"visit {visit_id} is closed: it takes no more actions")
 
 
 async def get_visit(session: AsyncSession, visit_id: str) -> Visit:
@@ -50,9 +59,7 @@ async def tell_workflow(
         raise refusal(err) from None
     except RPCError as err:
         if err.status in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
-            raise ApiError(
-                409, ActionRefusal.invalid_action, f"visit {visit.id} is closed: it takes no more actions"
-            ) from None
+            raise VisitClosed(visit.id) from None
         raise
 
 
@@ -237,7 +244,8 @@ async def resolve(
     state: AppState, session: AsyncSession, dispute_id: str, body: s.DisputeResolveIn, *, operator: str
 ) -> s.DisputeOut:
     """An operator resolves a dispute: upheld waives (`waive_fen`, or the whole balance) and
-    undoes the visit's lock and report; rejected lifts the hold, the deadline moved."""
+    undoes the visit's lock and report; rejected lifts the hold, the deadline moved. A credit
+    objection's dispute on a visit whose workflow has closed is decided here (api/credit.py)."""
     row = await session.get(Dispute, dispute_id)
     if row is None:
         raise ApiError(404, ActionRefusal.dispute_not_found, f"no dispute {dispute_id}")
@@ -253,7 +261,14 @@ async def resolve(
         amount_fen=body.waive_fen,
     )
     await commit_before_call(session)
-    await tell_workflow(state, visit, inp, f"resolve:{dispute_id}")
+    try:
+        await tell_workflow(state, visit, inp, f"resolve:{dispute_id}")
+    except VisitClosed:
+        if row.opened_by != OBJECTION_OPENER_VISIT_CLOSED:
+            raise
+        from api import credit  # api.credit -> this module
+
+        await credit.resolve_on_closed_visit(session, row, body, operator=operator)
     resolved = await session.scalar(
         select(Dispute).where(Dispute.id == dispute_id).execution_options(populate_existing=True)
     )

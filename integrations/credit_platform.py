@@ -44,6 +44,13 @@ class ObjectionAnswer(StrEnum):
     confirmed = "confirmed"  # the objection was rejected: the record stands
 
 
+# who opened the dispute an objection brings (Dispute.opened_by): the platform; on a visit whose
+# workflow has closed, the dispute is kept outside it (no sanctions to hold), decided by an
+# operator in the API, and an upheld one deletes the visit's records at the platform
+OBJECTION_OPENER = "credit_platform"
+OBJECTION_OPENER_VISIT_CLOSED = "credit_platform:visit_closed"
+
+
 # Every field a report or a correction may carry; the platform refuses any other.
 FIELDS = frozenset(
     {

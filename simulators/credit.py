@@ -33,7 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import JSON, Integer, MetaData, String, select
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from simulators.gateway import Verifier, expected_signature, parse_time, refused, verified_json
 from simulators.store import Store, UtcDateTime, serve
@@ -151,6 +151,17 @@ def score_key(id_number: str) -> str:
 
 def new_record_id() -> str:
     return "CR" + secrets.token_hex(6).upper()
+
+
+def corrected(session: Session, objection: Objection, data: dict[str, Any]) -> bool:
+    """An objection answered `corrected`: the record objected to deleted, or the correction
+    named (`correction_record_id`) one of the same account's corrections."""
+    record = session.scalar(select(Record).where(Record.record_id == objection.record_id))
+    if record is not None and record.deleted_at is not None:
+        return True
+    named = data.get("correction_record_id")
+    correction = session.scalar(select(Record).where(Record.record_id == named)) if named else None
+    return correction is not None and correction.kind == "correction" and correction.visit_id == objection.account_no
 
 
 def check_report(kind: str, data: dict[str, Any], notice_period: timedelta) -> JSONResponse | datetime:
@@ -273,6 +284,12 @@ def simulator_app(
             row = session.get(Objection, data["objection_id"])
             if row is None:
                 return refused(404, "NoSuchObjection", data["objection_id"])
+            if row.answer is None and data["answer"] == "corrected" and not corrected(session, row, data):
+                return refused(
+                    409,
+                    "NotCorrected",
+                    "the record objected to is neither deleted nor corrected by the correction named",
+                )
             if row.answer is None:
                 row.answer = data["answer"]
                 row.answered_at = parse_time(data["answered_at"]) or datetime.now(UTC)

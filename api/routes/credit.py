@@ -45,7 +45,8 @@ async def objection(_: PlatformDep, body: CreditObjectionIn, state: StateDep, se
     """A person objected (异议) to a record we reported: a dispute opens on the visit (its
     sanctions held, the operators' queue `GET /v1/ops/disputes`). Resolved upheld, the record
     is corrected; rejected, the platform is told it stands. Idempotent by `objection_id`.
-    404 `record_not_found`; 409 `dispute_open` (the visit has one open already) or
-    `invalid_action` (the visit is closed)."""
+    On a visit whose workflow has closed (written off, settled) the dispute is kept outside it,
+    in the same queue, and decided there. 404 `record_not_found`; 409 `dispute_open` when the
+    visit's open dispute was resolved meanwhile (the platform sends it again)."""
     data, status = await credit.objection(state, session, body)
     return JSONResponse(data, status_code=status)
