@@ -1,4 +1,4 @@
-"""A credit objection (异议) on a visit whose workflow has closed (written off): the platform's
+"""A credit objection (异议) on a visit whose workflow has closed (written off, or settled): the platform's
 call is accepted (201) and its dispute put in the operators' queue; an operator decides it and
 the credit upkeep answers the platform: upheld, the visit's records deleted there and the
 objection `corrected`; rejected, `confirmed` and the record kept. The audit names who decided.
@@ -6,11 +6,13 @@ Over ASGI, with the simulated credit platform and this test's worker."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
+from config import Settings
 from tests.api.test_credit_objections import acts, reported_visit
 from tests.api.test_oversight import ALICE, audit
 from tests.api.test_written_off import write_off
@@ -22,10 +24,28 @@ from workflows.credit_upkeep import CreditUpkeepWorkflow
 __all__ = ["acts"]  # the fixture, shared with the open visits' objections
 
 
-async def closed_visit(api, clinic: Clinic, acts, factory, temporal_env) -> tuple[str, str]:
-    """A visit reported to the platform, then written off: its workflow has closed."""
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    """The tests' settings (tests/conftest.py) with no refund window: a settled visit's workflow
+    closes at once."""
+    return Settings(
+        sandbox=True,
+        database_url=database_url,
+        task_queue=uid("tq-"),
+        sms_code_min_interval=timedelta(seconds=1),
+        sms_codes_per_ip_hour=10_000,
+        refund_window=timedelta(0),
+    )
+
+
+async def closed_visit(api, clinic: Clinic, acts, factory, temporal_env, closure: str) -> tuple[str, str]:
+    """A visit reported to the platform, then written off or paid: its workflow has closed."""
     patient_id, visit_id = await reported_visit(clinic, acts, factory)
-    await write_off(api, visit_id)
+    if closure == "written_off":
+        await write_off(api, visit_id)
+    else:
+        r = await api.ops_post("/v1/ops/payments", {"patient_id": patient_id, "amount_fen": 5000, "method": "cash"})
+        assert r.status_code == 201, r.text
     handle = temporal_env.client.get_workflow_handle(c.workflow_id(visit_id))
     await handle.result()
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
@@ -39,11 +59,12 @@ async def upkeep(temporal_env, worker: str) -> list[str]:
     return list(done.done)
 
 
+@pytest.mark.parametrize("closure", ["written_off", "settled"])
 @pytest.mark.parametrize(("outcome", "answer"), [("upheld", "corrected"), ("rejected", "confirmed")])
 async def test_an_objection_on_a_closed_visit_is_heard_and_answered(
-    api, clinic: Clinic, acts, factory, simulators, temporal_env, worker: str, outcome: str, answer: str
+    api, clinic: Clinic, acts, factory, simulators, temporal_env, worker: str, outcome: str, answer: str, closure: str
 ) -> None:
-    patient_id, visit_id = await closed_visit(api, clinic, acts, factory, temporal_env)
+    patient_id, visit_id = await closed_visit(api, clinic, acts, factory, temporal_env, closure)
     simulators.credit.state.callback = api.http  # the platform reaches this API
     platform = simulators.inspect._credit
     first = await platform.post("_sandbox/objections", json={"account_no": visit_id, "reason": "不是我欠的"})
