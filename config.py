@@ -27,6 +27,7 @@ DEV_BUREAU_PLATFORM_PUBLIC_KEY = (
     "38b8e85f9a2170d7e33df019524668bc9f922992e183571185976a057faf9720"
     "dd49a993aa1fcb12ad6ca6b883221b0bd20db70f425a8c7fbd72f12447a25f46"
 )
+DEV_BUREAU_PAAS_TOKEN = "dev-paas-token-9874cd8d110c53c4"  # the sandbox's gateway paasToken (x-tif-signature)
 DEV_FIXMEDINS_CODE = "H00000000001"  # the sandbox's 定点医药机构编号 at the simulated bureau
 DEV_SECRETS |= {"dev-ebill-key"}
 DEV_EBILL_AGENCY_CODE = "DEV-AGENCY-0001"  # the sandbox's agency code at the simulated e-bill platform
@@ -171,6 +172,9 @@ class Settings(BaseSettings):
     # the platform's SM2 public key (128 hex, x||y): verifies its 医保移动支付 notifications; the
     # sandbox's is DEV_BUREAU_PLATFORM_PUBLIC_KEY (refused elsewhere; unset: no notification verifies)
     insurance_bureau_public_key: str = ""
+    # the gateway's paasToken, issued with the paasid: keys x-tif-signature (SHA-256); the sandbox's is
+    # DEV_BUREAU_PAAS_TOKEN (refused elsewhere)
+    insurance_bureau_paas_token: str = ""
     insurance_fixmedins_code: str = ""
     insurance_fixmedins_name: str = ""
     insurance_admvs: str = ""
@@ -287,6 +291,7 @@ class Settings(BaseSettings):
             self.data_key = self.data_key or "dev-data-key-change-me"
             self.insurance_bureau_secret = self.insurance_bureau_secret or DEV_BUREAU_SM2_KEY
             self.insurance_bureau_public_key = self.insurance_bureau_public_key or DEV_BUREAU_PLATFORM_PUBLIC_KEY
+            self.insurance_bureau_paas_token = self.insurance_bureau_paas_token or DEV_BUREAU_PAAS_TOKEN
             self.insurance_fixmedins_code = self.insurance_fixmedins_code or DEV_FIXMEDINS_CODE
             self.insurance_fixmedins_name = self.insurance_fixmedins_name or self.hospital_name
             self.insurance_admvs = self.insurance_admvs or "110105"
@@ -303,6 +308,8 @@ class Settings(BaseSettings):
             )
         if self.insurance_bureau_public_key.lower().removeprefix("04") == DEV_BUREAU_PLATFORM_PUBLIC_KEY:
             raise ValueError("YHF_INSURANCE_BUREAU_PUBLIC_KEY is the sandbox's outside it")
+        if self.insurance_bureau_paas_token == DEV_BUREAU_PAAS_TOKEN:
+            raise ValueError("YHF_INSURANCE_BUREAU_PAAS_TOKEN is the sandbox's outside it")
         # the code's and the 区划's form are the client's to check: the API and the worker stop at start
         self.insurance_fixmedins_name = self.insurance_fixmedins_name or self.hospital_name
         if self.credit_creditor_code == DEV_CREDITOR_CODE:

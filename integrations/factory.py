@@ -99,6 +99,7 @@ def build_integrations(
             admvs=settings.insurance_admvs,
             timezone=settings.timezone,
             bureau_public_key=settings.insurance_bureau_public_key,
+            paas_token=settings.insurance_bureau_paas_token,
         ),
         credit=credit_platform.CreditPlatformClient(
             credit_http, app_id=settings.credit_platform_app_id, secret=settings.credit_platform_secret

@@ -10,17 +10,19 @@ lock has no national transaction: it is this hospital's regional extension `yhf-
 
 The envelope: `infno`, `msgid` (fixmedins_code + local `yyyyMMddHHmmss` + 4 digits = 30
 characters; the idempotency key: a retry of one logical request reuses its msgid, which the
-caller allocates and keeps), `mdtrtarea_admvs`, `insuplc_admdvs`, `recer_sys_code`,
-`signtype` "SM2", `infver` "V1.0", `opter_type`/`opter`/`opter_name`, `inf_time`,
-`fixmedins_code`/`fixmedins_name`, `sign_no` (from 9001) and `input`. The answer: `infcode`
+caller allocates and keeps), `mdtrtarea_admvs`, `insuplc_admdvs`, `recer_sys_code`, `cainfo`
+(the envelope's SM2 signature, filled in as it is posted) with `signtype` "SM2", `infver`
+"V1.0", `opter_type`/`opter`/`opter_name`, `inf_time`, `fixmedins_code`/`fixmedins_name`,
+`sign_no` (from 9001) and `input`. The answer: `infcode`
 (0 ok, -1 refused), `inf_refmsgid`, `err_msg`, `output`, `refmsg_time`, `respond_time`. Of a
 refusal only the code is kept (`[Code]` leading err_msg in our simulator): a real err_msg may
 name the person or carry an ID number, so errors carry our own words (`nhsa.refusal_text`). An
 answer that is not the bureau's JSON, a 5xx, a stale timestamp and a sign-in refused twice are
 retryable; other refusals are final for the request (`NhsaRefused`).
 
-The wire itself (yuan and fen, the JSON, the SM2/SM3 gateway signature, the msgid, reading an
-answer into its output or its error) is integrations/nhsa.py."""
+The wire itself (yuan and fen, the JSON, the gateway's x-tif-signature keyed by the paasToken,
+the envelope's SM2 `cainfo`, the msgid, reading an answer into its output or its error) is
+integrations/nhsa.py."""
 
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ from integrations.nhsa import (
     sm2_public_key,
     sm2_public_key_checked,
     tif_headers,
+    with_cainfo,
     yuan_to_fen,
 )
 
@@ -119,6 +122,7 @@ class InsuranceBureauClient:
         timezone: str = "Asia/Shanghai",
         clock: Callable[[], datetime] | None = None,
         bureau_public_key: str = "",
+        paas_token: str,
     ) -> None:
         sm2_public_key(private_key)  # a bad key stops the start, not the first call
         # the platform's SM2 public key: verifies its notifications (医保移动支付); "" verifies none
@@ -127,7 +131,8 @@ class InsuranceBureauClient:
             raise ValueError("YHF_INSURANCE_FIXMEDINS_CODE is 12 characters (e.g. H11010500001)")
         self.http = http
         self.paasid = paasid
-        self._private_key = private_key
+        self._paas_token = paas_token  # the gateway's x-tif-signature is keyed by it
+        self._private_key = private_key  # signs each envelope (its cainfo)
         self.fixmedins_code = fixmedins_code
         self.fixmedins_name = fixmedins_name
         self.admvs = admvs
@@ -177,13 +182,9 @@ class InsuranceBureauClient:
 
     async def _post(self, infno: str, body: bytes) -> dict[str, Any]:
         headers = tif_headers(
-            self.paasid,
-            self._private_key,
-            body,
-            timestamp=int(self.now().timestamp()),
-            nonce=secrets.token_hex(16),
+            self.paasid, self._paas_token, timestamp=int(self.now().timestamp()), nonce=secrets.token_hex(16)
         )
-        response = await self.http.post(PATH.lstrip("/"), content=body, headers=headers)
+        response = await self.http.post(PATH.lstrip("/"), content=with_cainfo(self._private_key, body), headers=headers)
         return answer_output(infno, response.status_code, response.content)
 
     async def sign_in(self, operator: Operator, day: date) -> str:

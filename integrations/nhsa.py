@@ -5,19 +5,25 @@ answer read into its output or its error (`answer_output`; the bureau's err_msg 
 Money: the wire carries yuan as JSON numbers with two decimals; here they are integer fen,
 converted exactly with Decimal at this boundary (`fen_to_yuan`, `yuan_to_fen`), never float.
 
-The gateway signature (headers `x-tif-paasid`, `x-tif-timestamp` unix seconds, `x-tif-nonce`,
-`x-tif-signature`):
-    body_digest = lowercase hex SM3 of the exact request body bytes (UTF-8 JSON)
-    signed_text = x-tif-timestamp + x-tif-nonce + x-tif-paasid + body_digest  (no separators)
-    x-tif-signature = lowercase hex r||s (128 characters) of SM2 with SM3 (Z_A over the default
-        user id "1234567812345678" and the signer's public key) of signed_text, UTF-8,
-        by the hospital's private key; the bureau verifies with the hospital's public key.
+The gateway signature, as the platform's public clients compute it (headers `x-tif-paasid`,
+`x-tif-timestamp` unix seconds, `x-tif-nonce`, `x-tif-signature`):
+    x-tif-signature = lowercase hex SHA-256 of (x-tif-timestamp + paasToken + x-tif-nonce +
+        x-tif-timestamp), UTF-8, no separators; paasToken the secret the gateway issued with the
+        paasid (YHF_INSURANCE_BUREAU_PAAS_TOKEN). It proves the caller, not the body.
+The message's own signature is the envelope's `cainfo` (`signtype` "SM2"):
+    cainfo = lowercase hex r||s (128 characters) of SM2 with SM3 (Z_A over the default user id
+        "1234567812345678" and the signer's public key) of the exact body bytes as sent, with
+        cainfo's value empty (`"cainfo":""`), by the hospital's private key; the bureau puts the
+        value back to empty and verifies with the hospital's public key.
+What the SM2 signature covers is the province's to agree at onboarding (the national spec names
+`cainfo` and `signtype` without the signed bytes): this is the form modeled here.
 Keys are SM2 (curve sm2p256v1) in hex: private 64 characters, public 128 (x||y; a leading
 "04" is accepted). SM3 is gmssl's (pure Python); the SM2 arithmetic is this module's, on
 Python integers, its nonce from `secrets`."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import secrets
@@ -229,15 +235,30 @@ def tif_sm2_refusal(
     return None
 
 
-def tif_headers(paasid: str, private_key: str, body: bytes, *, timestamp: int, nonce: str) -> dict[str, str]:
+def gateway_signature(timestamp: str, paas_token: str, nonce: str) -> str:
+    """x-tif-signature: lowercase hex SHA-256 of timestamp + paasToken + nonce + timestamp."""
+    return hashlib.sha256((timestamp + paas_token + nonce + timestamp).encode()).hexdigest()
+
+
+def tif_headers(paasid: str, paas_token: str, *, timestamp: int, nonce: str) -> dict[str, str]:
     ts = str(timestamp)
     return {
         "x-tif-paasid": paasid,
         "x-tif-timestamp": ts,
         "x-tif-nonce": nonce,
-        "x-tif-signature": sm2_sign(private_key, signed_text(ts, nonce, paasid, body)),
+        "x-tif-signature": gateway_signature(ts, paas_token, nonce),
         "content-type": "application/json;charset=utf-8",
     }
+
+
+CAINFO_EMPTY = b'"cainfo":""'
+
+
+def with_cainfo(private_key: str, body: bytes) -> bytes:
+    """The envelope `body` (written by `dumps`, its cainfo empty) with cainfo its SM2 signature."""
+    if body.count(CAINFO_EMPTY) != 1:
+        raise ValueError('the envelope carries one empty cainfo ("cainfo":"")')
+    return body.replace(CAINFO_EMPTY, b'"cainfo":"' + sm2_sign(private_key, body).encode() + b'"')
 
 
 # --- msgid -----------------------------------------------------------------------------------

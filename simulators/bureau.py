@@ -1,8 +1,9 @@
 """The medical-insurance bureau, simulated as the national platform's gateway (国家医保信息平台
 定点医药机构接口, integrations/insurance_bureau.py describes the envelope and the signature).
 
-It checks what the real one checks: the x-tif signature (SM2 over SM3, by the hospital's public
-key) and the timestamp's freshness; a valid `sign_no` (9001) on every transaction but 9001; a
+It checks what the real one checks: the gateway's x-tif-signature (SHA-256 keyed by the paasToken
+it holds for the paasid), the envelope's `cainfo` (SM2 with SM3, by the hospital's public key)
+and the timestamp's freshness; a valid `sign_no` (9001) on every transaction but 9001; a
 msgid used again with another `infno`/`input` is refused, with the same ones answered as the
 first time (stored); at 2206/2207 `medfee_sumamt` is the sum of the 2204 details uploaded for the
 `mdtrt_id`; 2207 only against a live 2206 of the same figures; 2208 only on a settled `setl_id`;
@@ -12,13 +13,19 @@ simulator's way; 2601 takes a 2201, 2204 or 2207 back by its msgid (omsgid). Its
 its own database; `/_sandbox/...` shows them, and `/_sandbox/settle-differently/{psn_no}` makes
 the person's next 2207 settle another split than its 2206. `clock` pins its time (its day).
 
+医保移动支付 (6201-6401, the patient's authorisation, the cashier, the signed notification) is
+simulators/bureau_mobile.py, served by the same app.
+
 `python -m simulators.bureau PORT PAASID KEY [DB_FILE]` serves it (no file: in memory). KEY is
 the hospital's SM2 public key (hex); in the sandbox it may be given the private key, as devstack
-and compose have it, of which it keeps only the public half."""
+and compose have it, of which it keeps only the public half. The paasToken is
+YHF_INSURANCE_BUREAU_PAAS_TOKEN's (the sandbox's by default) and the platform's signing key
+SIMULATOR_BUREAU_PLATFORM_KEY's (the sandbox's by default)."""
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -38,7 +45,7 @@ from gmssl import sm2, sm3
 from sqlalchemy import Boolean, Integer, MetaData, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from config import DEV_BUREAU_PLATFORM_KEY
+from config import DEV_BUREAU_PAAS_TOKEN, DEV_BUREAU_PLATFORM_KEY
 from simulators.store import Store, UtcDateTime, serve
 
 PATH = "/fsi/api/rsfComIfsService/callService"
@@ -262,8 +269,11 @@ def _usable(key: str) -> str:
         return ""
 
 
-def verify_signature(public_key: str, headers: Mapping[str, str], body: bytes) -> None:
-    """The gateway's check, written here apart from the client's signing."""
+def verify_signature(public_key: str, paas_token: str, headers: Mapping[str, str], body: bytes) -> None:
+    """The gateway's checks, written here apart from the client's signing: x-tif-signature the
+    SHA-256 of timestamp + paasToken + nonce + timestamp (the caller holds the paasid's token), the
+    timestamp fresh, and the envelope's cainfo the SM2 signature, by the hospital's key, of the body
+    as sent with cainfo's value emptied."""
     paasid, ts, nonce, signature = (
         headers.get("x-tif-paasid", ""),
         headers.get("x-tif-timestamp", ""),
@@ -274,10 +284,15 @@ def verify_signature(public_key: str, headers: Mapping[str, str], body: bytes) -
         raise Refused("MissingSignature", "x-tif-paasid, x-tif-timestamp, x-tif-nonce and x-tif-signature are required")
     if not ts.isdigit() or abs(now().timestamp() - int(ts)) > MAX_SKEW_SECONDS:
         raise Refused("StaleRequest", "x-tif-timestamp is more than 5 minutes off")
-    digest = sm3.sm3_hash(list(body))
-    text = (ts + nonce + paasid + digest).encode()
-    if not sm2_verified(public_key, text, signature):
+    expected = hashlib.sha256((ts + paas_token + nonce + ts).encode()).hexdigest()
+    if not paas_token or not hmac.compare_digest(expected, signature):
         raise Refused("SignatureDoesNotMatch", "签名验证失败 (x-tif-signature)")
+    match = re.search(rb'"cainfo":"([0-9a-f]{128})"', body)
+    if match is None:
+        raise Refused("MissingSignature", "cainfo (the message's SM2 signature) is required")
+    field, cainfo = match.group(0), match.group(1).decode()
+    if body.count(field) != 1 or not sm2_verified(public_key, body.replace(field, b'"cainfo":""'), cainfo):
+        raise Refused("CainfoDoesNotMatch", "报文签名验证失败 (cainfo)")
 
 
 def fen(value: Any) -> int:
@@ -670,16 +685,19 @@ def simulator_app(
     *,
     clock: Callable[[], datetime] | None = None,
     platform_key: str = DEV_BUREAU_PLATFORM_KEY,
+    paas_tokens: Mapping[str, str] | None = None,
 ) -> FastAPI:
-    """The bureau's side, knowing each paasid's public key; `store` None: a fresh one in memory.
-    `clock`: the bureau's time (a test pins it, its day with it); the wall clock by default.
-    `platform_key`: the platform's SM2 private key its 医保移动支付 notifications are signed with."""
+    """The bureau's side, knowing each paasid's public key and paasToken (`paas_tokens` None: the
+    sandbox's, DEV_BUREAU_PAAS_TOKEN, for each); `store` None: a fresh one in memory. `clock`: the
+    bureau's time (a test pins it, its day with it); the wall clock by default. `platform_key`: the
+    platform's SM2 private key its 医保移动支付 notifications are signed with."""
     from simulators import bureau_mobile  # its section of the bureau; it imports this module
 
     app = FastAPI(title="Insurance bureau (simulated NHSA gateway)", docs_url=None, redoc_url=None, openapi_url=None)
     db = store or Store(Base.metadata)
     app.state.store = db
     keys = {paasid: _usable(key) for paasid, key in keys_by_paasid.items()}
+    tokens = dict(paas_tokens) if paas_tokens is not None else dict.fromkeys(keys, DEV_BUREAU_PAAS_TOKEN)
     handlers = {**HANDLERS, **bureau_mobile.HANDLERS}
     mobile = bureau_mobile.Mobile(app, db, clock, platform_key)
 
@@ -688,7 +706,8 @@ def simulator_app(
         token = _clock.set(clock) if clock is not None else None  # this request's clock
         try:
             with bureau_mobile.request_scope(str(request.base_url)) as settled:
-                response = answer_request(db, keys, request.headers, await request.body(), handlers)
+                body = await request.body()
+                response = answer_request(db, keys, request.headers, body, handlers, tokens)
             await mobile.notify(settled)  # the orders it paid, notified after its transaction
             return response
         finally:
@@ -706,12 +725,15 @@ def answer_request(
     headers: Mapping[str, str],
     body: bytes,
     handlers: Mapping[str, Handler] = HANDLERS,
+    tokens: Mapping[str, str] | None = None,
 ) -> Response:
-    public_key = keys.get(headers.get("x-tif-paasid", ""))
+    paasid = headers.get("x-tif-paasid", "")
+    public_key = keys.get(paasid)
     try:
         if not public_key:  # unknown, or known with a key that is none (nothing verifies)
             raise Refused("InvalidPaasid", "unknown x-tif-paasid, or no usable key for it")
-        verify_signature(public_key, headers, body)
+        token = tokens.get(paasid, "") if tokens is not None else DEV_BUREAU_PAAS_TOKEN
+        verify_signature(public_key, token, headers, body)
     except Refused as err:
         return wire(answer({}, -1, {}, str(err)), 401)
     try:
@@ -812,4 +834,7 @@ if __name__ == "__main__":  # python -m simulators.bureau PORT PAASID KEY [DB_FI
     # the platform's signing key (its notifications): the sandbox's unless given
     platform = os.environ.get("SIMULATOR_BUREAU_PLATFORM_KEY") or DEV_BUREAU_PLATFORM_KEY
     public_key_of(platform)  # a bad key stops the start
-    serve(simulator_app({paasid: key}, Store(Base.metadata, path), platform_key=platform), port)
+    # the paasToken it issued with the paasid: the app's, or the sandbox's
+    token = os.environ.get("YHF_INSURANCE_BUREAU_PAAS_TOKEN") or DEV_BUREAU_PAAS_TOKEN
+    store = Store(Base.metadata, path)
+    serve(simulator_app({paasid: key}, store, platform_key=platform, paas_tokens={paasid: token}), port)

@@ -155,6 +155,7 @@ def client_over(
         fixmedins_code=settings.insurance_fixmedins_code,
         fixmedins_name=settings.insurance_fixmedins_name,
         admvs=settings.insurance_admvs,
+        paas_token=settings.insurance_bureau_paas_token,
     )
 
 

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from config import Settings
+from config import DEV_BUREAU_PAAS_TOKEN, Settings
 from integrations import insurance_bureau
 from integrations.factory import MissingGateway, build_integrations
 from integrations.inspection import SimulatorInspection
@@ -47,6 +47,7 @@ async def test_the_bureau_keeps_its_records_in_its_own_file(tmp_path) -> None:
                 fixmedins_code="H00000000001",
                 fixmedins_name="示范医院",
                 admvs="110105",
+                paas_token=DEV_BUREAU_PAAS_TOKEN,  # the simulator's, given none
             )
             locked = await client.set_card_lock(
                 action="lock",

@@ -4,6 +4,7 @@ sign-in, msgid idempotency, and the simulator refusing what the real bureau refu
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from simulators import bureau
 from tests.support import uid
 
 PAASID = "hospital-1"
+TOKEN = "paas-token-of-hospital-1"  # the gateway's paasToken issued with PAASID
 CODE = "H12345678901"
 # the bureau's and the client's clock, pinned: a second before Beijing midnight, which a test
 # that read the wall clock could straddle (a second 9001 on the wire)
@@ -85,7 +87,7 @@ async def bureau_side(fault: Fault | None = None) -> AsyncIterator[Side]:
     (`fault`: answers in the bureau's place where it returns a response)."""
     private = nhsa.new_sm2_private_key()
     public = nhsa.sm2_public_key(private)
-    app = bureau.simulator_app({PAASID: public}, clock=pinned)
+    app = bureau.simulator_app({PAASID: public}, clock=pinned, paas_tokens={PAASID: TOKEN})
     wire = Wire()
 
     async def sent(request: httpx.Request) -> None:
@@ -109,6 +111,7 @@ async def bureau_side(fault: Fault | None = None) -> AsyncIterator[Side]:
             fixmedins_name="示范医院",
             admvs="110105",
             clock=pinned,
+            paas_token=TOKEN,
         )
         yield Side(client, http, wire, private, public)
     app.state.store.close()
@@ -194,10 +197,14 @@ async def test_the_envelope_is_signed_and_settles_a_visit(side: Side) -> None:
             "110105",
         )
         assert env["sign_no"] == ("" if env["infno"] == "9001" else sign_no)
+        # the gateway's signature: SHA-256 of timestamp + paasToken + nonce + timestamp
         h = request.headers
-        text = nhsa.signed_text(h["x-tif-timestamp"], h["x-tif-nonce"], h["x-tif-paasid"], request.content)
-        assert nhsa.sm2_verify(side.public_key, text, h["x-tif-signature"])
-        assert not nhsa.sm2_verify(side.public_key, text + b"x", h["x-tif-signature"])
+        ts = h["x-tif-timestamp"]
+        assert h["x-tif-signature"] == hashlib.sha256(f"{ts}{TOKEN}{h['x-tif-nonce']}{ts}".encode()).hexdigest()
+        # the message's: cainfo, SM2 over the body as sent with cainfo emptied
+        unsigned = request.content.replace(f'"cainfo":"{env["cainfo"]}"'.encode(), b'"cainfo":""')
+        assert nhsa.sm2_verify(side.public_key, unsigned, env["cainfo"])
+        assert not nhsa.sm2_verify(side.public_key, unsigned + b" ", env["cainfo"])
         assert int(h["x-tif-timestamp"]) == int(NOW.timestamp())
     # yuan on the wire, two decimals, as numbers
     presettle = json.loads(side.wire.sent[3].content, parse_float=Decimal)
@@ -217,10 +224,8 @@ async def test_the_envelope_is_signed_and_settles_a_visit(side: Side) -> None:
 
 
 async def signed_post(side: Side, env: dict[str, Any], *, key: str | None = None, ts: int | None = None) -> Any:
-    body = nhsa.dumps(env)
-    headers = nhsa.tif_headers(
-        PAASID, key or side.private_key, body, timestamp=ts or int(NOW.timestamp()), nonce=uid("n")
-    )
+    body = nhsa.with_cainfo(key or side.private_key, nhsa.dumps({**env, "cainfo": ""}))
+    headers = nhsa.tif_headers(PAASID, TOKEN, timestamp=ts or int(NOW.timestamp()), nonce=uid("n"))
     return await side.http.post(bureau_client.PATH, content=body, headers=headers)
 
 
@@ -228,27 +233,37 @@ def envelope(side: Side, infno: str, inp: dict[str, Any], *, sign_no: str, msg: 
     return json.loads(side.client.envelope(infno, msg or msgid(side), WORKER, sign_no, inp))
 
 
-@pytest.mark.parametrize("tamper", ["body", "key", "stale", "missing", "paasid"])
+@pytest.mark.parametrize("tamper", ["body", "key", "token", "stale", "missing", "cainfo", "paasid"])
 async def test_a_tampered_or_unsigned_request_is_refused(side: Side, tamper: str) -> None:
+    """The gateway's x-tif-signature (keyed by the paasToken) and the envelope's cainfo (SM2 by the
+    hospital's key): a tampered body, another SM2 key, another token, a stale timestamp or a
+    signature left out is refused, and nothing is recorded."""
     sign_no = await side.client.sign_in(WORKER, day(side))
     env = envelope(side, "2201", {"data": {"psn_no": "p1"}}, sign_no=sign_no)
-    body = nhsa.dumps(env)
-    headers = nhsa.tif_headers(PAASID, side.private_key, body, timestamp=int(NOW.timestamp()), nonce=uid("n"))
+    now = int(NOW.timestamp())
+    body = nhsa.with_cainfo(side.private_key, nhsa.dumps(env))
+    headers = nhsa.tif_headers(PAASID, TOKEN, timestamp=now, nonce=uid("n"))
     expected = {
-        "body": "SignatureDoesNotMatch",
-        "key": "SignatureDoesNotMatch",
+        "body": "CainfoDoesNotMatch",
+        "key": "CainfoDoesNotMatch",
+        "token": "SignatureDoesNotMatch",
         "stale": "StaleRequest",
         "missing": "MissingSignature",
+        "cainfo": "MissingSignature",
         "paasid": "InvalidPaasid",
     }[tamper]
     if tamper == "body":
         body = body.replace(b'"p1"', b'"p2"')
     elif tamper == "key":  # signed by another key than the one the bureau holds
-        headers = nhsa.tif_headers(PAASID, nhsa.new_sm2_private_key(), body, timestamp=int(NOW.timestamp()), nonce="n")
+        body = nhsa.with_cainfo(nhsa.new_sm2_private_key(), nhsa.dumps(env))
+    elif tamper == "token":  # the gateway's signature keyed by another token
+        headers = nhsa.tif_headers(PAASID, TOKEN + "x", timestamp=now, nonce="n")
     elif tamper == "stale":
-        headers = nhsa.tif_headers(PAASID, side.private_key, body, timestamp=int(NOW.timestamp()) - 600, nonce="n")
+        headers = nhsa.tif_headers(PAASID, TOKEN, timestamp=now - 600, nonce="n")
     elif tamper == "missing":
         del headers["x-tif-signature"]
+    elif tamper == "cainfo":
+        body = nhsa.dumps(env)
     elif tamper == "paasid":
         headers["x-tif-paasid"] = "someone-else"
     r = await side.http.post(bureau_client.PATH, content=body, headers=headers)
@@ -268,10 +283,11 @@ async def test_a_client_with_the_wrong_key_is_refused(side: Side) -> None:
         fixmedins_name="x",
         admvs="110105",
         clock=pinned,
+        paas_token=TOKEN,
     )
     with pytest.raises(GatewayError) as err:
         await other.sign_in(WORKER, day(side))
-    assert err.value.code == "SignatureDoesNotMatch" and not err.value.retryable
+    assert err.value.code == "CainfoDoesNotMatch" and not err.value.retryable
 
 
 async def test_no_transaction_without_a_valid_sign_in(side: Side) -> None:

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from config import DEV_BUREAU_PLATFORM_KEY, DEV_BUREAU_PLATFORM_PUBLIC_KEY, Settings
+from config import DEV_BUREAU_PAAS_TOKEN, DEV_BUREAU_PLATFORM_KEY, DEV_BUREAU_PLATFORM_PUBLIC_KEY, Settings
 from integrations import nhsa
 from integrations.gateway import GatewayError
 from integrations.insurance_bureau import WORKER, InsuranceBureauClient
@@ -100,6 +100,7 @@ async def platform() -> AsyncIterator[Mobile]:
             admvs="110105",
             clock=clock,
             bureau_public_key=nhsa.sm2_public_key(platform_key),
+            paas_token=DEV_BUREAU_PAAS_TOKEN,  # the simulator's, given none
         )
         mobile = Mobile(app, http, client, MobilePayment(client), clock, nhsa.sm2_public_key(platform_key))
         app.state.notify_transport = httpx.ASGITransport(app=receiver(mobile))
@@ -349,4 +350,5 @@ def test_the_sandbox_verifies_with_the_dev_pair_and_production_refuses_it() -> N
             fixmedins_name="示范医院",
             admvs="110105",
             bureau_public_key="ab" * 20,
+            paas_token="t",
         )
