@@ -252,16 +252,15 @@ async def refund_mobile(
         return RefundAnswer(out_refund_no=refund.id, status="failed", detail=detail)
     amounts = {"fund_fen": 0, "personal_fen": 0, "cash_fen": 0} | {field: refund.amount_fen}
     msgid, first = await bureau_message(session_factory, bureau, f"6203:{refund.id}", "6203")
-    now = utcnow()
-    try:
+    try:  # appRefdTime is when the refund was asked for: a retry is the same request, byte for byte
         await MobilePayment(bureau).refund(
             msgid=msgid,
             pay_ord_id=settlement.pay_ord_id,
             app_refd_sn=refund.id,
             **amounts,
-            at=now,
+            at=refund.created_at,
             operator=WORKER,
-            day=bureau.local_day(now),
+            day=bureau.local_day(utcnow()),
         )
     except GatewayError as err:
         if err.retryable:

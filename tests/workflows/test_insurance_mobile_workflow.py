@@ -1,0 +1,220 @@
+"""MobileInsurancePaymentWorkflow and the reconciliation on the real dev server, with the API, the
+worker and the simulated bureau: an order left paying without its workflow (the API died between
+its commit and the start) is asked about (6301) and booked or taken back (6401) by the next
+reconciliation, which leaves a running workflow alone; a 6301 of another split books nothing;
+a refund of each part goes back by 6203."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
+
+from activities.insurance_mobile import refund_mobile
+from config import Settings
+from db.models import InsuranceSettlement, Payment, Refund
+from integrations.factory import Integrations
+from tests.api.test_insurance_mobile import (
+    ToApi,
+    bureau,
+    ordered,
+    paid_methods,
+    pay,
+    settlement_row,
+    status_of,
+)
+from tests.api.test_refunds import eventually
+from tests.flows import Clinic
+from tests.support import Simulators, now, rows, uid
+from workflows import contracts as c, contracts_mobile as m
+from workflows.insurance_mobile import MobileInsurancePaymentWorkflow
+from workflows.reconcile import ReconcileWorkflow
+
+Factory = async_sessionmaker[AsyncSession]
+BOOKED = {"nhsa_mobile": 500, "insurance_pooled": 9000, "insurance_personal": 6000}
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(
+        sandbox=True,
+        database_url=database_url,
+        task_queue=uid("tq-"),
+        sms_code_min_interval=timedelta(seconds=1),
+        sms_codes_per_ip_hour=10_000,
+        insurance_self_pay_timeout=timedelta(seconds=2),
+    )
+
+
+@pytest.fixture
+def clinic(api) -> Clinic:
+    return Clinic.over(api.http, api.his)
+
+
+@pytest.fixture
+def platform(api, simulators: Simulators) -> ToApi:
+    to_api = ToApi(api.http)
+    simulators.bureau.state.notify_transport = to_api
+    return to_api
+
+
+async def orphaned(
+    api, clinic: Clinic, temporal_env: WorkflowEnvironment
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """A paid order (6202) whose workflow is gone: terminated, as if it never started."""
+    _, visit_id, auth, order = await ordered(api, clinic)
+    paying = await pay(api, auth, order["settlement_id"])
+    await temporal_env.client.get_workflow_handle(m.mobile_workflow_id(order["settlement_id"])).terminate("crash")
+    return visit_id, auth, paying
+
+
+async def reconcile(temporal_env: WorkflowEnvironment, queue: str) -> c.ReconcileResult:
+    return await temporal_env.client.execute_workflow(
+        ReconcileWorkflow.run, c.ReconcileInput(older_than_seconds=3600), id=uid("reconcile-"), task_queue=queue
+    )
+
+
+async def test_the_reconciliation_books_or_takes_back_orders_left_paying_and_leaves_running_ones(
+    api, clinic: Clinic, temporal_env: WorkflowEnvironment, simulators: Simulators, worker: str, factory: Factory
+) -> None:
+    paid_visit, auth, paid = await orphaned(api, clinic, temporal_env)
+    db = await settlement_row(simulators, paid)
+    cashier = await bureau(simulators, "POST", paid["cashier_url"] + "?notify=0", json={"payToken": db["payToken"]})
+    assert cashier.status_code == 200  # paid at the cashier, and the notification lost
+    unpaid_visit, _, unpaid = await orphaned(api, clinic, temporal_env)
+    await asyncio.sleep(2.5)  # past the deadline (2 s)
+    await reconcile(temporal_env, worker)
+    for settlement in (paid, unpaid):
+        handle = temporal_env.client.get_workflow_handle(
+            m.mobile_workflow_id(settlement["settlement_id"]), result_type=c.SettlementResult
+        )
+        await handle.result()
+    assert (await status_of(api, auth, paid["settlement_id"], "completed")) is not None
+    assert await paid_methods(api, paid_visit) == BOOKED
+    assert (await settlement_row(simulators, unpaid))["ordStas"] == "12"
+    assert await paid_methods(api, unpaid_visit) == {}
+    [row] = await rows(factory, InsuranceSettlement, id=unpaid["settlement_id"])
+    assert row.status == "revoked"
+
+
+async def test_a_running_workflow_is_left_alone(
+    api, clinic: Clinic, temporal_env: WorkflowEnvironment, worker: str, factory: Factory
+) -> None:
+    _, auth, paying = await orphaned(api, clinic, temporal_env)
+    settlement_id = paying["settlement_id"]
+    with temporal_env.with_time_skipping_disabled():  # its hour-long deadline stays an hour
+        own = await temporal_env.client.start_workflow(
+            MobileInsurancePaymentWorkflow.run,
+            m.MobilePaymentInput(
+                settlement_id=settlement_id, fund_fen=9000, personal_fen=6000, cash_fen=500, timeout_seconds=3600
+            ),
+            id=m.mobile_workflow_id(settlement_id),
+            task_queue=worker,
+        )
+    await asyncio.sleep(2.5)
+    await reconcile(temporal_env, worker)
+    described = await temporal_env.client.get_workflow_handle(m.mobile_workflow_id(settlement_id)).describe()
+    assert (described.run_id, described.status) == (own.result_run_id, WorkflowExecutionStatus.RUNNING)
+    assert await status_of(api, auth, settlement_id, "paying") is not None
+    await own.terminate("test over")
+    await nothing_left_paying(factory, settlement_id)
+
+
+async def nothing_left_paying(factory: Factory, settlement_id: str) -> None:
+    """No order left paying for other tests' reconciliations (the database is the session's)."""
+    async with factory() as session, session.begin():
+        await session.execute(
+            update(InsuranceSettlement).where(InsuranceSettlement.id == settlement_id).values(status="failed")
+        )
+
+
+async def test_a_6301_of_another_split_books_nothing(
+    api,
+    clinic: Clinic,
+    temporal_env: WorkflowEnvironment,
+    simulators: Simulators,
+    factory: Factory,
+    platform: ToApi,
+) -> None:
+    visit_id, _, paying = await pay_with_stored_split_changed(api, clinic, factory)
+    db = await settlement_row(simulators, paying)
+    await bureau(simulators, "POST", paying["cashier_url"], json={"payToken": db["payToken"]})
+    handle = temporal_env.client.get_workflow_handle(m.mobile_workflow_id(paying["settlement_id"]))
+
+    async def failing() -> str | None:
+        pending = (await handle.describe()).raw_description.pending_activities
+        failures = [p.last_failure.application_failure_info.type for p in pending if p.HasField("last_failure")]
+        return failures[0] if failures else None
+
+    assert await eventually(failing, tries=100) == "mobile_split_mismatch"
+    [row] = await rows(factory, InsuranceSettlement, id=paying["settlement_id"])
+    assert row.status == "paying" and "not the ordered split" in (row.detail or "")
+    assert await paid_methods(api, visit_id) == {}
+    await handle.terminate("test over")
+    await nothing_left_paying(factory, row.id)
+
+
+async def pay_with_stored_split_changed(
+    api, clinic: Clinic, factory: Factory
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    _, visit_id, auth, order = await ordered(api, clinic)
+    async with factory() as session, session.begin():  # our record of the split differs from the bureau's
+        await session.execute(
+            update(InsuranceSettlement)
+            .where(InsuranceSettlement.id == order["settlement_id"])
+            .values(pooled_fen=8999, personal_fen=6001)
+        )
+    return visit_id, auth, await pay(api, auth, order["settlement_id"])
+
+
+async def test_refund_mobile_sends_each_part_back_by_6203(
+    api,
+    clinic: Clinic,
+    simulators: Simulators,
+    factory: Factory,
+    integrations: Integrations,
+    platform: ToApi,
+) -> None:
+    _, visit_id, auth, order = await ordered(api, clinic)
+    paying = await pay(api, auth, order["settlement_id"])
+    db = await settlement_row(simulators, paying)
+    await bureau(simulators, "POST", paying["cashier_url"], json={"payToken": db["payToken"]})
+    await eventually(lambda: status_of(api, auth, paying["settlement_id"], "completed"), tries=200)
+    [settlement] = await rows(factory, InsuranceSettlement, id=paying["settlement_id"])
+    payments = {p.method: p for p in await rows(factory, Payment, insurance_settlement_id=settlement.id)}
+    assert {k: p.amount_fen for k, p in payments.items()} == BOOKED
+
+    def refund(method: str, fen: int) -> Refund:
+        p = payments[method]
+        return Refund(
+            id=uid("rf_"),
+            payment_id=p.id,
+            patient_id=p.patient_id,
+            visit_id=visit_id,
+            method=method,
+            amount_fen=fen,
+            created_at=now(),
+        )
+
+    cash = refund("nhsa_mobile", 500)
+    answer = await refund_mobile(factory, integrations.bureau, cash, payments["nhsa_mobile"], settlement)
+    assert (answer.status, answer.amount_fen, answer.out_refund_no) == ("succeeded", 500, cash.id)
+    # the same refund again, a second later: the same request (its msgid kept, its appRefdTime the
+    # refund's), which the bureau answers as the first time and pays back once
+    await asyncio.sleep(1.1)
+    again = await refund_mobile(factory, integrations.bureau, cash, payments["nhsa_mobile"], settlement)
+    assert again.status == "succeeded"
+    more = await refund_mobile(
+        factory, integrations.bureau, refund("nhsa_mobile", 1), payments["nhsa_mobile"], settlement
+    )
+    assert more.status == "failed" and "6203" in more.detail  # nothing of the cash part is left to refund
+    for method, fen in (("insurance_pooled", 9000), ("insurance_personal", 6000)):
+        done = await refund_mobile(factory, integrations.bureau, refund(method, fen), payments[method], settlement)
+        assert done.status == "succeeded", done.detail
+    assert (await settlement_row(simulators, paying))["ordStas"] == "7"  # all of it refunded
