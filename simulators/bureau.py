@@ -135,7 +135,7 @@ class Settlement(Base):
 class MobileOrder(Base):
     """医保移动支付: an order uploaded (6201), paid (6202), refunded (6203) or revoked (6401)."""
 
-    __tablename__ = "mobile_order"
+    __tablename__ = "mobile_pay_order"  # (not "mobile_order": a sandbox file of before has that table, in its old form)
     pay_ord_id: Mapped[str] = mapped_column(String(40), primary_key=True)
     pay_token: Mapped[str] = mapped_column(String(64))
     patient_id: Mapped[str] = mapped_column(String(40), index=True)  # psnNo

@@ -16,6 +16,7 @@ the order. The notifications go over `app.state.notify_transport` when a test se
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -75,6 +76,15 @@ def _finished(row: MobileOrder) -> None:
 
 def refused(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
+
+
+async def json_of(request: Request) -> dict[str, Any]:
+    """The request's JSON object, or {} (what is required is then missing)."""
+    try:
+        data = json.loads(await request.body())
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 # --- SM2 signing of the notifications, on the simulator's own integers ------------------------
@@ -340,8 +350,8 @@ class Mobile:
         @app.post("/mobile/authorize")
         async def authorize(request: Request) -> Any:
             """The 医保电子凭证 app's authorisation of a payment by the person (modeled)."""
-            data = await request.json()
-            psn_no = data.get("psnNo") if isinstance(data, dict) else None
+            data = await json_of(request)
+            psn_no = data.get("psnNo")
             if not isinstance(psn_no, str) or not psn_no:
                 return refused(400, "MissingParameter", "psnNo is required")
             with self.clocked(), self.db.transaction() as session:
@@ -357,8 +367,7 @@ class Mobile:
         @app.post("/mobile/cashier/{pay_ord_id}")
         async def cashier(pay_ord_id: str, request: Request, notify: int = 1) -> Any:
             """The patient pays the cash part: the order is paid, then notified (notify=0: lost)."""
-            data = await request.json()
-            token = data.get("payToken") if isinstance(data, dict) else None
+            token = (await json_of(request)).get("payToken")
             with self.clocked():
                 with self.db.transaction() as session:
                     row = session.get(MobileOrder, pay_ord_id)

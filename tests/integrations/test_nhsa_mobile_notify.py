@@ -352,3 +352,9 @@ def test_the_sandbox_verifies_with_the_dev_pair_and_production_refuses_it() -> N
             bureau_public_key="ab" * 20,
             paas_token="t",
         )
+
+
+async def test_the_app_and_the_cashier_refuse_what_they_cannot_read(mobile: Mobile) -> None:
+    for path in ("/mobile/authorize", "/mobile/cashier/ORD-none"):
+        answer = await mobile.http.post(path, content=b"not json")
+        assert answer.status_code in (400, 404) and answer.json()["code"] in ("MissingParameter", "OrderNotFound")
