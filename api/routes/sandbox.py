@@ -14,6 +14,7 @@ from api.deps import AppState, PatientDep, SessionDep, StateDep, commit_before_c
 from api.errors import ApiError, responses
 from db.models import LedgerEntry, Payment, SmsMessage
 from domain.bill import EntryKind
+from integrations.gateway import GatewayError
 from integrations.inspection import SimulatorInspection
 from integrations.nhsa_mobile import MobilePayment
 from integrations.payments.channels import ChannelError, Paid
@@ -71,14 +72,17 @@ async def insurance_settlements(patient_id: str, state: StateDep) -> Any:
     ]
 
 
-@router.post("/insurance/pay-auth", response_model=s.PayAuthOut, responses=responses(401, 403, 409))
+@router.post("/insurance/pay-auth", response_model=s.PayAuthOut, responses=responses(401, 403, 409, 502))
 async def insurance_pay_auth(patient: PatientDep, state: StateDep, session: SessionDep) -> Any:
     """Stands in for the phone's 医保电子凭证 app: the simulated bureau authorises this patient
     and answers the payAuthNo a mobile order takes (POST /v1/patient/insurance/mobile-orders)."""
     if state.bureau is None:
         raise ApiError(409, "channel_unavailable", "the insurance bureau is not connected")
     await commit_before_call(session)
-    return s.PayAuthOut(pay_auth_no=await MobilePayment(state.bureau).sandbox_authorize(patient.id))
+    try:
+        return s.PayAuthOut(pay_auth_no=await MobilePayment(state.bureau).sandbox_authorize(patient.id))
+    except GatewayError as err:
+        raise ApiError(502, "bureau_error", f"the simulated platform gave no payAuthNo ({err.code})") from None
 
 
 @router.get("/credit-reports", response_model=list[s.CreditRecord])

@@ -22,6 +22,7 @@ from workflows import contracts_mobile as m
 
 ORDERS = "/v1/patient/insurance/mobile-orders"
 NOTIFY = "/v1/payments/notify/nhsa-mobile"
+BOOKED = {"nhsa_mobile": 500, "insurance_pooled": 9000, "insurance_personal": 6000}
 
 
 @pytest.fixture
@@ -148,11 +149,7 @@ async def test_mobile_payment_orders_pays_at_the_cashier_and_books_the_three_par
     assert platform.answers == [200]  # the notification reached us and was taken
     done = await eventually(lambda: status_of(api, auth, order["settlement_id"], "completed"), tries=200)
     assert done["self_pay_fen"] == 500
-    assert await paid_methods(api, visit_id) == {
-        "nhsa_mobile": 500,
-        "insurance_pooled": 9000,
-        "insurance_personal": 6000,
-    }
+    assert await paid_methods(api, visit_id) == BOOKED
     visit = (await api.his_get(f"/v1/his/visits/{visit_id}")).json()
     assert visit["bill"]["balance_fen"] == 0
     await eventually(lambda: _settled(api, visit_id))
@@ -160,12 +157,15 @@ async def test_mobile_payment_orders_pays_at_the_cashier_and_books_the_three_par
     assert (await bureau(simulators, "POST", f"/inspect/mobile/{db['payOrdId']}/notify")).json()["notified"] == "200"
     saga = temporal_env.client.get_workflow_handle(m.mobile_workflow_id(order["settlement_id"]))
     assert (await saga.result())["status"] == "completed"
-    assert await paid_methods(api, visit_id) == {
-        "nhsa_mobile": 500,
-        "insurance_pooled": 9000,
-        "insurance_personal": 6000,
-    }
+    assert await paid_methods(api, visit_id) == BOOKED
     await record(saga, "insurance_mobile_completed")
+    # the receipt names the three parts (the e-bill: the cash part ownPay, the others fund and account)
+    [receipt] = await eventually(lambda: _receipts(api, auth))
+    assert {p["method"]: p["amount_fen"] for p in receipt["payments"]} == BOOKED
+
+
+async def _receipts(api, auth: dict[str, str]) -> list[dict[str, Any]]:
+    return (await api.http.get("/v1/patient/receipts", headers=auth)).json()
 
 
 def order_path(paying: dict[str, Any]) -> str:
@@ -200,11 +200,7 @@ async def test_a_lost_notification_is_found_by_the_deadlines_query(
     assert lost.status_code == 200 and platform.answers == []
     # at the deadline 6401 is refused (paid), 6301 says paid: booked all the same
     await eventually(lambda: status_of(api, auth, paying["settlement_id"], "completed"), tries=300)
-    assert await paid_methods(api, visit_id) == {
-        "nhsa_mobile": 500,
-        "insurance_pooled": 9000,
-        "insurance_personal": 6000,
-    }
+    assert await paid_methods(api, visit_id) == BOOKED
 
 
 async def test_an_unpaid_order_is_taken_back_at_the_deadline(
@@ -264,6 +260,18 @@ async def test_a_forged_or_tampered_notification_changes_nothing(
     r = await api.http.post(NOTIFY, content=genuine, headers=headers)
     assert (r.status_code, r.json()) == (200, {"code": "SUCCESS"})
     await eventually(lambda: status_of(api, auth, paying["settlement_id"], "completed"), tries=200)
+
+
+async def test_a_failed_cash_payment_fails_the_settlement(
+    api, clinic: Clinic, simulators: Simulators, platform: ToApi
+) -> None:
+    _, visit_id, auth, paying = await pay_order(api, clinic)
+    db = await settlement_row(simulators, paying)
+    failed = await bureau(simulators, "POST", f"/inspect/mobile/{db['payOrdId']}/fail")
+    assert failed.status_code == 200 and platform.answers == [200]
+    done = await eventually(lambda: status_of(api, auth, paying["settlement_id"], "failed"), tries=200)
+    assert "15" in done["detail"]
+    assert await paid_methods(api, visit_id) == {}
 
 
 class Capture(httpx.AsyncBaseTransport):
