@@ -6,7 +6,8 @@ refused, they fail and the credit is back on the bill; the bureau away, they are
 What the ledger's refund plan (newest payment first) asks back in each case:
 - every charge cancelled after the insurance paid: the whole insurance part (both parts);
 - one exam cancelled: the newest payments first, the personal account then part of the pooled
-  fund: a part, which stays manual;
+  fund: a part, which stays manual (the drug cancelled after it: the rest, now the whole, and
+  the 2208 settles the parts with an operator too);
 - paid twice, the insurance landing after a channel paid the bill: the whole insurance part;
   paid twice, a channel paying after the insurance: the channel's payment, the bureau untouched."""
 
@@ -298,3 +299,25 @@ async def test_the_bureau_away_is_retried(case: Case, bureau_wire: BureauWire) -
     await case.clinic.event(case.visit_id, "orders_cancelled", item_ids=["xray", "amox"])
     await assert_taken_back(case)
     assert down["left"] == 0
+
+
+async def test_a_part_then_the_rest_goes_back_whole_and_the_parts_with_an_operator_succeed(case: Case) -> None:
+    await case.start(fee=500)
+    self_pay = await case.insurance_pays()
+    assert self_pay is not None
+    await complete(case.api, self_pay["payment_id"])
+    await case.settlement_is("completed")
+    await case.clinic.event(case.visit_id, "orders_cancelled", item_ids=["xray"])
+    assert [r["status"] for r in await case.refunds_settle("manual")] == ["manual", "manual"]
+    # the drug too: the refunds now ask back the whole insurance part, and the bureau takes it back
+    await case.clinic.event(case.visit_id, "orders_cancelled", item_ids=["amox"])
+    done = await case.refunds_settle("succeeded", "failed")
+    assert sorted((r["method"], r["amount_fen"], r["status"]) for r in done) == [
+        ("insurance_personal", 6000, "succeeded"),
+        ("insurance_pooled", 3000, "succeeded"),
+        ("insurance_pooled", 6000, "succeeded"),
+    ]
+    assert (await case.settlement_is("refunded"))["status"] == "refunded"
+    assert await case.at_bureau() == ["reversed"]
+    bill = await case.bill()
+    assert (bill["total_fen"], bill["paid_fen"], bill["balance_fen"]) == (500, 500, 0)
