@@ -273,7 +273,11 @@ async def pay(
             operator=PATIENT_APP,
             day=bureau.local_day(utcnow()),
         )
-    except GatewayError as err:  # refused: nothing was paid; the order is dead (its msgid answers the same)
+    except GatewayError as err:
+        if err.retryable:  # the bureau away or failing: it may have paid; the workflow asks 6301
+            await _start(state, row, signal=False)
+            raise _unavailable(row.id, "payment (6202)", err) from None
+        # refused: nothing was paid; the order is dead (its msgid answers the same)
         row.status, row.detail, row.updated_at = SettlementStatus.failed, f"6202 refused ({err.code})", utcnow()
         raise _refused(err, "payment (6202)", keeps_writes=True) from None
     except (httpx.HTTPError, KeyError, ValueError) as err:  # it may have gone through: the workflow asks 6301

@@ -4,7 +4,10 @@ cashier, the signed notification waking the workflow, which books only what 6301
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from datetime import timedelta
 from typing import Any
 
@@ -12,6 +15,7 @@ import httpx
 import pytest
 
 from config import Settings
+from integrations.factory import Integrations, build_integrations
 from tests.api.test_insurance import drug_and_exam_visit
 from tests.api.test_patient import sign_in
 from tests.api.test_refunds import eventually
@@ -35,6 +39,38 @@ def settings(database_url: str) -> Settings:
         sms_codes_per_ip_hour=10_000,
         insurance_self_pay_timeout=timedelta(seconds=3),
     )
+
+
+class Losing(httpx.AsyncBaseTransport):
+    """The simulated bureau; the answer to the transactions in `lose` is lost once (after the
+    bureau acted on the request)."""
+
+    def __init__(self, bureau_app: Any) -> None:
+        self.inner = httpx.ASGITransport(app=bureau_app)
+        self.lose: set[str] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        content = await request.aread()
+        response = await self.inner.handle_async_request(request)
+        infno = json.loads(content).get("infno") if content.startswith(b"{") else None
+        if infno in self.lose:
+            self.lose.discard(infno)
+            raise httpx.ReadTimeout("the answer was lost", request=request)
+        return response
+
+
+@pytest.fixture
+def transport(simulators: Simulators) -> Losing:
+    return Losing(simulators.bureau)
+
+
+@pytest.fixture
+async def integrations(settings: Settings, simulators: Simulators, transport: Losing) -> AsyncIterator[Integrations]:
+    """The API's and the worker's clients reach this test's bureau through `transport`."""
+    async with AsyncExitStack() as stack:
+        yield build_integrations(
+            settings, stack, transports=dataclasses.replace(simulators.transports(), bureau=transport)
+        )
 
 
 class ToApi(httpx.AsyncBaseTransport):
@@ -304,3 +340,17 @@ async def test_refusals(api, clinic: Clinic, simulators: Simulators) -> None:
     assert card.status_code == 201, card.text
     card_pay = f"/v1/patient/insurance/settlements/{card.json()['settlement_id']}/pay"
     assert_problem(await api.http.post(card_pay, json={"channel": "nhsa_mobile"}, headers=auth), 409, "settlement_mode")
+
+
+async def test_a_lost_answer_to_6202_is_answered_502_and_the_workflow_finds_the_payment(
+    api, clinic: Clinic, transport: Losing
+) -> None:
+    _, visit_id, auth, order = await ordered(api, clinic, fee=0)  # no cash part: 6202 pays it all
+    transport.lose.add("6202")
+    path = f"/v1/patient/insurance/settlements/{order['settlement_id']}/pay"
+    r = await api.http.post(path, json={"channel": "nhsa_mobile"}, headers=auth)
+    assert_problem(r, 502, "bureau_unavailable")
+    # the bureau paid it: the workflow, started all the same, asks 6301 and books it
+    await eventually(lambda: status_of(api, auth, order["settlement_id"], "completed"), tries=200)
+    assert await paid_methods(api, visit_id) == {"insurance_pooled": 7200, "insurance_personal": 4800}
+    assert_problem(await api.http.post(path, json={"channel": "nhsa_mobile"}, headers=auth), 409, "settlement_used")
