@@ -196,14 +196,18 @@ async def test_every_charge_cancelled_sends_the_insurance_back_through_the_burea
     await assert_taken_back(case)
     bill = await case.bill()
     assert (bill["total_fen"], bill["paid_fen"], bill["balance_fen"]) == (0, 0, 0)
-    # the receipt of a visit refunded whole is voided (红冲), as after any refund
-    [voided] = await eventually(lambda: receipts(case, voided=True))
+    # the receipt of a visit refunded whole is voided and its e-bill written off (冲红), as after any refund
+    [voided] = await eventually(lambda: receipts(case, voided=True, ebill="written_off"))
     assert voided["receipt_id"] == receipt["receipt_id"]
 
 
-async def receipts(case: Case, *, voided: bool = False) -> list[dict[str, Any]]:
+async def receipts(case: Case, *, voided: bool = False, ebill: str | None = None) -> list[dict[str, Any]]:
+    """The patient's current (or voided) receipts; with `ebill`, only once each one's bill is so."""
     found = (await case.api.http.get("/v1/patient/receipts", headers=case.auth)).json()
-    return [r for r in found if (r["voided_at"] is not None) == voided]
+    mine = [r for r in found if (r["voided_at"] is not None) == voided]
+    if ebill is not None and not all(r["ebill"] and r["ebill"]["status"] == ebill for r in mine):
+        return []
+    return mine
 
 
 async def test_one_exam_cancelled_stays_with_an_operator_and_the_bureau_keeps_the_settlement(case: Case) -> None:
@@ -219,9 +223,15 @@ async def test_one_exam_cancelled_stays_with_an_operator_and_the_bureau_keeps_th
     assert all(r["detail"] == PARTIAL for r in done)
     assert (await case.settlement())["status"] == "completed"
     assert await case.at_bureau() == ["settled"]
-    # the receipt shows the refund as any refund does: voided and issued again
-    current = await eventually(lambda: receipts(case))
-    assert [(r["version"], r["total_fen"]) for r in current] == [(2, 3500)]
+
+    # the receipt shows the refund as any refund does: voided (its bill written off) and issued again
+    async def second() -> list[dict[str, Any]]:
+        current = await receipts(case, ebill="issued")
+        return current if [r["version"] for r in current] == [2] else []
+
+    assert [(r["version"], r["total_fen"]) for r in await eventually(second)] == [(2, 3500)]
+    [old] = await eventually(lambda: receipts(case, voided=True, ebill="written_off"))
+    assert old["version"] == 1
 
 
 @pytest.mark.parametrize("channel_first", [True, False])
