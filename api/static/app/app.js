@@ -29,7 +29,7 @@ const CATEGORY = { exam: "检查", lab: "检验", treatment: "治疗", drug: "�
 const AGREEMENT = "2026-01";
 // the payment channels' labels come with the payment options (the server's one list of channels)
 const CHANNEL = {};
-const METHOD = { cash: "现金", card: "银行卡", insurance: "医保", insurance_pooled: "医保统筹基金", insurance_personal: "医保个人账户" };
+const METHOD = { cash: "现金", card: "银行卡", insurance: "医保", insurance_pooled: "医保统筹基金", insurance_personal: "医保个人账户", nhsa_mobile: "医保移动支付（现金部分）" };
 const PAID = new Set(["succeeded", "partially_refunded", "refunded"]);
 const REFUND = { created: "已申请", processing: "退款中", manual: "请到窗口领取", succeeded: "已退回", failed: "退款失败，医院将联系您" };
 
