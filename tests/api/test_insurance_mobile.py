@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from activities.insurance_mobile import MobileActivities
 from config import Settings
 from integrations.factory import Integrations, build_integrations
 from tests.api.test_insurance import drug_and_exam_visit
@@ -22,7 +23,7 @@ from tests.api.test_refunds import eventually
 from tests.flows import Clinic, assert_problem, item
 from tests.support import Simulators, uid
 from tests.workflows.test_visit_workflow import record
-from workflows import contracts_mobile as m
+from workflows import contracts as c, contracts_mobile as m
 
 ORDERS = "/v1/patient/insurance/mobile-orders"
 NOTIFY = "/v1/payments/notify/nhsa-mobile"
@@ -219,11 +220,19 @@ async def _settled(api, visit_id: str) -> bool:
     return (await api.his_get(f"/v1/his/visits/{visit_id}")).json()["payment_status"] == "settled"
 
 
-async def test_no_cash_part_is_paid_at_once(api, clinic: Clinic, platform: ToApi) -> None:
+async def test_no_cash_part_is_paid_at_once(
+    api, clinic: Clinic, platform: ToApi, factory, integrations: Integrations, settings: Settings
+) -> None:
     _, visit_id, auth, paying = await pay_order(api, clinic, fee=0)
     assert (paying["pooled_fen"], paying["personal_fen"], paying["self_pay_fen"]) == (7200, 4800, 0)
     assert paying["cashier_url"] is None
     await eventually(lambda: status_of(api, auth, paying["settlement_id"], "completed"), tries=200)
+    assert await paid_methods(api, visit_id) == {"insurance_pooled": 7200, "insurance_personal": 4800}
+    # a retried booking (its first try committed, its answer lost) books nothing again
+    acts = MobileActivities(factory, integrations.bureau, settings.insurance_self_pay_timeout)
+    again = await acts.settle_mobile_order(c.SettlementInput(settlement_id=paying["settlement_id"]))
+    booked_again = await acts._book(paying["settlement_id"], "SE-again")
+    assert (again.status, again.landed, booked_again.status, booked_again.landed) == ("completed", [], "completed", [])
     assert await paid_methods(api, visit_id) == {"insurance_pooled": 7200, "insurance_personal": 4800}
 
 
