@@ -31,6 +31,7 @@ from ledger.refunds import refund_input
 from workflows import contracts as c, contracts_mobile as m
 
 MOBILE, CASH_METHOD = "mobile", "nhsa_mobile"
+SPLIT_MISMATCH = m.SPLIT_MISMATCH
 # each part of a mobile settlement as a payment: (part, method; "" is insurance_{part})
 PARTS = (("pooled", ""), ("personal", ""), ("cash", CASH_METHOD))
 # a refund's method -> the 6203 amount it goes back through
@@ -112,7 +113,7 @@ class MobileActivities:
     async def _conclude(self, row: InsuranceSettlement, order: MobileOrder) -> c.SettlementResult:
         """What 6301 said, acted on: paid (the stored split): booked; revoked or failed: marked;
         uploaded or paying: still paying. Paid with other figures: recorded, nothing booked, and
-        raised (retryable: the step's alert stays up until a person sorts it out)."""
+        raised (SPLIT_MISMATCH: the workflow raises its alert and holds until it is told again)."""
         if order.status == PAID:
             if not same_split(row, order):
                 figures = {"total_fen": order.total_fen, "fund_fen": order.fund_fen}
@@ -123,7 +124,7 @@ class MobileActivities:
                 )
                 if row.detail != detail[:300]:
                     await self._record(row.id, "insurance_split_mismatch", figures, detail=detail[:300])
-                raise ApplicationError(f"settlement {row.id}: {detail}", type="mobile_split_mismatch")
+                raise ApplicationError(f"settlement {row.id}: {detail}", type=SPLIT_MISMATCH, non_retryable=True)
             return await self._book(row.id, order.setl_id)
         if order.status in (REVOKED, FAILED):
             status = SettlementStatus.revoked if order.status == REVOKED else SettlementStatus.failed

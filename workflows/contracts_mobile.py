@@ -10,6 +10,8 @@ SETTLE_MOBILE_ORDER = "settle_mobile_order"
 REVOKE_MOBILE_ORDER = "revoke_mobile_order"
 FIND_ORPHANED_MOBILE_ORDERS = "find_orphaned_mobile_orders"
 ORDER_UPDATED = "order_updated"  # the signal: the platform notified us about the order
+# the failure of a 6301 that says paid with other figures than the ordered split: nothing booked
+SPLIT_MISMATCH = "mobile_split_mismatch"
 
 
 def mobile_workflow_id(settlement_id: str) -> str:

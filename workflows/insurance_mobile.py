@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from domain.insurance import SettlementStatus
@@ -41,13 +42,13 @@ class MobileInsurancePaymentWorkflow:
         self._describe(inp)
         order = c.SettlementInput(settlement_id=inp.settlement_id)
         deadline = workflow.now() + timedelta(seconds=inp.timeout_seconds)
-        result = await self._step(a.settle_mobile_order, order, "ask the bureau about the order (6301)")
+        result = await self._ask(a.settle_mobile_order, order, "ask the bureau about the order (6301)")
         while result.status == SettlementStatus.paying:
             self._set_status(inp, result)
             if await self._told_before(deadline):
-                result = await self._step(a.settle_mobile_order, order, "ask the bureau about the order (6301)")
+                result = await self._ask(a.settle_mobile_order, order, "ask the bureau about the order (6301)")
             else:
-                result = await self._step(a.revoke_mobile_order, order, "take the unpaid order back (6401)")
+                result = await self._ask(a.revoke_mobile_order, order, "take the unpaid order back (6401)")
         self._set_status(inp, result)
         await tell_visits(inp.settlement_id, result.landed)
         await start_refunds(result.refunds)
@@ -61,6 +62,32 @@ class MobileInsurancePaymentWorkflow:
     @workflow.query
     def status(self) -> str:
         return str(self._status)
+
+    @workflow.query
+    def alert(self) -> str:
+        return self._alert
+
+    async def _ask(
+        self,
+        activity: Callable[[c.SettlementInput], Awaitable[c.SettlementResult]],
+        order: c.SettlementInput,
+        summary: str,
+    ) -> c.SettlementResult:
+        """The step; a 6301 that says paid with other figures than the ordered split (nothing was
+        booked) raises the alert at once and holds until the order is told updated again (the
+        platform's notification, or a person's signal once it is sorted out), then asks again."""
+        while True:
+            try:
+                return await self._step(activity, order, summary)
+            except ActivityError as err:
+                if not (isinstance(err.cause, ApplicationError) and err.cause.type == m.SPLIT_MISMATCH):
+                    raise
+                self._raise_alert(
+                    f"{err.cause.message}: for a person to sort out; signal {m.ORDER_UPDATED} to ask again"
+                )
+            await workflow.wait_condition(lambda: self._updated)
+            self._updated = False
+            self._raise_alert("")
 
     async def _told_before(self, deadline: datetime) -> bool:
         """Wait for a notification until `deadline`: True when one came, False at the deadline."""

@@ -147,17 +147,37 @@ async def test_a_6301_of_another_split_books_nothing(
     await bureau(simulators, "POST", paying["cashier_url"], json={"payToken": db["payToken"]})
     handle = temporal_env.client.get_workflow_handle(m.mobile_workflow_id(paying["settlement_id"]))
 
-    async def failing() -> str | None:
-        pending = (await handle.describe()).raw_description.pending_activities
-        failures = [p.last_failure.application_failure_info.type for p in pending if p.HasField("last_failure")]
-        return failures[0] if failures else None
+    async def alert() -> str:
+        return str(await handle.query(MobileInsurancePaymentWorkflow.alert))
 
-    assert await eventually(failing, tries=100) == "mobile_split_mismatch"
+    assert "not the ordered split" in await eventually(alert, tries=100)  # at once, in Temporal UI too
     [row] = await rows(factory, InsuranceSettlement, id=paying["settlement_id"])
     assert row.status == "paying" and "not the ordered split" in (row.detail or "")
     assert await paid_methods(api, visit_id) == {}
+    asked = await asks(handle)
+    # told again (the platform's notification once more): asked again, still refused, nothing booked
+    await bureau(simulators, "POST", f"/inspect/mobile/{db['payOrdId']}/notify")
+    await eventually(lambda: _more(handle, asked))
+    assert "not the ordered split" in await alert()
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    assert await paid_methods(api, visit_id) == {}
     await handle.terminate("test over")
     await nothing_left_paying(factory, row.id)
+
+
+async def asks(handle: Any) -> int:
+    """How many times the workflow asked the bureau about the order (6301 steps scheduled)."""
+    history = await handle.fetch_history()
+    return sum(
+        1
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == m.SETTLE_MOBILE_ORDER
+    )
+
+
+async def _more(handle: Any, than: int) -> bool:
+    return await asks(handle) > than
 
 
 async def pay_with_stored_split_changed(
