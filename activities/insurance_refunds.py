@@ -9,7 +9,8 @@ gets the same answer. Taken back, every open refund of the settlement succeeds a
 `bureau`) and the settlement is `refunded`. Refused, its open refunds fail (the ledger puts the
 credit back) and the settlement carries the refusal; the bureau away is raised and retried by the
 refund workflow. A part asked back stays `manual`: the bureau does not take back a part.
-医保移动支付 (mode "mobile") goes back by 6203: not wired here yet (`_mobile`, manual)."""
+医保移动支付 (mode "mobile") goes back by 6203, each refund on its own (appRefdSn = the refund's
+id), through the part its payment was: the fund, the personal account or the cash part."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ from typing import Any
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio.exceptions import ApplicationError
 
 from activities.insurance import bureau_message, outcome_unknown
+from activities.insurance_mobile import refund_mobile
 from db.models import InsuranceSettlement, Payment, Refund
 from db.repositories import audit, utcnow
 from domain.insurance import SettlementStatus
@@ -30,7 +33,6 @@ from workflows import contracts as c
 
 ACTOR = "bureau"
 PARTIAL = "the bureau takes back only whole settlements: revoke (2208) and re-settle at the insurance window"
-MOBILE = "医保移动支付: goes back by 6203 at the bureau, not wired yet: hand it back and confirm"
 NO_SETTLEMENT = "no settlement at the bureau on record for this payment: hand it back and confirm"
 OPEN = (RefundStatus.created, RefundStatus.processing, RefundStatus.manual)
 
@@ -78,7 +80,7 @@ class InsuranceRefunds:
         if row is None:
             return await self._record(refund.id, RefundStatus.manual, actor="workflow", detail=NO_SETTLEMENT)
         if row.mode == "mobile":
-            return await self._mobile(refund, row)
+            return await self._mobile(refund, payment, row)
         if row.status != SettlementStatus.refunded:
             if not row.bureau_settlement_no:
                 return await self._record(refund.id, RefundStatus.manual, actor="workflow", detail=NO_SETTLEMENT)
@@ -89,10 +91,26 @@ class InsuranceRefunds:
                 return await self._refused(row, refund.id, refused)
         return await self._taken_back(row, refund.id)
 
-    async def _mobile(self, refund: Refund, row: InsuranceSettlement) -> c.RefundStatusResult:
-        """医保移动支付: the bureau refunds the order by 6203 (appRefdSn), through a function of
-        activities/insurance_mobile.py still to be wired here; until then an operator hands it back."""
-        return await self._record(refund.id, RefundStatus.manual, actor="workflow", detail=MOBILE)
+    async def _mobile(self, refund: Refund, payment: Payment, row: InsuranceSettlement) -> c.RefundStatusResult:
+        """医保移动支付: the bureau refunds the order by 6203 (activities/insurance_mobile.py); the
+        bureau away is raised (retried by the refund workflow), a refusal fails the refund."""
+        answer = await refund_mobile(self._factory, self._bureau, refund, payment, row)
+        if answer.status == RefundStatus.succeeded and answer.amount_fen != refund.amount_fen:
+            raise ApplicationError(
+                f"the bureau refunded {answer.amount_fen} fen for a {refund.amount_fen} fen refund: reconcile by hand",
+                type="refund_mismatch",
+                non_retryable=True,
+            )
+        async with self._factory() as session, session.begin():
+            await settle_refund(
+                session,
+                refund.id,
+                RefundStatus(answer.status),
+                actor=ACTOR,
+                channel_refund_no=answer.channel_refund_no or None,
+                detail=answer.detail or None,
+            )
+            return await self._result(session, refund.id)
 
     async def _reverse(self, row: InsuranceSettlement) -> GatewayError | None:
         """2208 of the settlement, under its refund msgid: None when taken back, the refusal when

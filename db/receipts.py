@@ -34,6 +34,7 @@ METHODS = {
     "insurance": "医保",
     "insurance_pooled": "医保统筹基金",
     "insurance_personal": "医保个人账户",
+    "nhsa_mobile": "医保移动支付（自付部分）",
 }
 
 

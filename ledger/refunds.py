@@ -20,9 +20,10 @@ from workflows import contracts as c
 
 # Money that goes back by hand: handed over at the window; an operator confirms each one.
 WINDOW_METHODS = ("cash", "card", "insurance")
-# The insurance parts of a card-less settlement: back through the bureau (2208) when the whole
-# insurance part is asked back, else by hand (activities/insurance_refunds.py).
-BUREAU_METHODS = ("insurance_pooled", "insurance_personal")
+# Money that goes back through the bureau (activities/insurance_refunds.py): the insurance parts
+# of a card-less settlement (2208, when the whole insurance part is asked back, else by hand), and
+# every part of a 医保移动支付 order, its cash part (`nhsa_mobile`) included (6203).
+BUREAU_METHODS = ("insurance_pooled", "insurance_personal", "nhsa_mobile")
 
 
 def refund_input(refund: Refund) -> c.RefundInput:

@@ -394,7 +394,12 @@ class Mobile:
                 row = session.get(MobileOrder, pay_ord_id)
                 if row is None:
                     return refused(404, "OrderNotFound", "支付订单不存在")
-                return wire({**figures(row), "notifyUrl": row.notify_url, "notified": row.notified})
+                refunded = {
+                    "fundRefunded": yuan(row.refunded_fund_fen),
+                    "psnAcctRefunded": yuan(row.refunded_personal_fen),
+                    "cashRefunded": yuan(row.refunded_cash_fen),
+                }
+                return wire({**figures(row), **refunded, "notifyUrl": row.notify_url, "notified": row.notified})
 
         @app.post("/inspect/mobile/{pay_ord_id}/notify")
         async def notify_again(pay_ord_id: str) -> Any:

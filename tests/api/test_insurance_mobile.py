@@ -19,7 +19,7 @@ from config import Settings
 from integrations.factory import Integrations, build_integrations
 from tests.api.test_insurance import drug_and_exam_visit
 from tests.api.test_patient import sign_in
-from tests.api.test_refunds import eventually
+from tests.api.test_refunds import eventually, refunds
 from tests.flows import Clinic, assert_problem, item
 from tests.support import Simulators, uid
 from tests.workflows.test_visit_workflow import record
@@ -363,3 +363,46 @@ async def test_a_lost_answer_to_6202_is_answered_502_and_the_workflow_finds_the_
     await eventually(lambda: status_of(api, auth, order["settlement_id"], "completed"), tries=200)
     assert await paid_methods(api, visit_id) == {"insurance_pooled": 7200, "insurance_personal": 4800}
     assert_problem(await api.http.post(path, json={"channel": "nhsa_mobile"}, headers=auth), 409, "settlement_used")
+
+
+async def test_refunds_of_a_mobile_order_go_back_through_the_bureau_by_6203(
+    api, clinic: Clinic, simulators: Simulators, platform: ToApi
+) -> None:
+    """Cancelled after paying: each refund (newest payment first) goes back through the part its
+    payment was, by 6203 under its own appRefdSn; the order refunded whole is "7" at the bureau."""
+    _, visit_id, auth, paying = await pay_order(api, clinic)
+    db = await settlement_row(simulators, paying)
+    cashier = await bureau(simulators, "POST", paying["cashier_url"], json={"payToken": db["payToken"]})
+    assert cashier.status_code == 200, cashier.text
+    await eventually(lambda: status_of(api, auth, paying["settlement_id"], "completed"), tries=200)
+    await clinic.event(visit_id, "orders_cancelled", item_ids=["xray"])
+
+    async def settled(wanted: int) -> list[dict[str, Any]]:
+        mine = [r for r in await refunds(api) if r["visit_id"] == visit_id]
+        done = sum(r["amount_fen"] for r in mine if r["status"] == "succeeded")
+        return mine if done == wanted and all(r["status"] == "succeeded" for r in mine) else []
+
+    first = await eventually(lambda: settled(12000), tries=300)
+    assert {r["method"] for r in first} <= set(BOOKED)
+    by_part = {
+        "insurance_pooled": "fundRefunded",
+        "insurance_personal": "psnAcctRefunded",
+        "nhsa_mobile": "cashRefunded",
+    }
+    order = (await bureau(simulators, "GET", f"/inspect/mobile/{db['payOrdId']}")).json()
+    at_bureau = {name: yuan_fen(order[field]) for name, field in by_part.items()}
+    asked = {name: sum(r["amount_fen"] for r in first if r["method"] == name) for name in by_part}
+    assert at_bureau == asked and sum(asked.values()) == 12000
+    assert order["ordStas"] == "6"  # a part back: still paid
+    bill = (await api.his_get(f"/v1/his/visits/{visit_id}")).json()["bill"]
+    assert bill["balance_fen"] == 0
+    # the rest cancelled too (the registration fee stays owed): every part back but the fee's 500
+    await clinic.event(visit_id, "orders_cancelled", item_ids=["amox"])
+    rest = await eventually(lambda: settled(15000), tries=300)
+    order = (await bureau(simulators, "GET", f"/inspect/mobile/{db['payOrdId']}")).json()
+    back = sum(yuan_fen(order[f]) for f in by_part.values())
+    assert back == sum(r["amount_fen"] for r in rest) == 15000
+
+
+def yuan_fen(value: str) -> int:
+    return round(float(value) * 100)
