@@ -366,9 +366,7 @@ class InsuranceBureauClient:
         data = {"setl_id": setl_id, "mdtrt_id": mdtrt_id, "psn_no": psn_no}
         await self.call("2208", {"data": data}, msgid=msgid, operator=operator, day=day)
 
-    async def cancel(
-        self, *, msgid: str, psn_no: str, omsgid: str, oinfno: str, operator: Operator, day: date
-    ) -> None:
+    async def cancel(self, *, msgid: str, psn_no: str, omsgid: str, oinfno: str, operator: Operator, day: date) -> None:
         """2601 冲正交易: take back the message `omsgid` (an `oinfno` whose answer never came)."""
         data = {"psn_no": psn_no, "omsgid": omsgid, "oinfno": oinfno}
         await self.call("2601", {"data": data}, msgid=msgid, operator=operator, day=day)
