@@ -285,7 +285,11 @@ class Receipt(EBillColumns, Base):
     version (红冲), so every version stays downloadable."""
 
     __tablename__ = "receipt"
-    __table_args__ = (UniqueConstraint("visit_id", "version"),)
+    # ix_receipt_ebill_backlog: the e-bills the platform still owes (api/metrics.py, at each scrape)
+    __table_args__ = (
+        UniqueConstraint("visit_id", "version"),
+        Index("ix_receipt_ebill_backlog", "ebill_status", "voided_at"),
+    )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)  # the receipt number
     visit_id: Mapped[str] = mapped_column(ForeignKey("visit.id"), index=True)
     patient_id: Mapped[str] = mapped_column(String(40), index=True)

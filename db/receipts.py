@@ -14,11 +14,12 @@ from __future__ import annotations
 import html
 import json
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Patient, Payment, Receipt, Visit
@@ -193,6 +194,36 @@ async def record_write_off(session: AsyncSession, receipt_id: str, *, red_bill_n
     assert row is not None
     row.ebill_status, row.ebill_error = EBillStatus.written_off, None
     row.ebill_written_off_no, row.ebill_written_off_at = red_bill_no, at
+
+
+@dataclass(frozen=True)
+class EBillBacklog:
+    """What the fiscal e-bill platform still owes us: bills to issue (the current version still
+    pending: an outage, swept by the morning statement run), bills to write off (a voided version
+    issued or pending) and bills it refused (failed: an operator's). Count and oldest, each."""
+
+    counts: dict[str, int]
+    oldest: dict[str, datetime]
+
+
+BACKLOG_KINDS = ("to_issue", "to_write_off", "refused")
+
+
+async def ebill_backlog(session: AsyncSession) -> EBillBacklog:
+    kind = case(
+        (Receipt.voided_at.is_not(None), "to_write_off"),
+        (Receipt.ebill_status == EBillStatus.pending, "to_issue"),
+        else_="refused",
+    )
+    owed = or_(
+        and_(Receipt.ebill_status.in_([EBillStatus.pending, EBillStatus.failed]), Receipt.voided_at.is_(None)),
+        and_(Receipt.ebill_status.in_([EBillStatus.issued, EBillStatus.pending]), Receipt.voided_at.is_not(None)),
+    )
+    rows = (
+        await session.execute(select(kind, func.count(), func.min(Receipt.issued_at)).where(owed).group_by(kind))
+    ).all()
+    counts = dict.fromkeys(BACKLOG_KINDS, 0) | {str(k): int(n) for k, n, _ in rows}
+    return EBillBacklog(counts=counts, oldest={str(k): at for k, _, at in rows if at is not None})
 
 
 async def ebill_day_totals(session: AsyncSession, start: datetime, end: datetime) -> tuple[int, int, int, int]:

@@ -46,6 +46,7 @@ async def test_the_platform_down_at_settlement_holds_nothing(
     patient_id, phone = await clinic.enrolled_patient()
     visit_id = await exam_visit(clinic, patient_id)
     await clinic.event(visit_id, "discharged")
+    before = await owed(api)
     outage.down = True
     r = await api.ops_post("/v1/ops/payments", {"patient_id": patient_id, "amount_fen": 12500, "method": "cash"})
     assert r.status_code == 201, r.text
@@ -61,6 +62,9 @@ async def test_the_platform_down_at_settlement_holds_nothing(
     page = await api.http.get(receipt["download_url"], headers=auth)
     assert page.status_code == 200 and receipt["check_code"] in page.text
     assert await platform_bills(simulators, visit_id) == []
+    # operators see the bill the platform owes (/metrics), and how long it has waited
+    during = await owed(api)
+    assert during["to_issue"] == before["to_issue"] + 1 and during["oldest_to_issue"] > 0
 
     outage.down = False
     today = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()
@@ -77,9 +81,21 @@ async def test_the_platform_down_at_settlement_holds_nothing(
         return found if found[0]["ebill"]["status"] == "issued" else []
 
     [receipt] = await eventually(issued)
+    assert (await owed(api))["to_issue"] == before["to_issue"]
     [bill] = await platform_bills(simulators, visit_id)
     assert (bill["bus_no"], bill["bill_no"], bill["total_fen"]) == (
         f"{receipt['receipt_id']}-1",
         receipt["ebill"]["bill_no"],
         12500,
     )
+
+
+async def owed(api: Any) -> dict[str, float]:
+    """The e-bill backlog gauges of /metrics: bills to issue, and the oldest one's age."""
+    r = await api.http.get("/metrics")
+    assert r.status_code == 200, r.text
+    lines = dict(line.rsplit(" ", 1) for line in r.text.splitlines() if line.startswith("yhf_ebill"))
+    return {
+        "to_issue": float(lines['yhf_ebills_owed{kind="to_issue"}']),
+        "oldest_to_issue": float(lines['yhf_ebill_owed_oldest_seconds{kind="to_issue"}']),
+    }

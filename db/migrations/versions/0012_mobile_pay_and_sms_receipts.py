@@ -1,5 +1,6 @@
 """医保移动支付 on the settlement (its mode, the bureau's payOrdId and payToken, the patient's
-payAuthNo), and the SMS provider's own message id (Aliyun BizId) with the time it accepted the text
+payAuthNo), the SMS provider's own message id (Aliyun BizId) with the time it accepted the text,
+and an index of the receipts whose fiscal e-bill is still owed by the platform
 
 Revision ID: 0012
 Revises: 0011
@@ -27,9 +28,13 @@ def upgrade() -> None:
     with op.batch_alter_table("sms_message", schema=None) as batch_op:
         batch_op.add_column(sa.Column("provider_message_id", sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column("accepted_at", sa.DateTime(timezone=True), nullable=True))
+    with op.batch_alter_table("receipt", schema=None) as batch_op:
+        batch_op.create_index("ix_receipt_ebill_backlog", ["ebill_status", "voided_at"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("receipt", schema=None) as batch_op:
+        batch_op.drop_index("ix_receipt_ebill_backlog")
     with op.batch_alter_table("sms_message", schema=None) as batch_op:
         batch_op.drop_column("accepted_at")
         batch_op.drop_column("provider_message_id")
