@@ -6,14 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from fastapi import APIRouter, Path, Query
 from sqlalchemy import select
 
-from api import payments, schemas as s
+from api import payments, schemas as s, services as svc
 from api.deps import AppState, PatientDep, SessionDep, StateDep, commit_before_call
 from api.errors import ApiError, responses
+from api.insurance import own_settlement
+from api.insurance_mobile import MOBILE
 from db.models import LedgerEntry, Payment, SmsMessage
 from domain.bill import EntryKind
+from domain.insurance import SettlementStatus
 from integrations.gateway import GatewayError
 from integrations.inspection import SimulatorInspection
 from integrations.nhsa_mobile import MobilePayment
@@ -21,6 +25,8 @@ from integrations.payments.channels import ChannelError, Paid
 from integrations.payments.sandbox import SandboxChannel
 
 router = APIRouter(prefix="/v1/sandbox", tags=["sandbox"])
+# the simulated platform's cashier, under the bureau client's base URL (simulators/bureau_mobile.py)
+CASHIER_PATH = "mobile/cashier/{pay_ord_id}"
 
 
 @router.get("/sms", response_model=list[s.SandboxSms], responses=responses(422))
@@ -83,6 +89,36 @@ async def insurance_pay_auth(patient: PatientDep, state: StateDep, session: Sess
         return s.PayAuthOut(pay_auth_no=await MobilePayment(state.bureau).sandbox_authorize(patient.id))
     except GatewayError as err:
         raise ApiError(502, "bureau_error", f"the simulated platform gave no payAuthNo ({err.code})") from None
+
+
+@router.post(
+    "/insurance/settlements/{settlement_id}/cashier",
+    response_model=s.InsuranceSettlementOut,
+    responses=responses(401, 403, 404, 409, 502),
+)
+async def insurance_cashier(settlement_id: str, patient: PatientDep, state: StateDep, session: SessionDep) -> Any:
+    """Stands in for the patient paying a mobile order's cash part at the platform's cashier
+    (`cashier_url`): posts the order's payToken there as the phone's browser would; the
+    platform then notifies the API, whose workflow books the three parts."""
+    row = await own_settlement(session, patient, settlement_id)
+    if row.mode != MOBILE:
+        raise ApiError(409, "settlement_mode", f"settlement {row.id} is not a mobile order")
+    if row.status != SettlementStatus.paying:
+        raise ApiError(409, "not_paying", f"settlement {row.id} is {row.status}, not paying")
+    if state.bureau is None:
+        raise ApiError(409, "channel_unavailable", "the insurance bureau is not connected")
+    path, token = CASHIER_PATH.format(pay_ord_id=row.pay_ord_id), str(row.pay_token)
+    await commit_before_call(session)  # the platform notifies the API within its answer: no lock held
+    try:
+        answer = await state.bureau.http.post(path, json={"payToken": token})
+    except httpx.HTTPError as err:
+        raise ApiError(502, "bureau_unavailable", f"the cashier did not answer ({type(err).__name__})") from None
+    if answer.status_code == 409:  # the platform's order is no longer payable (taken back, failed)
+        raise ApiError(409, "not_paying", f"the platform's order of {row.id} is no longer payable")
+    if answer.status_code != 200:
+        raise ApiError(502, "bureau_error", f"the simulated cashier answered {answer.status_code}")
+    await session.refresh(row)
+    return svc.settlement_out(row)
 
 
 @router.get("/credit-reports", response_model=list[s.CreditRecord])
