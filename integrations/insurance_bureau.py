@@ -51,6 +51,7 @@ from integrations.nhsa import (
     with_cainfo,
     yuan_to_fen,
 )
+from integrations.nhsa_totals import INFNO as DAILY_TOTALS, DailyTotals, totals_result
 
 PATH = "/fsi/api/rsfComIfsService/callService"
 INFVER = "V1.0"
@@ -370,6 +371,11 @@ class InsuranceBureauClient:
         """2601 冲正交易: take back the message `omsgid` (an `oinfno` whose answer never came)."""
         data = {"psn_no": psn_no, "omsgid": omsgid, "oinfno": oinfno}
         await self.call("2601", {"data": data}, msgid=msgid, operator=operator, day=day)
+
+    async def daily_totals(self, totals: DailyTotals, *, msgid: str, operator: Operator, day: date) -> tuple[str, str]:
+        """3201 对总账 (integrations/nhsa_totals.py): (stmt_rslt "0" 平 / "1" 不平, stmt_rslt_dscr)."""
+        out = await self.call(DAILY_TOTALS, {"data": totals.data()}, msgid=msgid, operator=operator, day=day)
+        return totals_result(out)
 
 
 def _split(setlinfo: dict[str, Any]) -> Split:

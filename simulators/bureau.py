@@ -14,7 +14,8 @@ its own database; `/_sandbox/...` shows them, and `/_sandbox/settle-differently/
 the person's next 2207 settle another split than its 2206. `clock` pins its time (its day).
 
 医保移动支付 (6201-6401, the patient's authorisation, the cashier, the signed notification) is
-simulators/bureau_mobile.py, served by the same app.
+simulators/bureau_mobile.py, served by the same app; 3201 对总账 (the daily totals) is
+simulators/bureau_totals.py.
 
 `python -m simulators.bureau PORT PAASID KEY [DB_FILE]` serves it (no file: in memory). KEY is
 the hospital's SM2 public key (hex); in the sandbox it may be given the private key, as devstack
@@ -691,14 +692,14 @@ def simulator_app(
     sandbox's, DEV_BUREAU_PAAS_TOKEN, for each); `store` None: a fresh one in memory. `clock`: the
     bureau's time (a test pins it, its day with it); the wall clock by default. `platform_key`: the
     platform's SM2 private key its 医保移动支付 notifications are signed with."""
-    from simulators import bureau_mobile  # its section of the bureau; it imports this module
+    from simulators import bureau_mobile, bureau_totals  # its sections of the bureau; they import this module
 
     app = FastAPI(title="Insurance bureau (simulated NHSA gateway)", docs_url=None, redoc_url=None, openapi_url=None)
     db = store or Store(Base.metadata)
     app.state.store = db
     keys = {paasid: _usable(key) for paasid, key in keys_by_paasid.items()}
     tokens = dict(paas_tokens) if paas_tokens is not None else dict.fromkeys(keys, DEV_BUREAU_PAAS_TOKEN)
-    handlers = {**HANDLERS, **bureau_mobile.HANDLERS}
+    handlers = {**HANDLERS, **bureau_mobile.HANDLERS, **bureau_totals.HANDLERS}  # 3201: bureau_totals.py
     mobile = bureau_mobile.Mobile(app, db, clock, platform_key)
 
     @app.post(PATH)
