@@ -2,13 +2,15 @@
 (医保脱卡支付): the money goes back through the bureau, which takes a settlement back only whole
 (2208 结算撤销).
 
-When the refunds asked against the settlement's insurance payments (those not failed) cover its
-whole insurance part, each refund's submit sends the settlement's 2208, under one msgid kept for
+When the open refunds asked against the settlement's insurance payments cover its whole
+insurance part, each refund's submit sends the settlement's 2208, under one msgid kept for
 the settlement (`2208:refund:{settlement_id}`): the second refund's 2208 is the same request and
 gets the same answer. Taken back, every open refund of the settlement succeeds at once (actor
 `bureau`) and the settlement is `refunded`. Refused, its open refunds fail (the ledger puts the
 credit back) and the settlement carries the refusal; the bureau away is raised and retried by the
-refund workflow. A part asked back stays `manual`: the bureau does not take back a part.
+refund workflow. A part asked back stays `manual`: the bureau does not take back a part. Once an
+operator confirmed a part handed back (actor not `bureau`: the window's revoke and re-settle),
+the rest stays `manual` too: a 2208 would return that part a second time.
 医保移动支付 (mode "mobile") goes back by 6203, each refund on its own (appRefdSn = the refund's
 id), through the part its payment was: the fund, the personal account or the cash part."""
 
@@ -22,7 +24,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.insurance import bureau_message, outcome_unknown
 from activities.insurance_mobile import refund_mobile
-from db.models import InsuranceSettlement, Payment, Refund
+from db.models import AuditLog, InsuranceSettlement, Payment, Refund
 from db.repositories import audit, utcnow
 from domain.insurance import SettlementStatus
 from domain.payment import RefundStatus
@@ -34,6 +36,7 @@ from workflows import contracts as c
 ACTOR = "bureau"
 PARTIAL = "the bureau takes back only whole settlements: revoke (2208) and re-settle at the insurance window"
 NO_SETTLEMENT = "no settlement at the bureau on record for this payment: hand it back and confirm"
+BY_HAND = "part of this settlement was handed back at the insurance window: hand the rest back there too"
 OPEN = (RefundStatus.created, RefundStatus.processing, RefundStatus.manual)
 
 
@@ -44,14 +47,36 @@ def _insurance_payments(settlement_id: str) -> Select[Any]:
 
 
 async def asked_back(session: AsyncSession, settlement_id: str) -> int:
-    """What the refunds against the settlement's insurance payments ask back (the failed ones
-    excepted: their credit is back on the bills)."""
+    """What the open refunds against the settlement's insurance payments ask back (the failed
+    ones' credit is back on the bills; a succeeded one went back already)."""
     total = await session.scalar(
         select(func.coalesce(func.sum(Refund.amount_fen), 0)).where(
-            Refund.payment_id.in_(_insurance_payments(settlement_id)), Refund.status != RefundStatus.failed
+            Refund.payment_id.in_(_insurance_payments(settlement_id)), Refund.status.in_(OPEN)
         )
     )
     return int(total or 0)
+
+
+async def handed_back(session: AsyncSession, settlement_id: str) -> bool:
+    """Whether an operator (any actor but the bureau) confirmed a refund of the settlement's
+    insurance payments succeeded: that part went back at the window, outside a 2208."""
+    done = await session.scalars(
+        select(Refund).where(
+            Refund.payment_id.in_(_insurance_payments(settlement_id)), Refund.status == RefundStatus.succeeded
+        )
+    )
+    ids = {r.id: r.visit_id for r in done.all()}
+    if not ids:
+        return False
+    confirmed = await session.scalars(
+        select(AuditLog).where(
+            AuditLog.subject_type == "visit",
+            AuditLog.subject_id.in_(set(ids.values())),
+            AuditLog.action == f"refund_{RefundStatus.succeeded}",
+            AuditLog.actor != ACTOR,
+        )
+    )
+    return any(a.detail.get("refund_id") in ids for a in confirmed.all())
 
 
 async def open_refunds(session: AsyncSession, settlement_id: str) -> list[Refund]:
@@ -77,6 +102,7 @@ class InsuranceRefunds:
             if payment.insurance_settlement_id:
                 row = await session.get(InsuranceSettlement, payment.insurance_settlement_id)
             asked = 0 if row is None else await asked_back(session, row.id)
+            by_hand = row is not None and row.mode != "mobile" and await handed_back(session, row.id)
         if row is None:
             return await self._record(refund.id, RefundStatus.manual, actor="workflow", detail=NO_SETTLEMENT)
         if row.mode == "mobile":
@@ -84,6 +110,8 @@ class InsuranceRefunds:
         if row.status != SettlementStatus.refunded:
             if not row.bureau_settlement_no:
                 return await self._record(refund.id, RefundStatus.manual, actor="workflow", detail=NO_SETTLEMENT)
+            if by_hand:
+                return await self._record(refund.id, RefundStatus.manual, actor="workflow", detail=BY_HAND)
             if asked < row.pooled_fen + row.personal_fen:
                 return await self._record(refund.id, RefundStatus.manual, actor="workflow", detail=PARTIAL)
             refused = await self._reverse(row)

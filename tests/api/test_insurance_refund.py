@@ -7,7 +7,8 @@ What the ledger's refund plan (newest payment first) asks back in each case:
 - every charge cancelled after the insurance paid: the whole insurance part (both parts);
 - one exam cancelled: the newest payments first, the personal account then part of the pooled
   fund: a part, which stays manual (the drug cancelled after it: the rest, now the whole, and
-  the 2208 settles the parts with an operator too);
+  the 2208 settles the parts with an operator too; but once an operator confirmed the part
+  handed back at the window, the rest stays manual: a 2208 would return that part twice);
 - paid twice, the insurance landing after a channel paid the bill: the whole insurance part;
   paid twice, a channel paying after the insurance: the channel's payment, the bureau untouched."""
 
@@ -24,7 +25,7 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import select
 
-from activities.insurance_refunds import PARTIAL
+from activities.insurance_refunds import BY_HAND, PARTIAL
 from config import Settings
 from db.models import AuditLog, LedgerEntry
 from integrations.factory import Integrations, build_integrations
@@ -331,3 +332,46 @@ async def test_a_part_then_the_rest_goes_back_whole_and_the_parts_with_an_operat
     assert await case.at_bureau() == ["reversed"]
     bill = await case.bill()
     assert (bill["total_fen"], bill["paid_fen"], bill["balance_fen"]) == (500, 500, 0)
+
+
+async def test_a_part_handed_back_by_an_operator_keeps_the_rest_manual_and_no_2208(
+    case: Case, bureau_wire: BureauWire
+) -> None:
+    """Part A confirmed at the window by an operator (revoked and re-settled there), part B asked
+    back after it: the open refunds would make the whole, but a 2208 would give A back twice."""
+    sent: list[str] = []
+
+    def record(request: httpx.Request) -> httpx.Response | None:
+        sent.append(json.loads(request.content)["infno"])
+        return None
+
+    bureau_wire.fault = record
+    await case.start(fee=500)
+    self_pay = await case.insurance_pays()
+    assert self_pay is not None
+    await complete(case.api, self_pay["payment_id"])
+    await case.settlement_is("completed")
+    await case.clinic.event(case.visit_id, "orders_cancelled", item_ids=["xray"])
+    part_a = await case.refunds_settle("manual")
+    assert whole(part_a) == [("insurance_personal", 6000, "manual"), ("insurance_pooled", 6000, "manual")]
+    for refund in part_a:
+        r = await case.api.ops_post(f"/v1/ops/refunds/{refund['refund_id']}/complete", {})
+        assert r.status_code == 200, r.text
+    await case.clinic.event(case.visit_id, "orders_cancelled", item_ids=["amox"])
+
+    async def part_b() -> list[dict[str, Any]] | None:
+        found = [r for r in await case.refunds() if r["refund_id"] not in {a["refund_id"] for a in part_a}]
+        return found if found and all(r["status"] != "created" and r["status"] != "processing" for r in found) else None
+
+    [rest] = await eventually(part_b, tries=300)
+    assert (rest["method"], rest["amount_fen"], rest["status"], rest["detail"]) == (
+        "insurance_pooled",
+        3000,
+        "manual",
+        BY_HAND,
+    )
+    assert sorted(r["status"] for r in await case.refunds()) == ["manual", "succeeded", "succeeded"]
+    assert "2208" not in sent
+    assert (await case.settlement())["status"] == "completed"
+    assert await case.at_bureau() == ["settled"]
+    assert await case.audit("insurance_refunded") == []
