@@ -19,7 +19,7 @@ from playwright.async_api import async_playwright, expect
 
 from devstack import Stack
 from tests.e2e.test_stack import HIS, OPS, until
-from tests.flows import Clinic, random_id_number, random_phone
+from tests.flows import Clinic, item, random_id_number, random_phone
 from tests.support import uid
 
 pytestmark = pytest.mark.e2e
@@ -308,6 +308,61 @@ async def test_insurance_payment_and_the_receipt_in_the_app(page: Any, http: htt
         await page.click("button[data-receipt]")
     assert (await download.value).suggested_filename.startswith("receipt-R")
     await shot(page, "9-receipts")
+
+
+async def test_insurance_mobile_payment_in_the_app(page: Any, http: httpx.AsyncClient, clinic: Clinic) -> None:
+    """医保移动支付 through the page: the sandbox's e-voucher authorisation, the bureau's order and
+    its split, paying it, the cash part at the (sandbox) platform's cashier, then completed."""
+    sent: list[tuple[str, str | None]] = []
+    page.on(
+        "request",
+        lambda r: sent.append((r.url, r.headers.get("idempotency-key"))) if r.method == "POST" else None,
+    )
+    patient_id, phone = await clinic.enrolled_patient()
+    visit_id = (await clinic.register(patient_id, fee=500))["visit_id"]
+    for event, fields in (
+        ("checked_in", {"channel": "app"}),
+        ("called", {}),
+        ("consultation_started", {}),
+        ("orders_placed", {"items": [item("xray", "exam", 12000)]}),
+        ("consultation_ended", {}),
+        ("discharged", {}),
+    ):
+        await clinic.event(visit_id, event, **fields)
+    await sign_in(page, http, phone)
+    await page.wait_for_selector("#service")
+    await page.click("a[data-tab=bill]")
+    await page.click("#insurance")
+    await page.click("#mobile")
+    await page.wait_for_selector("#mobile-pay")
+    # the bureau's split of the order: the fund 60% of the covered X-ray, the account the rest, the fee cash
+    split = [await page.text_content(f"#{part}") for part in ("fund", "account", "cash")]
+    assert split == ["¥72.00", "¥48.00", "¥5.00"]
+    settlement_id = page.url.split("#/mobile/")[1]
+    await shot(page, "12-insurance-mobile")
+    await page.click("#mobile-pay")
+    await page.click("#cashier")
+    await page.wait_for_selector("#mobile-paid", timeout=20000)
+    assert "已付 ¥125.00" in await page.text_content("main")
+    keys = {url.split("/v1/")[1]: key for url, key in sent if "/v1/patient/insurance/" in url}
+    assert keys["patient/insurance/mobile-orders"] and keys[f"patient/insurance/settlements/{settlement_id}/pay"]
+    assert any(url.endswith(f"/v1/sandbox/insurance/settlements/{settlement_id}/cashier") for url, _ in sent)
+
+    async def visit() -> dict[str, Any]:
+        return (await http.get(f"/v1/his/visits/{visit_id}", headers=HIS)).json()
+
+    settled = await until(visit, lambda v: v["payment_status"] == "settled")
+    assert {p["method"]: p["amount_fen"] for p in settled["bill"]["payments"] if p["kind"] == "payment"} == {
+        "nhsa_mobile": 500,
+        "insurance_pooled": 7200,
+        "insurance_personal": 4800,
+    }
+    await page.click("a[data-tab=home]")
+    await page.click("#receipts-link")
+    await page.wait_for_selector(".receipt")
+    text = await page.text_content(".receipt")
+    for part in ("医保统筹基金 ¥72.00", "医保个人账户 ¥48.00", "医保移动支付（现金部分） ¥5.00"):
+        assert part in text, text
 
 
 async def test_two_children_one_phone_choose_in_the_app(page: Any, http: httpx.AsyncClient, clinic: Clinic) -> None:

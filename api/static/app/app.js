@@ -374,7 +374,21 @@ const screens = {
         <tr><td>个人账户支付</td><td class="money">${yuan(split.personal_fen)}</td></tr>
         <tr><td><strong>自付</strong></td><td class="money" id="self-pay">${yuan(split.self_pay_fen)}</td></tr></table>
       <div class="channels">${options.channels.map((c) => `<button data-channel="${h(c)}">确认，自付部分用${h(CHANNEL[c] || c)}</button>`).join("")}</div>
-      <p class="muted">自付部分未按时付款的，医保结算将自动冲正，不会重复扣费。</p><div class="error" id="err"></div></div>`, "bill");
+      <p class="muted">自付部分未按时付款的，医保结算将自动冲正，不会重复扣费。</p><div class="error" id="err"></div></div>
+      ${options.insurance_mobile ? `<div class="card mobile"><h2>医保移动支付（医保电子凭证）</h2>
+        <p class="muted">在医保电子凭证中授权后，医保局按其结算拆分：统筹基金和个人账户直接扣款，现金部分在医保平台收银台支付。</p>
+        <button id="mobile">医保移动支付（医保电子凭证）</button><div class="error" id="mobile-err"></div></div>` : ""}`, "bill");
+    const mobile = document.getElementById("mobile");
+    if (mobile) mobile.onclick = async () => {
+      const err = document.getElementById("mobile-err");
+      mobile.disabled = true;
+      try {
+        const order = await mobileOrder(ids);
+        if (order) { location.hash = `#/mobile/${encodeURIComponent(order.settlement_id)}`; return; }
+        err.textContent = "请在医保电子凭证中授权本次支付：正式环境由医保电子凭证的授权页返回授权后再下单（本环境没有沙箱授权）。";
+      } catch (x) { fail(err, x); }
+      mobile.disabled = false;
+    };
     for (const button of document.querySelectorAll("button[data-channel]")) button.onclick = async () => {
       button.disabled = true;
       try {
@@ -385,6 +399,48 @@ const screens = {
         location.hash = `#/pay/${out.self_pay.payment_id}/${out.self_pay.amount_fen}/${out.self_pay.channel}`;
       } catch (x) { button.disabled = false; fail(document.getElementById("err"), x); }
     };
+  },
+
+  // a 医保移动支付 order: its split and the confirmation (presettled), then the cash part at the
+  // platform's cashier (paying), followed until the settlement ends as the bureau's 6301 says
+  async mobile(id) {
+    const here = location.hash;
+    const sandbox = sessionStorage.getItem("yhf.sandbox") === "1";
+    let seen = null;
+    const follow = async (note = "") => {
+      clearTimeout(timer);
+      const st = await api(`/v1/patient/insurance/settlements/${encodeURIComponent(id)}`);
+      if (location.hash !== here) return;
+      if (st.status !== seen) { seen = st.status; mobileScreen(st, sandbox); wire(st); }
+      if (note) document.getElementById("err").textContent = note;
+      if (st.status === "paying") {
+        timer = setTimeout(() => follow().catch((x) => fail(document.getElementById("err"), x)), 2000);
+      }
+    };
+    const wire = (st) => {
+      const err = () => document.getElementById("err");
+      const confirmPay = document.getElementById("mobile-pay");
+      if (confirmPay) confirmPay.onclick = async () => {
+        confirmPay.disabled = true;
+        try {
+          const out = await api(`/v1/patient/insurance/settlements/${encodeURIComponent(id)}/pay`,
+            { method: "POST", body: { channel: "nhsa_mobile" }, key: `ins-${id}` });
+          sessionStorage.setItem(`yhf.cashier.${id}`, out.cashier_url || "");
+          await follow();
+        } catch (x) { confirmPay.disabled = false; await follow(x.message).catch(() => fail(err(), x)); }
+      };
+      const cashier = document.getElementById("cashier"); // the sandbox plays the platform's cashier
+      if (cashier) cashier.onclick = async () => {
+        cashier.disabled = true;
+        try {
+          await api(`/v1/sandbox/insurance/settlements/${encodeURIComponent(st.settlement_id)}/cashier`, { method: "POST" });
+          await follow();
+        } catch (x) { cashier.disabled = false; fail(err(), x); }
+      };
+      const check = document.getElementById("check");
+      if (check) check.onclick = () => follow().catch((x) => fail(err(), x));
+    };
+    await follow();
   },
 
   async receipts() {
@@ -442,6 +498,79 @@ const screens = {
       <p class="muted">开通条件：本地医保，或银行信用分 ≥ 110，或芝麻信用分 ≥ 700。</p></div>`, "home");
   },
 };
+
+// one 医保移动支付 attempt: the e-voucher's authorisation and the order's Idempotency-Key, kept
+// together until the order answers, so a retry is the same order; a refusal starts a new attempt.
+// Answers null where there is no sandbox: the real deployment sends the patient to the
+// 医保电子凭证 authorisation page, which returns the payAuthNo (POST /v1/sandbox/insurance/pay-auth
+// stands in for it in the sandbox only)
+async function mobileOrder(ids) {
+  const slot = `yhf.mobile.${ids.join(",")}`;
+  let attempt = JSON.parse(sessionStorage.getItem(slot) || "null");
+  if (!attempt) {
+    const auth = await api("/v1/sandbox/insurance/pay-auth", { method: "POST" })
+      .catch((x) => { if (x.status === 404) return null; throw x; });
+    if (!auth) return null;
+    sessionStorage.setItem("yhf.sandbox", "1");
+    attempt = { pay_auth_no: auth.pay_auth_no, key: crypto.randomUUID() };
+    sessionStorage.setItem(slot, JSON.stringify(attempt));
+  }
+  try {
+    const order = await api("/v1/patient/insurance/mobile-orders",
+      { method: "POST", body: { visit_ids: ids, pay_auth_no: attempt.pay_auth_no }, key: attempt.key });
+    sessionStorage.removeItem(slot);
+    return order;
+  } catch (x) {
+    if (x.status && x.status < 500) sessionStorage.removeItem(slot); // refused (or expired): authorise again
+    throw x;
+  }
+}
+
+// the bureau's split of a mobile order: the fund, the personal account and the cash part
+function mobileSplit(st) {
+  return `<table class="lines" id="mobile-split"><tr><td>费用合计</td><td class="money">${yuan(st.total_fen)}</td></tr>
+    <tr><td>医保统筹基金支付</td><td class="money" id="fund">${yuan(st.pooled_fen)}</td></tr>
+    <tr><td>医保个人账户支付</td><td class="money" id="account">${yuan(st.personal_fen)}</td></tr>
+    <tr><td><strong>现金支付</strong></td><td class="money" id="cash">${yuan(st.self_pay_fen)}</td></tr></table>`;
+}
+
+function mobileScreen(st, sandbox) {
+  const url = sessionStorage.getItem(`yhf.cashier.${st.settlement_id}`) || "";
+  const cash = yuan(st.self_pay_fen);
+  const ended = (title, id, text, back) => `<div class="card"><h1 id="${id}">${title}</h1>${text}
+    <a class="btn" href="${back}">${back === "#/home" ? "返回" : "返回账单"}</a><div class="error" id="err"></div></div>`;
+  let body;
+  switch (st.status) {
+    case "presettled":
+      body = `<div class="card"><h1>医保移动支付</h1><p class="muted">医保局结算结果（医保电子凭证已授权）：</p>${mobileSplit(st)}
+        <p class="muted">确认后统筹基金和个人账户即时支付${st.self_pay_fen ? `，现金部分 ${cash} 在医保平台收银台支付` : "，没有现金部分"}。现金部分未按时付款的，订单将撤销，不会扣款。</p>
+        <button id="mobile-pay">确认支付</button><div class="error" id="err"></div></div>`;
+      break;
+    case "paying":
+      body = `<div class="card"><h1>医保移动支付 · 支付中</h1>${mobileSplit(st)}
+        ${!st.self_pay_fen ? '<p class="muted" id="waiting">统筹基金和个人账户已支付，正在等待医保局确认。</p>'
+          : sandbox ? `<p class="muted">沙箱：点击下方按钮，模拟患者在医保平台收银台支付现金部分；平台随后通知医后付。</p>
+            <button id="cashier">在医保平台收银台支付现金 ${cash}</button><p class="muted" id="waiting">支付结果将自动确认。</p>`
+          : `${/^https?:/.test(url) ? `<a class="btn" id="away" href="${h(url)}" rel="noopener">前往医保平台收银台支付现金 ${cash}</a>` : ""}
+            <p class="muted" id="waiting">在医保平台收银台付款后回到本页，支付结果将自动确认。</p>
+            <button class="secondary" id="check">我已完成付款</button>`}
+        <div class="error" id="err"></div></div>`;
+      break;
+    case "completed":
+      sessionStorage.removeItem(`yhf.cashier.${st.settlement_id}`);
+      body = ended("支付成功", "mobile-paid", `${mobileSplit(st)}<p>已付 ${yuan(st.total_fen)}，账单已结清。</p>`, "#/home");
+      break;
+    case "revoked":
+      body = ended("支付未完成", "mobile-revoked", '<p>订单已撤销，没有扣款。请回到账单重新支付。</p>', "#/bill");
+      break;
+    case "failed":
+      body = ended("支付失败", "mobile-failed", '<p>医保移动支付未成功，没有扣款（已扣的医保部分已退回）。请回到账单重新支付。</p>', "#/bill");
+      break;
+    default:
+      body = ended("医保移动支付", "mobile-other", `<p>订单状态：${h(st.status)}</p>`, "#/bill");
+  }
+  show(body, "bill");
+}
 
 const earliest = (times) => times.filter(Boolean).sort((a, b) => new Date(a) - new Date(b))[0];
 
