@@ -34,6 +34,7 @@ from activities.insurance import InsuranceActivities, SettlementActivities
 from activities.insurance_mobile import MobileActivities
 from activities.insurance_refunds import InsuranceRefunds
 from activities.ledger import LedgerActivities
+from activities.nhsa_statement import NHSA
 from activities.notify import NotifyActivities
 from activities.oversight import OversightActivities
 from activities.payments import PaymentActivities
@@ -77,7 +78,7 @@ def activity_functions(
     channels = integrations.channels
     payments = PaymentActivities(factory, channels)
     refunds = RefundActivities(factory, channels, insurance=InsuranceRefunds(factory, integrations.bureau))
-    statements = StatementActivities(factory, channels, integrations.ebill, Pii(settings.data_key))
+    statements = StatementActivities(factory, channels, integrations.ebill, Pii(settings.data_key), integrations.bureau)
     ledger = LedgerActivities(factory)
     notify = NotifyActivities(
         factory, OutboxSender(factory, Pii(settings.data_key), integrations.sms), Pii(settings.data_key)
@@ -211,6 +212,7 @@ async def ensure_statement_schedule(client: Client, settings: Settings, integrat
     channels = [name for name, channel in integrations.channels.items() if channel.keeps_statements]
     if integrations.ebill is not None:
         channels.append(EBILL)  # the e-bill platform's totals of the day (checkTotalData), last
+    channels.append(NHSA)  # the insurance bureau's totals of the day (3201 对总账)
     if not channels:
         return
     schedule = Schedule(

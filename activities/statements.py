@@ -1,7 +1,8 @@
 """Daily statements: download a channel's bill and match it against the ledger; and, as the
 channel `ebill`, the fiscal e-bill platform's day (checkTotalData): the count and amount of
 bills issued and written off that day, ours against the platform's. A mismatch is stored
-with the day's run (GET /v1/ops/statements) and logged as a warning, like a channel's."""
+with the day's run (GET /v1/ops/statements) and logged as a warning, like a channel's. The
+channel `nhsa` is the insurance bureau's daily totals check (3201 对总账): activities/nhsa_statement.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.nhsa_statement import NHSA, check_totals
 from activities.receipts import PLATFORM_AWAY, EBillSync, PendingEBills
 from db.models import Payment, Refund, StatementRun
 from db.pii import Pii
@@ -24,6 +26,7 @@ from db.repositories import audit, utcnow
 from domain.payment import PAID, RefundStatus
 from domain.statement import Line, Outcome, day_window, match
 from integrations.ebill import DayTotals, EBillClient, EBillRefused, TotalsCheck
+from integrations.insurance_bureau import InsuranceBureauClient
 from integrations.payments.channels import Channel, StatementLine
 from workflows import contracts as c
 
@@ -126,10 +129,12 @@ class StatementActivities:
         channels: Mapping[str, Channel],
         ebill: EBillClient | None = None,
         pii: Pii | None = None,
+        bureau: InsuranceBureauClient | None = None,  # the channel `nhsa`: 3201 对总账 (activities/nhsa_statement.py)
     ) -> None:
         self._factory = factory
         self._channels = channels
         self._ebill = ebill
+        self._bureau = bureau
         if ebill is not None and pii is None:
             raise ValueError("the e-bill sweep decrypts the payer's name: give the Pii")
         self._ebills = EBillSync(factory, pii, ebill) if ebill is not None and pii is not None else None
@@ -248,6 +253,8 @@ class StatementActivities:
 
     @activity.defn(name=c.RECONCILE_STATEMENT)
     async def reconcile_statement(self, inp: c.ReconcileStatementInput) -> c.StatementResult:
+        if inp.channel == NHSA and self._bureau is not None:
+            return await check_totals(self._factory, self._bureau, inp)
         if inp.channel == EBILL and self._ebill is not None:
             return await self._check_ebills(self._ebill, inp)
         source = self._channels.get(inp.channel)
