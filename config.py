@@ -322,6 +322,8 @@ class Settings(BaseSettings):
             "data_key",
             "insurance_bureau_url",
             "insurance_bureau_secret",
+            "insurance_bureau_paas_token",
+            "insurance_bureau_public_key",
             "credit_platform_url",
             "credit_platform_secret",
         ):

@@ -208,6 +208,7 @@ def test_every_setting_the_app_requires_is_set(name: str, monkeypatch: pytest.Mo
             required.add(var)
     assert {"YHF_HIS_API_KEY", "YHF_OPS_API_KEY", "YHF_DATA_KEY", "YHF_PAYLOAD_KEY"} <= required
     assert {"YHF_INSURANCE_BUREAU_URL", "YHF_CREDIT_PLATFORM_SECRET"} <= required
+    assert {"YHF_INSURANCE_BUREAU_PAAS_TOKEN", "YHF_INSURANCE_BUREAU_PUBLIC_KEY"} <= required
 
 
 def test_no_secret_has_a_default_in_the_compose_file() -> None:

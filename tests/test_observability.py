@@ -122,6 +122,8 @@ def test_log_format_defaults_to_text_in_the_sandbox_and_json_elsewhere() -> None
         data_key="d" * 32,
         insurance_bureau_url="http://bureau",
         insurance_bureau_secret="b" * 20,
+        insurance_bureau_paas_token="t" * 20,
+        insurance_bureau_public_key="ab" * 64,
         credit_platform_url="http://credit",
         credit_platform_secret="c" * 20,
         payload_key="k1:" + "A" * 43 + "=",

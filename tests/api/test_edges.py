@@ -26,6 +26,7 @@ from config import Settings
 from db.models import IdempotencyRecord
 from db.session import create_engine, session_factory
 from domain.visit import EventType
+from integrations import nhsa
 from integrations.factory import build_integrations
 from tests.conftest import temporal_cli
 from tests.flows import assert_problem, item
@@ -70,20 +71,21 @@ async def edge(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def outside_sandbox(**overrides: Any) -> Settings:
-    return Settings(
-        sandbox=False,
-        his_api_key="his-" + uid(),
-        ops_api_key="ops-" + uid(),
-        data_key=uid(),
-        insurance_bureau_url="https://bureau.invalid",
-        insurance_bureau_secret="0" + secrets.token_hex(32)[1:],  # an SM2 private key: below the curve's order
-        insurance_fixmedins_code="H11010500001",
-        insurance_admvs="110105",
-        credit_platform_url="https://credit.invalid",
-        credit_platform_secret=uid(),
-        payload_key="k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),  # required outside the sandbox
-        **overrides,
-    )
+    given: dict[str, Any] = {
+        "his_api_key": "his-" + uid(),
+        "ops_api_key": "ops-" + uid(),
+        "data_key": uid(),
+        "insurance_bureau_url": "https://bureau.invalid",
+        "insurance_bureau_secret": "0" + secrets.token_hex(32)[1:],  # an SM2 private key: below the curve's order
+        "insurance_bureau_paas_token": uid(),
+        "insurance_bureau_public_key": nhsa.sm2_public_key(nhsa.new_sm2_private_key()),
+        "insurance_fixmedins_code": "H11010500001",
+        "insurance_admvs": "110105",
+        "credit_platform_url": "https://credit.invalid",
+        "credit_platform_secret": uid(),
+        "payload_key": "k1:" + base64.b64encode(secrets.token_bytes(32)).decode(),  # required outside the sandbox
+    }
+    return Settings(sandbox=False, **{**given, **overrides})
 
 
 # --- defect 3: text that would wedge a visit ------------------------------------------------

@@ -47,6 +47,14 @@ def test_the_sandbox_has_a_token_and_production_refuses_it() -> None:
     assert outside_sandbox(insurance_bureau_paas_token="issued-1").insurance_bureau_paas_token == "issued-1"
 
 
+@pytest.mark.parametrize("name", ["insurance_bureau_paas_token", "insurance_bureau_public_key"])
+def test_outside_the_sandbox_the_token_and_the_platforms_key_must_be_set(name: str) -> None:
+    """Left empty, the API and the worker do not start (as without the bureau's URL or secret):
+    the gateway would refuse every request, or no notification could be verified."""
+    with pytest.raises(ValidationError, match=f"YHF_{name.upper()} must be set"):
+        outside_sandbox(**{name: ""})
+
+
 @pytest.mark.parametrize("held", [DEV_BUREAU_PAAS_TOKEN, "another-token"])
 async def test_the_client_from_the_settings_signs_with_its_token(held: str) -> None:
     settings = Settings(_env_file=None, sandbox=True)

@@ -129,6 +129,8 @@ def real_secrets(**overrides: str) -> dict[str, Any]:
         "data_key": "data-real",
         "insurance_bureau_url": "https://bureau.invalid",
         "insurance_bureau_secret": "bureau-real",
+        "insurance_bureau_paas_token": "paas-token-real",
+        "insurance_bureau_public_key": "ab" * 64,
         "credit_platform_url": "https://credit.invalid",
         "credit_platform_secret": "credit-real",
         **overrides,
