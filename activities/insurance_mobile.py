@@ -16,22 +16,30 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 
 from activities.insurance import bureau_message, bureau_msgid, outcome_unknown, unknown_settlement
 from db.models import InsuranceSettlement, Payment, Refund
 from db.repositories import audit, utcnow
 from domain.insurance import SettlementStatus
+from domain.oversight import ActionRefusal
+from domain.payment import REFUND_FINAL
+from domain.sanctions import OperatorAction
 from integrations.gateway import GatewayError
 from integrations.insurance_bureau import WORKER, InsuranceBureauClient
-from integrations.nhsa_mobile import FAILED, PAID, REVOKED, MobileOrder, MobilePayment
+from integrations.nhsa_mobile import FAILED, PAID, PAYING, REVOKED, UPLOADED, MobileOrder, MobilePayment, MobileRefund
 from integrations.payments.channels import RefundAnswer
 from ledger.payments import land_insurance_part
 from ledger.refunds import refund_input
+from ledger.repository import payment_parts
 from workflows import contracts as c, contracts_mobile as m
 
 MOBILE, CASH_METHOD = "mobile", "nhsa_mobile"
 SPLIT_MISMATCH = m.SPLIT_MISMATCH
+# the operator hold a paid order that cannot be booked puts on its visits (their sanctions stop)
+MISMATCH_HOLD = "paid at the bureau, figures differ: reconcile by hand"
 # each part of a mobile settlement as a payment: (part, method; "" is insurance_{part})
 PARTS = (("pooled", ""), ("personal", ""), ("cash", CASH_METHOD))
 # a refund's method -> the 6203 amount it goes back through
@@ -112,32 +120,52 @@ class MobileActivities:
 
     async def _conclude(self, row: InsuranceSettlement, order: MobileOrder) -> c.SettlementResult:
         """What 6301 said, acted on: paid (the stored split): booked; revoked or failed: marked;
-        uploaded or paying: still paying. Paid with other figures: recorded, nothing booked, and
-        raised (SPLIT_MISMATCH: the workflow raises its alert and holds until it is told again)."""
-        if order.status == PAID:
-            if not same_split(row, order):
-                figures = {"total_fen": order.total_fen, "fund_fen": order.fund_fen}
-                figures |= {"personal_fen": order.personal_fen, "cash_fen": order.cash_fen}
-                detail = (
-                    f"6301 says paid as total {order.total_fen}, fund {order.fund_fen}, personal "
-                    f"{order.personal_fen}, cash {order.cash_fen} fen: not the ordered split; nothing booked"
-                )
-                if row.detail != detail[:300]:
-                    await self._record(row.id, "insurance_split_mismatch", figures, detail=detail[:300])
-                raise ApplicationError(f"settlement {row.id}: {detail}", type=SPLIT_MISMATCH, non_retryable=True)
+        uploaded or paying: still paying. Paid with other figures, or an ordStas we cannot book
+        nor wait on (refunded at the bureau before we booked, or unknown): recorded, nothing
+        booked, the visits put on an operator's hold (no sanction for a bill the patient may
+        have paid), and raised (SPLIT_MISMATCH: the workflow raises its alert and holds until
+        it is told again)."""
+        if order.status == PAID and same_split(row, order):
             return await self._book(row.id, order.setl_id)
         if order.status in (REVOKED, FAILED):
             status = SettlementStatus.revoked if order.status == REVOKED else SettlementStatus.failed
             detail = f"the bureau has the order as {order.status} (ordStas): nothing was paid"
             await self._record(row.id, f"insurance_{status}", {}, status=status, detail=detail)
             return c.SettlementResult(settlement_id=row.id, status=status, detail=detail)
-        return c.SettlementResult(settlement_id=row.id, status=SettlementStatus.paying)
+        if order.status in (UPLOADED, PAYING):
+            return c.SettlementResult(settlement_id=row.id, status=SettlementStatus.paying)
+        figures = {"ord_stas": order.status, "total_fen": order.total_fen, "fund_fen": order.fund_fen}
+        figures |= {"personal_fen": order.personal_fen, "cash_fen": order.cash_fen}
+        if order.status == PAID:
+            detail = (
+                f"6301 says paid as total {order.total_fen}, fund {order.fund_fen}, personal "
+                f"{order.personal_fen}, cash {order.cash_fen} fen: not the ordered split; nothing booked"
+            )
+            hold, action = MISMATCH_HOLD, "insurance_split_mismatch"
+        else:
+            detail = f"the bureau has the order as {order.status} (ordStas), neither paid nor unpaid: nothing booked"
+            hold = f"the bureau has the order as {order.status} (ordStas): reconcile by hand"
+            action = "insurance_order_unexpected"
+        if row.detail != detail[:300]:
+            await self._record(row.id, action, figures, detail=detail[:300])
+        await hold_visits(row, hold)
+        raise ApplicationError(f"settlement {row.id}: {detail}", type=SPLIT_MISMATCH, non_retryable=True)
+
+    async def _already(self, row: InsuranceSettlement) -> c.SettlementResult:
+        """A settlement no longer paying, as it ended: booked, its results read again (a retry
+        after the try that booked it committed, its answer lost); else its status."""
+        if row.status == SettlementStatus.completed:
+            async with self._factory() as session:
+                return await booked(session, row)
+        return c.SettlementResult(settlement_id=row.id, status=row.status, detail=row.detail or "")
 
     async def _book(self, settlement_id: str, setl_id: str) -> c.SettlementResult:
         """The three parts as payments, once: a retry finds the settlement completed."""
         async with self._factory() as session, session.begin():
             row = await session.get(InsuranceSettlement, settlement_id, with_for_update=True)
             assert row is not None
+            if row.status == SettlementStatus.completed:  # a retry after the first try committed
+                return await booked(session, row)
             if row.status != SettlementStatus.paying:
                 return c.SettlementResult(settlement_id=row.id, status=row.status, detail=row.detail or "")
             landed: list[c.AllocationResult] = []
@@ -176,14 +204,14 @@ class MobileActivities:
     async def settle_mobile_order(self, inp: c.SettlementInput) -> c.SettlementResult:
         row = await self._load(inp.settlement_id)
         if row.status != SettlementStatus.paying:
-            return c.SettlementResult(settlement_id=row.id, status=row.status, detail=row.detail or "")
+            return await self._already(row)
         return await self._conclude(row, await self._query(row))
 
     @activity.defn(name=m.REVOKE_MOBILE_ORDER)
     async def revoke_mobile_order(self, inp: c.SettlementInput) -> c.SettlementResult:
         row = await self._load(inp.settlement_id)
         if row.status != SettlementStatus.paying:
-            return c.SettlementResult(settlement_id=row.id, status=row.status, detail=row.detail or "")
+            return await self._already(row)
         msgid = await bureau_msgid(self._factory, self._bureau, f"6401:{row.id}", "6401")
         try:
             status = await self._mobile.revoke(
@@ -254,7 +282,7 @@ async def refund_mobile(
     amounts = {"fund_fen": 0, "personal_fen": 0, "cash_fen": 0} | {field: refund.amount_fen}
     msgid, first = await bureau_message(session_factory, bureau, f"6203:{refund.id}", "6203")
     try:  # appRefdTime is when the refund was asked for: a retry is the same request, byte for byte
-        await MobilePayment(bureau).refund(
+        answer = await MobilePayment(bureau).refund(
             msgid=msgid,
             pay_ord_id=settlement.pay_ord_id,
             app_refd_sn=refund.id,
@@ -270,6 +298,67 @@ async def refund_mobile(
             raise outcome_unknown(settlement.id, "6203", err) from err
         detail = f"the bureau refused the refund (6203, {err.code})"
         return RefundAnswer(out_refund_no=refund.id, status="failed", detail=detail)
-    return RefundAnswer(
-        out_refund_no=refund.id, status="succeeded", channel_refund_no=refund.id, amount_fen=refund.amount_fen
+    return refund_answer(refund, answer, amounts)
+
+
+def refund_answer(refund: Refund, answer: MobileRefund, asked: dict[str, int]) -> RefundAnswer:
+    """The 6203 answer checked: SUCC for our appRefdSn with the amounts we asked (those it names)
+    succeeded; FAIL failed; anything else still on its way (processing: checked again by the
+    same request). Another appRefdSn or other amounts: refund_mismatch, for a person."""
+    said = {"fund_fen": answer.fund_fen, "personal_fen": answer.personal_fen, "cash_fen": answer.cash_fen}
+    said["total_fen"] = answer.total_fen
+    wanted = asked | {"total_fen": sum(asked.values())}
+    differs = [f"{k} {v} (asked {wanted[k]})" for k, v in said.items() if v is not None and v != wanted[k]]
+    if answer.app_refd_sn != refund.id or differs:
+        raise ApplicationError(
+            f"6203 answered appRefdSn {answer.app_refd_sn} {', '.join(differs)} for refund {refund.id}: "
+            "reconcile by hand",
+            type="refund_mismatch",
+            non_retryable=True,
+        )
+    if answer.ref_status == "SUCC":
+        return RefundAnswer(
+            out_refund_no=refund.id, status="succeeded", channel_refund_no=refund.id, amount_fen=refund.amount_fen
+        )
+    if answer.ref_status == "FAIL":
+        detail = "the bureau refused the refund (6203, refStatus FAIL)"
+        return RefundAnswer(out_refund_no=refund.id, status="failed", detail=detail)
+    return RefundAnswer(out_refund_no=refund.id, status="processing", detail=f"6203 refStatus {answer.ref_status}")
+
+
+async def booked(session: AsyncSession, row: InsuranceSettlement) -> c.SettlementResult:
+    """A booked settlement's results read again (a retry after the first try committed, its
+    answer lost): where each part landed, and the refunds of money beyond the bills still open."""
+    ids = [f"{row.id}-{part}" for part, _ in PARTS]
+    landed = [c.AllocationResult(visit_id=v, amount_fen=a) for pid in ids for v, a in await payment_parts(session, pid)]
+    rows = await session.scalars(
+        select(Refund)
+        .where(Refund.payment_id.in_(ids), Refund.status.not_in([str(s) for s in REFUND_FINAL]))
+        .order_by(Refund.created_at, Refund.id)
     )
+    refunds = [refund_input(r) for r in rows.all()]
+    return c.SettlementResult(settlement_id=row.id, status="completed", landed=landed, refunds=refunds)
+
+
+async def hold_visits(row: InsuranceSettlement, reason: str) -> None:
+    """The settlement's visits put on hold the way an operator does (the visit workflow's
+    `operator_action` update, pause_sanctions: audited, in the ops visit view), the actor
+    naming the settlement: no reminder, lock or report until an operator resumes. A visit
+    already paused or closed, or whose workflow is gone, needs none; the rest is retried."""
+    client = activity.client()
+    action = c.OperatorActionInput(
+        action=str(OperatorAction.pause_sanctions), operator=f"settlement {row.id}", reason=reason
+    )
+    for visit_id in row.visit_ids:
+        handle = client.get_workflow_handle(c.workflow_id(str(visit_id)))
+        try:
+            await handle.execute_update("operator_action", action, id=f"{row.id}:hold", result_type=c.VisitRecordResult)
+        except WorkflowUpdateFailedError as err:
+            cause: BaseException | None = err.cause
+            while cause is not None and not isinstance(cause, ApplicationError):
+                cause = cause.__cause__
+            if not (isinstance(cause, ApplicationError) and cause.type in set(ActionRefusal)):
+                raise
+        except RPCError as err:
+            if err.status not in (RPCStatusCode.NOT_FOUND, RPCStatusCode.FAILED_PRECONDITION):
+                raise

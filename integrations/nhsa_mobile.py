@@ -67,6 +67,39 @@ def _order(out: dict[str, Any]) -> MobileOrder:
 
 
 @dataclass(frozen=True, kw_only=True)
+class MobileRefund:
+    """The 6203 answer: refStatus (SUCC done; FAIL refused; anything else still on its way),
+    the appRefdSn it answers, the order's ordStas after it, and the amounts it says went back
+    (None: the answer names none)."""
+
+    pay_ord_id: str
+    app_refd_sn: str
+    ref_status: str
+    status: str  # ordStas afterwards
+    total_fen: int | None = None  # totlRefdAmt
+    fund_fen: int | None = None  # fundRefdAmt
+    personal_fen: int | None = None  # psnAcctRefdAmt
+    cash_fen: int | None = None  # cashRefdAmt
+
+
+def _refund(out: dict[str, Any]) -> MobileRefund:
+    def amount(name: str) -> int | None:
+        value = out.get(name)
+        return None if value is None or value == "" else yuan_to_fen(value)
+
+    return MobileRefund(
+        pay_ord_id=str(out.get("payOrdId") or ""),
+        app_refd_sn=str(out.get("appRefdSn") or ""),
+        ref_status=str(out.get("refStatus") or ""),
+        status=str(out.get("ordStas") or ""),
+        total_fen=amount("totlRefdAmt"),
+        fund_fen=amount("fundRefdAmt"),
+        personal_fen=amount("psnAcctRefdAmt"),
+        cash_fen=amount("cashRefdAmt"),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class MobileNotice:
     """The platform's notification of an order, verified and read (amounts in fen)."""
 
@@ -230,8 +263,8 @@ class MobilePayment:
         at: datetime,
         operator: Operator,
         day: date,
-    ) -> str:
-        """6203 医保退费: answers the order's ordStas afterwards."""
+    ) -> MobileRefund:
+        """6203 医保退费: answers the refund as the bureau has it (refStatus, appRefdSn, amounts)."""
         data = {
             "payOrdId": pay_ord_id,
             "appRefdSn": app_refd_sn,
@@ -242,8 +275,7 @@ class MobilePayment:
             "cashRefdAmt": fen_to_yuan(cash_fen),
             "refdType": refund_type(fund_fen + personal_fen, cash_fen),
         }
-        out = await self._bureau.call("6203", {"data": data}, msgid=msgid, operator=operator, day=day)
-        return str(out["ordStas"])
+        return _refund(await self._bureau.call("6203", {"data": data}, msgid=msgid, operator=operator, day=day))
 
     async def query(self, *, msgid: str, order: MobileOrder, operator: Operator, day: date) -> MobileOrder:
         """6301 医保订单结算结果查询: the order, its setl_id once paid, its cashier_url while paying."""

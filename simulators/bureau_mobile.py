@@ -268,7 +268,16 @@ def refund(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> 
     row.refund_sns = (row.refund_sns + "\n" + sn).strip()
     if row.refunded_fund_fen + row.refunded_personal_fen + row.refunded_cash_fen == row.total_fen:
         row.status = "7"
-    return {"payOrdId": row.pay_ord_id, "appRefdSn": sn, "refStatus": "SUCC", "ordStas": row.status}
+    return {
+        "payOrdId": row.pay_ord_id,
+        "appRefdSn": sn,
+        "refStatus": "SUCC",
+        "ordStas": row.status,
+        "totlRefdAmt": yuan(total),
+        "fundRefdAmt": yuan(fund),
+        "psnAcctRefdAmt": yuan(personal),
+        "cashRefdAmt": yuan(cash),
+    }
 
 
 def query(session: Session, env: Mapping[str, Any], inp: Mapping[str, Any]) -> dict[str, Any]:

@@ -228,11 +228,17 @@ async def test_no_cash_part_is_paid_at_once(
     assert paying["cashier_url"] is None
     await eventually(lambda: status_of(api, auth, paying["settlement_id"], "completed"), tries=200)
     assert await paid_methods(api, visit_id) == {"insurance_pooled": 7200, "insurance_personal": 4800}
-    # a retried booking (its first try committed, its answer lost) books nothing again
+    # a retried booking (its first try committed, its answer lost) books nothing again, and answers
+    # where the parts landed as the first try did (the visits are told)
     acts = MobileActivities(factory, integrations.bureau, settings.insurance_self_pay_timeout)
     again = await acts.settle_mobile_order(c.SettlementInput(settlement_id=paying["settlement_id"]))
     booked_again = await acts._book(paying["settlement_id"], "SE-again")
-    assert (again.status, again.landed, booked_again.status, booked_again.landed) == ("completed", [], "completed", [])
+    parts = [
+        c.AllocationResult(visit_id=visit_id, amount_fen=7200),
+        c.AllocationResult(visit_id=visit_id, amount_fen=4800),
+    ]
+    assert (again.status, again.landed, again.refunds) == ("completed", parts, [])
+    assert (booked_again.status, booked_again.landed) == ("completed", parts)
     assert await paid_methods(api, visit_id) == {"insurance_pooled": 7200, "insurance_personal": 4800}
 
 

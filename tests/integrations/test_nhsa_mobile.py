@@ -75,7 +75,7 @@ async def at_the_cashier(side: Side, order: MobileOrder, *, notify: bool = True)
 
 
 async def refund(side: Side, order: MobileOrder, fund: int, personal: int, cash: int, sn: str | None = None) -> str:
-    return await MobilePayment(side.client).refund(
+    answer = await MobilePayment(side.client).refund(
         msgid=msgid(side),
         pay_ord_id=order.pay_ord_id,
         app_refd_sn=sn or uid("rf"),
@@ -86,6 +86,8 @@ async def refund(side: Side, order: MobileOrder, fund: int, personal: int, cash:
         operator=WORKER,
         day=day(side),
     )
+    assert answer.ref_status == "SUCC" and answer.total_fen == fund + personal + cash
+    return answer.status
 
 
 async def test_an_order_is_uploaded_paid_queried_and_refunded(side: Side) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 
-from activities.insurance_mobile import refund_mobile
+from activities.insurance_mobile import MISMATCH_HOLD, refund_mobile
 from config import Settings
 from db.models import InsuranceSettlement, Payment, Refund
 from integrations.factory import Integrations
@@ -154,15 +154,30 @@ async def test_a_6301_of_another_split_books_nothing(
     [row] = await rows(factory, InsuranceSettlement, id=paying["settlement_id"])
     assert row.status == "paying" and "not the ordered split" in (row.detail or "")
     assert await paid_methods(api, visit_id) == {}
+    # the patient paid the bureau: the visit is on an operator's hold (no reminder, lock or report),
+    # audited with the settlement as its actor, shown in the ops views
+    await held_by(api, visit_id, row.id)
     asked = await asks(handle)
     # told again (the platform's notification once more): asked again, still refused, nothing booked
     await bureau(simulators, "POST", f"/inspect/mobile/{db['payOrdId']}/notify")
     await eventually(lambda: _more(handle, asked))
-    assert "not the ordered split" in await alert()
+    assert "not the ordered split" in await eventually(alert, tries=100)  # raised again once it failed again
     assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     assert await paid_methods(api, visit_id) == {}
+    await held_by(api, visit_id, row.id)  # held once: asked again, the hold is not put on twice
     await handle.terminate("test over")
     await nothing_left_paying(factory, row.id)
+
+
+async def held_by(api, visit_id: str, settlement_id: str) -> None:
+    """The visit is on an operator's hold for the mismatch, put on once by the settlement."""
+    seen = (await api.his_get(f"/v1/his/visits/{visit_id}")).json()
+    assert (seen["hold"]["kind"], seen["hold"]["reason"]) == ("operator", MISMATCH_HOLD)
+    listed = (await api.http.get(f"/v1/ops/visits?patient_id={seen['patient_id']}", headers=api.ops)).json()
+    assert [v["hold"]["reason"] for v in listed if v["visit_id"] == visit_id] == [MISMATCH_HOLD]
+    trail = await api.http.get(f"/v1/ops/audit?subject_type=visit&subject_id={visit_id}", headers=api.ops)
+    paused = [(e["actor"], e["reason"]) for e in trail.json() if e["action"] == "pause_sanctions"]
+    assert paused == [(f"settlement {settlement_id}", MISMATCH_HOLD)]
 
 
 async def asks(handle: Any) -> int:
