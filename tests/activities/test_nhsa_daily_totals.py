@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +23,9 @@ from activities.statements import StatementActivities
 from api import ops
 from config import Settings
 from db.models import InsuranceSettlement, StatementRun
+from db.nhsa import NhsaMessage
+from db.nhsa_totals import NhsaDayTotals, nhsa_day_totals
+from domain.statement import day_window
 from integrations.insurance_bureau import PATH, WORKER, InsuranceBureauClient
 from integrations.nhsa_mobile import MobilePayment
 from simulators import bureau as simulated
@@ -255,3 +258,50 @@ async def test_the_bureau_away_is_retried_and_a_refusal_is_final(factory: Factor
     assert final.value.type == "bureau_refused" and final.value.non_retryable
     async with factory() as session:  # nothing stored for a day that was never checked
         assert not (await session.scalars(select(StatementRun).where(StatementRun.day == "2025-07-17"))).all()
+
+
+async def test_our_reading_counts_what_the_bureau_answered_on_the_day_it_was_sent(factory: Factory) -> None:
+    """db/nhsa_totals.py by itself: a settlement counts on its 2207's day, a reversal (2208, the
+    saga's or a whole refund's) on its own day, only once the bureau answered it; a 2207 with no
+    setl_id kept, or a 2208 refused (the settlement stands), counts nothing."""
+    d1, d2 = datetime(2025, 8, 1, 2, tzinfo=UTC), datetime(2025, 8, 2, 2, tzinfo=UTC)  # 10:00 Beijing
+    rows = {  # id suffix: (status, setl_id kept, [(infno key prefix, when)])
+        "kept": ("completed", True, [("2207", d1)]),
+        "refunded": ("refunded", True, [("2207", d1), ("2208:refund", d2)]),
+        "otherwise": ("failed", True, [("2207", d1), ("2208", d1)]),
+        "lost": ("reversed", False, [("2207", d1), ("2601", d1)]),
+        "refused": ("insurance_settled", True, [("2207", d2), ("2208", d2)]),
+    }
+    patient_id, prefix = await add_patient(factory), uid("t")
+    async with factory() as session, session.begin():
+        for name, (status, kept, sent) in rows.items():
+            sid = f"{prefix}-{name}"
+            session.add(
+                InsuranceSettlement(
+                    id=sid,
+                    patient_id=patient_id,
+                    visit_ids=[],
+                    total_fen=10_000,
+                    pooled_fen=6_000,
+                    personal_fen=4_000,
+                    self_pay_fen=0,
+                    status=status,
+                    channel="sandbox",
+                    bureau_settlement_no=uid("ST") if kept else None,
+                    created_at=d1,
+                    updated_at=d2,
+                )
+            )
+            for key, when in sent:
+                infno = key.split(":")[0]
+                session.add(NhsaMessage(request_key=f"{key}:{sid}", infno=infno, msgid=uid("m")[:30], created_at=when))
+
+    async def day(at: datetime) -> NhsaDayTotals:
+        async with factory() as session:
+            return await nhsa_day_totals(session, *day_window(at.date().isoformat(), "Asia/Shanghai"))
+
+    # 1 Aug: kept, refunded and otherwise settled (+3), otherwise taken back (-1)
+    assert await day(d1) == NhsaDayTotals(settled=3, reversed=1, medfee_fen=20_000, fund_fen=12_000, acct_fen=8_000)
+    # 2 Aug: refunded taken back whole (-1); refused settled (+1), its refused 2208 nothing
+    assert await day(d2) == NhsaDayTotals(settled=1, reversed=1)
+    assert (await day(d1)).count == 2 and (await day(d2)).count == 0
