@@ -7,20 +7,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from datetime import date
+from contextlib import asynccontextmanager
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
+import httpx
 import pytest
 
 from integrations import insurance_bureau as bureau_client, nhsa
 from integrations.gateway import GatewayError
-from integrations.insurance_bureau import WORKER
+from integrations.insurance_bureau import WORKER, InsuranceBureauClient
 from integrations.nhsa_totals import DailyTotals
+from simulators import bureau as simulated
 from tests.integrations.test_nhsa import (
+    CODE,
     NOW,
     PAASID,
     TOKEN,
     Side,
+    Wire,
     bureau_side,
     day,
     details,
@@ -133,3 +138,51 @@ async def test_a_tampered_or_unsigned_3201_is_refused(side: Side, tamper: str) -
     expected = {"body": "CainfoDoesNotMatch", "unsigned": "MissingSignature", "sign_no": "SignInInvalid"}[tamper]
     assert answer["infcode"] == -1 and answer["err_msg"].startswith(f"[{expected}]")
     assert r.status_code == (200 if tamper == "sign_no" else 401)
+
+
+@asynccontextmanager
+async def side_at(now: list[datetime]) -> AsyncIterator[Side]:
+    """The simulated bureau and its client, both on the clock `now[0]` (a test moves it)."""
+    private = nhsa.new_sm2_private_key()
+    app = simulated.simulator_app(
+        {PAASID: nhsa.sm2_public_key(private)}, clock=lambda: now[0], paas_tokens={PAASID: TOKEN}
+    )
+    async with httpx.AsyncClient(base_url="http://bureau", transport=httpx.ASGITransport(app=app)) as http:
+        client = InsuranceBureauClient(
+            http,
+            paasid=PAASID,
+            private_key=private,
+            fixmedins_code=CODE,
+            fixmedins_name="示范医院",
+            admvs="110105",
+            clock=lambda: now[0],
+            paas_token=TOKEN,
+        )
+        yield Side(client, http, Wire(), private, nhsa.sm2_public_key(private))
+    app.state.store.close()
+
+
+async def test_a_settlement_reversed_the_next_day_counts_on_both_days() -> None:
+    """Settled on the 8th (Beijing), reversed on the 9th: +1 on the 8th, -1 on the 9th."""
+    now = [NOW - timedelta(hours=1)]  # 22:59:59 on the 8th, Beijing
+    async with side_at(now) as side:
+        psn, mdtrt_id, split = await settled_xray(side)
+        now[0] = NOW + timedelta(hours=2)  # 01:59:59 on the 9th: the operator signs in again
+        ninth = side.client.local_day(now[0])
+        await side.client.reverse(
+            msgid=side.client.msgid(now[0], 1),
+            setl_id=split.setl_id,
+            mdtrt_id=mdtrt_id,
+            psn_no=psn,
+            operator=WORKER,
+            day=ninth,
+        )
+        answer = await side.client.daily_totals(
+            totals(10_000, 6_000, 4_000, 1), msgid=side.client.msgid(now[0], 2), operator=WORKER, day=ninth
+        )
+        assert answer == ("0", "平")
+        on_the_ninth = totals(-10_000, -6_000, -4_000, -1, on=ninth)
+        answer = await side.client.daily_totals(
+            on_the_ninth, msgid=side.client.msgid(now[0], 3), operator=WORKER, day=ninth
+        )
+        assert answer == ("0", "平")
