@@ -29,7 +29,8 @@ from workflows import contracts as c
 
 log = logging.getLogger("yihoufu.statements")
 NHSA = "nhsa"  # the statement run's name for the bureau's daily totals check
-# (insutype, clr_type) of every settlement we make: 职工基本医疗保险 (2201/2207 and 6201 send 310), 门诊
+# (insutype, clr_type) of every settlement we make: 职工基本医疗保险 (2201/2207 send 310; a 6201 names none,
+# the bureau's own), 门诊 (med_type 11)
 GROUPS = (("310", "11"),)
 
 
