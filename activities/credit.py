@@ -145,9 +145,12 @@ class CreditActivities:
 
     async def _notice(self, session: AsyncSession, inp: c.ReportCreditInput) -> Notice:
         """§15: the pre-default text we recorded for the visit (the one the workflow sent, at or
-        before `notice_sent_at`). With no text on record (no phone: the notice reached the app's
-        inbox only) the app is the channel; with neither, no report goes out."""
-        query = select(SmsMessage).where(SmsMessage.visit_id == inp.visit_id, SmsMessage.template == NOTICE_TEMPLATE)
+        before `notice_sent_at`). With no text on record as sent (no phone, or the gateway or the
+        carrier failed it: the notice reached the app's inbox only) the app is the channel; with
+        neither, no report goes out."""
+        query = select(SmsMessage).where(
+            SmsMessage.visit_id == inp.visit_id, SmsMessage.template == NOTICE_TEMPLATE, SmsMessage.status == "sent"
+        )
         if inp.notice_sent_at is not None:
             query = query.where(SmsMessage.created_at <= inp.notice_sent_at)
         sms = (await session.scalars(query.order_by(SmsMessage.created_at.desc(), SmsMessage.id.desc()))).first()

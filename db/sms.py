@@ -5,7 +5,8 @@ activities call. With a gateway's delivery client (Aliyun Dysms) the row is writ
 one (the sandbox) the row is the delivery, and `GET /v1/sandbox/sms` reads it. A delivered
 row keeps the gateway's id of the message (`provider_message_id`, Aliyun's BizId) and when it
 accepted it (`accepted_at`); a row left `sending` by a try whose answer was lost is looked up at
-the gateway (by our `OutId`) before it is handed over again."""
+the gateway (by our `OutId`) before it is handed over again: found delivered or waiting for its
+receipt, it is `sent`; found failed by the carrier, `failed` (SmsRejected), as a refused one."""
 
 from __future__ import annotations
 
@@ -42,7 +43,11 @@ class OutboxSender:
         if status == "failed":
             raise SmsRejected("already_rejected", "the gateway refused this message before")
         if not created:  # an earlier try may have been accepted, its answer lost: ask before texting again
-            found = await self._delivery.find(message, out_id=str(row_id), days=await self._days(row_id))
+            try:
+                found = await self._delivery.find(message, out_id=str(row_id), days=await self._days(row_id))
+            except SmsRejected:  # it went, and the carrier failed it: not sent, never notice evidence
+                await self._mark(row_id, "failed")
+                raise
             if found is not None:
                 await self._mark(row_id, "sent", found)
                 return SendResult(message_id=row_id, duplicate=True)

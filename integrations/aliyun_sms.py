@@ -23,6 +23,7 @@ __all__ = ["AliyunSms", "SmsRejected", "SmsThrottled"]
 API_VERSION = "2017-05-25"
 DEFAULT_ENDPOINT = "dysmsapi.aliyuncs.com"
 BEIJING = ZoneInfo("Asia/Shanghai")  # QuerySendDetails' SendDate and the times it answers
+FAILED = 2  # QuerySendDetails' SendStatus: 1 waiting for the carrier's receipt, 2 failed, 3 delivered
 
 
 FINAL_CODES = {
@@ -81,12 +82,21 @@ class AliyunSms:
         raise SmsThrottled(code, str(body.get("Message")))
 
     async def find(self, message: OutgoingSms, *, out_id: str, days: list[date]) -> Delivered | None:
-        """QuerySendDetails for the phone on each of `days`: the message sent with our `OutId`."""
+        """QuerySendDetails for the phone on each of `days`: the message sent with our `OutId`,
+        delivered (SendStatus 3) or waiting for the carrier's receipt (1). One the carrier failed
+        (2) was not sent: SmsRejected with its ErrCode (the outbox marks the row `failed`)."""
+        failed = None
         for day in days:
             for detail in await self.details(message.phone, day):
-                if detail.get("OutId") == out_id:
-                    sent = datetime.strptime(str(detail["SendDate"]), "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING)
-                    return Delivered(provider_message_id=None, accepted_at=sent.astimezone(UTC))
+                if detail.get("OutId") != out_id:
+                    continue
+                if int(detail.get("SendStatus") or 0) == FAILED:
+                    failed = failed or str(detail.get("ErrCode") or "unknown")
+                    continue
+                sent = datetime.strptime(str(detail["SendDate"]), "%Y-%m-%d %H:%M:%S").replace(tzinfo=BEIJING)
+                return Delivered(provider_message_id=None, accepted_at=sent.astimezone(UTC))
+        if failed is not None:
+            raise SmsRejected(failed, "the carrier could not deliver the message (QuerySendDetails SendStatus 2)")
         return None
 
     async def details(self, phone: str, day: date, *, biz_id: str | None = None) -> list[dict[str, Any]]:

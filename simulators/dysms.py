@@ -3,8 +3,10 @@ RPC signature independently of the SDK (HMAC-SHA1 over the canonicalised paramet
 the AccessKey secret), the common parameters, the phone number, the sign name, the template
 code and that TemplateParam carries exactly the template's variables, applies Aliyun's default
 flow control for verification codes, and answers with Aliyun's response shapes and error
-codes: SendSms a `BizId` (18 digits and `^0`), by which QuerySendDetails finds the message.
-Every message it accepts is kept in its own database; `/_sandbox/messages` lists them.
+codes: SendSms a `BizId` (18 digits and `^0`), by which QuerySendDetails finds the message
+with its carrier's receipt, `SendStatus` 1 waiting, 2 failed (`ErrCode` the carrier's code) or 3
+delivered (`DELIVERED`): a text is delivered at once unless `Dysms.receipts` says otherwise for
+its number. Every message it accepts is kept in its own database; `/_sandbox/messages` lists them.
 
 `python -m simulators.dysms PORT ACCESS_KEY_ID SECRET [DB_FILE]` serves it (no file: in memory)."""
 
@@ -52,6 +54,16 @@ class Message(Base):
     out_id: Mapped[str | None] = mapped_column(String(64))
     biz_id: Mapped[str] = mapped_column(String(40), index=True)  # SendSms' receipt, one a call
     at: Mapped[float] = mapped_column(Float)  # the simulator's clock, seconds
+
+
+class Receipt(Base):
+    """The carrier's receipt of a message not delivered at once (none: delivered, SendStatus 3);
+    a table of its own, so a sandbox file of before opens as it was."""
+
+    __tablename__ = "receipt"
+    message_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    send_status: Mapped[int] = mapped_column(Integer)  # 1 waiting for the receipt, 2 failed
+    err_code: Mapped[str] = mapped_column(String(40))
 
 
 def percent_encode(value: str) -> str:
@@ -109,6 +121,8 @@ class Dysms:
         self.signs = sign_names
         self.clock = clock
         self.nonces: dict[str, float] = {}
+        # the carrier's answer for a number: (SendStatus, ErrCode), 1 waiting or 2 failed; absent: delivered
+        self.receipts: dict[str, tuple[int, str]] = {}
 
     def received(self, phone: str | None = None) -> list[dict[str, Any]]:
         """Every message accepted (to `phone`), oldest first."""
@@ -207,23 +221,26 @@ class Dysms:
                         if sum(1 for t in sent if now - t < window) >= permits:
                             return answer("isv.BUSINESS_LIMIT_CONTROL", text)
             for phone in phones.split(","):
-                session.add(
-                    Message(
-                        phone=phone,
-                        template=template,
-                        template_code=params["TemplateCode"],
-                        params=json.dumps(values, ensure_ascii=False),
-                        text=render(template, values),
-                        out_id=params.get("OutId"),
-                        biz_id=biz_id,
-                        at=now,
-                    )
+                message = Message(
+                    phone=phone,
+                    template=template,
+                    template_code=params["TemplateCode"],
+                    params=json.dumps(values, ensure_ascii=False),
+                    text=render(template, values),
+                    out_id=params.get("OutId"),
+                    biz_id=biz_id,
+                    at=now,
                 )
+                session.add(message)
+                if phone in self.receipts:
+                    session.flush()
+                    status, err_code = self.receipts[phone]
+                    session.add(Receipt(message_id=message.id, send_status=status, err_code=err_code))
         return answer("OK", "OK", BizId=biz_id)
 
     def query_send_details(self, params: dict[str, str]) -> JSONResponse:
         """QuerySendDetails: one phone's messages of one day (Beijing), or the one `BizId` names,
-        a page at a time; each delivered at once (SendStatus 3, DELIVERED)."""
+        a page at a time, each with its receipt (SendStatus 3 DELIVERED, or as `receipts` made it)."""
         phone = params.get("PhoneNumber", "")
         if not PHONE.match(phone):
             return answer("isv.MOBILE_NUMBER_ILLEGAL", "非法手机号")
@@ -242,15 +259,17 @@ class Dysms:
             query = query.where(Message.biz_id == params["BizId"])
         with self.store.transaction() as session:
             found = session.scalars(query.order_by(Message.id)).all()
+            ids = [m.id for m in found]
+            receipts = {r.message_id: r for r in session.scalars(select(Receipt).where(Receipt.message_id.in_(ids)))}
         details = [
             {
                 "PhoneNum": m.phone,
-                "SendStatus": 3,
-                "ErrCode": "DELIVERED",
+                "SendStatus": receipts[m.id].send_status if m.id in receipts else 3,
+                "ErrCode": receipts[m.id].err_code if m.id in receipts else "DELIVERED",
                 "TemplateCode": m.template_code,
                 "Content": m.text,
                 "SendDate": beijing(m.at),
-                "ReceiveDate": beijing(m.at),
+                "ReceiveDate": "" if m.id in receipts and receipts[m.id].send_status == 1 else beijing(m.at),
                 "OutId": m.out_id or "",
             }
             for m in found[(page - 1) * size : page * size]

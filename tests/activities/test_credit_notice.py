@@ -6,6 +6,7 @@ answer was lost finds the text at Dysms by our OutId and does not text the patie
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,10 +17,11 @@ from activities.notify import NotifyActivities
 from db.models import AuditLog, Patient, SmsMessage
 from db.sms import OutboxSender
 from integrations.aliyun_sms import AliyunSms
-from integrations.sms import OutgoingSms
+from integrations.sms import OutgoingSms, SmsRejected
 from simulators.dysms import Dysms, dysms_simulator_app
 from tests.activities.test_credit import AT, Factory, acts, clinical_visit, received, report, run
 from tests.flows import random_phone
+from tests.integrations.test_aliyun_sms import LostAnswer
 from tests.support import PII, rows, served, uid
 from workflows import contracts as c
 
@@ -109,3 +111,33 @@ async def test_a_retry_after_a_lost_answer_does_not_text_twice(factory: Factory,
     assert result.duplicate and len(state.received(phone)) == 1
     [row] = [r for r in await rows(factory, SmsMessage) if r.idempotency_key == message.idempotency_key]
     assert row.status == "sent" and row.accepted_at is not None and row.provider_message_id is None
+
+
+async def test_a_text_the_carrier_failed_is_not_the_notice(acts: dict[str, Any], factory: Factory, simulators, dysms):
+    """The pre-default text went (its answer lost) but the carrier failed it (SendStatus 2): the
+    retry finds it failed, the row is `failed`, and the report names the app's inbox, not it."""
+    endpoint, state = dysms
+    patient_id, visit_id = await clinical_visit(factory)
+    phone = random_phone()
+    state.receipts[phone] = (2, "IC:0015")
+    now = datetime.now(UTC)
+    sent_at = now - timedelta(days=2)  # Dysms answers QuerySendDetails for the last 30 days only
+    message = OutgoingSms(
+        idempotency_key=f"visit-{visit_id}:sms:pre_default",
+        phone=phone,
+        template="pre_default",
+        params={"amount": "45.00", "deadline": "3月7日 23:59"},
+        patient_id=patient_id,
+        visit_id=visit_id,
+        at=sent_at,
+    )
+    with pytest.raises(TimeoutError):
+        await OutboxSender(factory, PII, LostAnswer(aliyun(endpoint))).send(message)
+    with pytest.raises(SmsRejected, match="IC:0015"):
+        await OutboxSender(factory, PII, aliyun(endpoint)).send(message)
+    [row] = await rows(factory, SmsMessage, visit_id=visit_id)
+    assert row.status == "failed" and len(state.received(phone)) == 1
+    await run(acts["report_credit"], replace(report(patient_id, visit_id, notice_sent_at=sent_at), at=now))
+    [seen] = await received(simulators, visit_id)
+    assert seen["received"]["notice_message_id_kind"] == "inbox"
+    assert seen["received"]["notice_message_id"] == f"visit-{visit_id}:sms:pre_default"

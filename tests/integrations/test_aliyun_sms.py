@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -190,3 +193,53 @@ async def test_dysms_keeps_its_messages_and_flow_control_in_its_own_file(tmp_pat
                     listed = (await http.get(f"http://{endpoint}/_sandbox/messages", params={"phone": phone})).json()
                 assert [m["template"] for m in listed] == ["verification_code"]
         app.state.dysms.store.close()
+
+
+class LostAnswer:
+    """Aliyun reached, its answer to SendSms lost: the text went, the row stays `sending`."""
+
+    def __init__(self, inner: AliyunSms) -> None:
+        self.inner = inner
+
+    async def deliver(self, msg: OutgoingSms, *, out_id: str) -> Any:
+        await self.inner.deliver(msg, out_id=out_id)
+        raise TimeoutError("the answer never came")
+
+    async def find(self, msg: OutgoingSms, *, out_id: str, days: list[Any]) -> Any:
+        raise AssertionError("a first try does not look")
+
+
+@pytest.mark.parametrize(
+    ("receipt", "status"),
+    [(None, "sent"), ((1, ""), "sent"), ((2, "IC:0015"), "failed")],
+    ids=["delivered", "waiting", "carrier_failed"],
+)
+async def test_a_retry_after_a_lost_answer_reads_the_carriers_receipt(
+    dysms, factory, receipt: tuple[int, str] | None, status: str
+) -> None:
+    """QuerySendDetails' SendStatus: 3 delivered and 1 waiting for the receipt are the text sent;
+    2, the carrier failed it, is not: the row is `failed` (never notice evidence) and the retry
+    raises SmsRejected with the carrier's code, texting no one again."""
+    endpoint, state = dysms
+    phone = random_phone()
+    if receipt is not None:
+        state.receipts[phone] = receipt
+    msg = OutgoingSms(idempotency_key=uid("k"), phone=phone, template="payment_received", params={"amount": "1.00"})
+    aliyun = AliyunSms(access_key_id=AK, access_key_secret=SECRET, endpoint=endpoint, protocol="http")
+    with pytest.raises(TimeoutError):
+        await OutboxSender(factory, PII, LostAnswer(aliyun)).send(msg)
+    [detail] = await aliyun.details(phone, datetime.now(ZoneInfo("Asia/Shanghai")).date())
+    assert (detail["SendStatus"], detail["ErrCode"]) == (receipt or (3, "DELIVERED"))
+    assert (detail["ReceiveDate"] == "") == (receipt is not None and receipt[0] == 1)
+    if status == "failed":
+        with pytest.raises(SmsRejected) as err:
+            await sender(factory, endpoint).send(msg)
+        assert err.value.code == "IC:0015"
+        with pytest.raises(SmsRejected):  # and it stays refused, asking no one
+            await sender(factory, endpoint).send(msg)
+    else:
+        assert (await sender(factory, endpoint).send(msg)).duplicate
+    assert len(state.received(phone)) == 1
+    [row] = [r for r in await rows(factory, SmsMessage) if r.idempotency_key == msg.idempotency_key]
+    assert row.status == status
+    assert (row.accepted_at is not None) == (status == "sent")
