@@ -9,6 +9,7 @@ import logging
 
 import httpx
 from fastapi.responses import JSONResponse
+from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from temporalio.common import WorkflowIDConflictPolicy
 
@@ -35,6 +36,28 @@ async def own_settlement(session: AsyncSession, patient: Patient, settlement_id:
     if row is None or row.patient_id != patient.id:
         raise ApiError(404, "settlement_not_found", f"no settlement {settlement_id}")
     return row
+
+
+async def refuse_overlap(session: AsyncSession, patient_id: str, visit_ids: list[str], settlement_id: str = "") -> None:
+    """409 `payment_in_progress` while another settlement over any of these visits is being
+    paid (a mobile order paying, an insurance part settled, or a pre-settlement with its channel
+    chosen): a second would have the fund and the personal account pay the same bill again.
+    Asked under the patient's lock (money.unpaid), so two payments do not both pass."""
+    found = await session.scalars(
+        select(InsuranceSettlement).where(
+            InsuranceSettlement.patient_id == patient_id,
+            InsuranceSettlement.id != settlement_id,
+            or_(
+                InsuranceSettlement.status.in_([SettlementStatus.paying, SettlementStatus.insurance_settled]),
+                (InsuranceSettlement.status == SettlementStatus.presettled) & (InsuranceSettlement.channel != ""),
+            ),
+        )
+    )
+    for other in found.all():
+        if set(other.visit_ids) & set(visit_ids):
+            raise ApiError(
+                409, "payment_in_progress", f"settlement {other.id} over these visits is being paid: wait for it"
+            )
 
 
 async def _items(session: AsyncSession, bills: money.Bills, settlement_id: str) -> list[FeeDetail]:
@@ -207,6 +230,7 @@ async def pay(
     row = await own_settlement(session, patient, settlement_id)
     if row.status != SettlementStatus.presettled or row.channel:
         raise ApiError(409, "settlement_used", f"settlement {settlement_id} is {row.status}")
+    await refuse_overlap(session, patient.id, list(row.visit_ids), row.id)
     owed = sum(t.balance_fen for v, t in bills if v.id in row.visit_ids and t.paid_fen == 0)
     if owed != row.total_fen:
         raise ApiError(409, "bill_changed", "the bill changed since the pre-settlement: pre-settle again")

@@ -167,6 +167,7 @@ async def create_order(
         return JSONResponse(stored.response, status_code=stored.status_code)
     if not bills:
         raise NothingToPay("nothing is owed on these visits")
+    await insurance.refuse_overlap(session, patient.id, [v.id for v, _ in bills])
     settlement_id = svc.new_id("ins_")
     items = await _items(session, bills, settlement_id)
     total = sum(i.amount_fen for i in items)
@@ -256,6 +257,7 @@ async def pay(
     await session.refresh(row)
     if row.status != SettlementStatus.presettled or row.channel:
         raise ApiError(409, "settlement_used", f"settlement {row.id} is {row.status}")
+    await insurance.refuse_overlap(session, patient.id, list(row.visit_ids), row.id)
     owed = sum(t.balance_fen for v, t in bills if v.id in row.visit_ids and t.paid_fen == 0)
     if owed != row.total_fen:
         raise ApiError(409, "bill_changed", "the bill changed since the order: order again")

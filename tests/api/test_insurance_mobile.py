@@ -16,6 +16,7 @@ import pytest
 
 from activities.insurance_mobile import MobileActivities
 from config import Settings
+from db.models import InsuranceSettlement
 from integrations.factory import Integrations, build_integrations
 from tests.api.test_insurance import drug_and_exam_visit
 from tests.api.test_patient import sign_in
@@ -412,3 +413,39 @@ async def test_refunds_of_a_mobile_order_go_back_through_the_bureau_by_6203(
 
 def yuan_fen(value: str) -> int:
     return round(float(value) * 100)
+
+
+async def test_a_second_payment_of_the_same_visits_is_refused_while_the_first_is_on_its_way(
+    api, clinic: Clinic, factory
+) -> None:
+    """Two orders over one visit: once the first is paying (its fund and account parts paid at
+    the bureau), the second is refused before its 6202, and so is a new order or a card-less
+    payment of the same visit, which would have the fund and the account pay the bill again."""
+    _, visit_id, auth, first = await ordered(api, clinic)
+    r = await api.http.post("/v1/sandbox/insurance/pay-auth", headers=auth)
+    second = await api.http.post(ORDERS, json={"pay_auth_no": r.json()["pay_auth_no"]}, headers=auth)
+    assert second.status_code == 201, second.text
+    cardless = await api.http.post("/v1/patient/insurance/presettle", json={}, headers=auth)
+    assert cardless.status_code == 201, cardless.text
+    assert cardless.json()["visit_ids"] == [visit_id]
+    paying = await pay(api, auth, first["settlement_id"])
+    assert paying["status"] == "paying"
+    path = "/v1/patient/insurance/settlements/{}/pay"
+    refused = await api.http.post(
+        path.format(second.json()["settlement_id"]), json={"channel": "nhsa_mobile"}, headers=auth
+    )
+    assert_problem(refused, 409, "payment_in_progress")
+    refused = await api.http.post(
+        path.format(cardless.json()["settlement_id"]), json={"channel": "sandbox"}, headers=auth
+    )
+    assert_problem(refused, 409, "payment_in_progress")
+    r = await api.http.post("/v1/sandbox/insurance/pay-auth", headers=auth)
+    assert_problem(
+        await api.http.post(ORDERS, json={"pay_auth_no": r.json()["pay_auth_no"]}, headers=auth),
+        409,
+        "payment_in_progress",
+    )
+    async with factory() as session:  # neither refused one moved
+        for settlement in (second.json(), cardless.json()):
+            row = await session.get(InsuranceSettlement, settlement["settlement_id"])
+            assert row is not None and (row.status, row.channel) == ("presettled", "")
