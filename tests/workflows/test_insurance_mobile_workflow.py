@@ -7,6 +7,7 @@ a refund of each part goes back by 6203."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 from datetime import timedelta
 from typing import Any
 
@@ -14,12 +15,15 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.client import WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.insurance_mobile import MISMATCH_HOLD, refund_mobile
+from activities.insurance_mobile import MISMATCH_HOLD, refund_answer, refund_mobile
 from config import Settings
 from db.models import InsuranceSettlement, Payment, Refund
 from integrations.factory import Integrations
+from integrations.insurance_bureau import WORKER
+from integrations.nhsa_mobile import MobilePayment, MobileRefund
 from tests.api.test_insurance_mobile import (
     ToApi,
     bureau,
@@ -253,3 +257,91 @@ async def test_refund_mobile_sends_each_part_back_by_6203(
         done = await refund_mobile(factory, integrations.bureau, refund(method, fen), payments[method], settlement)
         assert done.status == "succeeded", done.detail
     assert (await settlement_row(simulators, paying))["ordStas"] == "7"  # all of it refunded
+
+
+def _answer(**kw: Any) -> MobileRefund:
+    said: dict[str, Any] = {"pay_ord_id": "PO1", "app_refd_sn": "rf_1", "ref_status": "SUCC", "status": "6"}
+    return MobileRefund(**(said | {"total_fen": 500, "fund_fen": 0, "personal_fen": 0, "cash_fen": 500} | kw))
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        (_answer(), "succeeded"),
+        (_answer(total_fen=None, fund_fen=None, personal_fen=None, cash_fen=None), "succeeded"),  # none named
+        (_answer(ref_status="FAIL"), "failed"),
+        (_answer(ref_status="WAIT"), "processing"),
+        (_answer(cash_fen=400, total_fen=400), "refund_mismatch"),
+        (_answer(fund_fen=500, cash_fen=0), "refund_mismatch"),
+        (_answer(total_fen=600), "refund_mismatch"),
+        (_answer(app_refd_sn="rf_2"), "refund_mismatch"),
+    ],
+)
+def test_the_6203_answer_is_checked(answer: MobileRefund, status: str) -> None:
+    """SUCC for our appRefdSn with the amounts asked: succeeded; another appRefdSn or other amounts:
+    refund_mismatch (non-retryable, for a person); FAIL failed; anything else still processing."""
+    refund = Refund(id="rf_1", payment_id="p", patient_id="P", visit_id="V", method="nhsa_mobile", amount_fen=500)
+    asked = {"fund_fen": 0, "personal_fen": 0, "cash_fen": 500}
+    try:
+        got = refund_answer(refund, answer, asked)
+    except ApplicationError as err:
+        assert (err.type, err.non_retryable, status) == ("refund_mismatch", True, "refund_mismatch")
+        return
+    assert got.status == status
+    if status == "succeeded":
+        assert (got.amount_fen, got.out_refund_no) == (500, "rf_1")
+
+
+async def test_an_order_refunded_at_the_bureau_before_it_was_booked_is_held_for_a_person(
+    api,
+    clinic: Clinic,
+    temporal_env: WorkflowEnvironment,
+    simulators: Simulators,
+    worker: str,
+    factory: Factory,
+    integrations: Integrations,
+) -> None:
+    """6301 says refunded (7) of an order we never booked: not paid, not unpaid, nothing to take
+    back (6401 would be refused without end). The step fails at once, the alert is raised, the
+    visit put on an operator's hold, and nothing is asked again until someone signals."""
+    visit_id, _, paying = await orphaned(api, clinic, temporal_env)
+    db = await settlement_row(simulators, paying)
+    await bureau(simulators, "POST", paying["cashier_url"] + "?notify=0", json={"payToken": db["payToken"]})
+    bureau_client = integrations.bureau
+    answer = await MobilePayment(bureau_client).refund(
+        msgid=bureau_client.msgid(now(), secrets.randbelow(8999)),
+        pay_ord_id=db["payOrdId"],
+        app_refd_sn=uid("rf_"),
+        fund_fen=9000,
+        personal_fen=6000,
+        cash_fen=500,
+        at=now(),
+        operator=WORKER,
+        day=bureau_client.local_day(now()),
+    )
+    assert (answer.ref_status, answer.status) == ("SUCC", "7")
+    with temporal_env.with_time_skipping_disabled():
+        handle = await temporal_env.client.start_workflow(
+            MobileInsurancePaymentWorkflow.run,
+            m.MobilePaymentInput(
+                settlement_id=paying["settlement_id"],
+                fund_fen=9000,
+                personal_fen=6000,
+                cash_fen=500,
+                timeout_seconds=3600,
+            ),
+            id=m.mobile_workflow_id(paying["settlement_id"]),
+            task_queue=worker,
+        )
+    alert = await eventually(lambda: handle.query(MobileInsurancePaymentWorkflow.alert), tries=100)
+    assert "as 7 (ordStas)" in alert
+    seen = (await api.his_get(f"/v1/his/visits/{visit_id}")).json()
+    assert seen["hold"]["reason"] == "the bureau has the order as 7 (ordStas): reconcile by hand"
+    await asyncio.sleep(1)
+    assert await asks(handle) == 1  # failed at once, not retried
+    assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
+    [row] = await rows(factory, InsuranceSettlement, id=paying["settlement_id"])
+    assert row.status == "paying" and "as 7 (ordStas)" in (row.detail or "")
+    assert await paid_methods(api, visit_id) == {}
+    await handle.terminate("test over")
+    await nothing_left_paying(factory, row.id)
