@@ -36,6 +36,7 @@ from tests.api.test_insurance_mobile import (
 from tests.api.test_refunds import eventually
 from tests.flows import Clinic
 from tests.support import Simulators, now, rows, uid
+from tests.workflows.test_visit_workflow import record
 from workflows import contracts as c, contracts_mobile as m
 from workflows.insurance_mobile import MobileInsurancePaymentWorkflow
 from workflows.reconcile import ReconcileWorkflow
@@ -78,10 +79,15 @@ async def orphaned(
     return visit_id, auth, paying
 
 
-async def reconcile(temporal_env: WorkflowEnvironment, queue: str) -> c.ReconcileResult:
-    return await temporal_env.client.execute_workflow(
+async def reconcile(temporal_env: WorkflowEnvironment, queue: str, history: str = "") -> c.ReconcileResult:
+    """A reconciliation run to its end (`history`: kept for the replay tests under that name)."""
+    handle = await temporal_env.client.start_workflow(
         ReconcileWorkflow.run, c.ReconcileInput(older_than_seconds=3600), id=uid("reconcile-"), task_queue=queue
     )
+    result = await handle.result()
+    if history:
+        await record(handle, history)
+    return result
 
 
 async def test_the_reconciliation_books_or_takes_back_orders_left_paying_and_leaves_running_ones(
@@ -93,7 +99,7 @@ async def test_the_reconciliation_books_or_takes_back_orders_left_paying_and_lea
     assert cashier.status_code == 200  # paid at the cashier, and the notification lost
     unpaid_visit, _, unpaid = await orphaned(api, clinic, temporal_env)
     await asyncio.sleep(2.5)  # past the deadline (2 s)
-    await reconcile(temporal_env, worker)
+    await reconcile(temporal_env, worker, "reconcile_starts_mobile_orders")
     for settlement in (paid, unpaid):
         handle = temporal_env.client.get_workflow_handle(
             m.mobile_workflow_id(settlement["settlement_id"]), result_type=c.SettlementResult
@@ -169,6 +175,7 @@ async def test_a_6301_of_another_split_books_nothing(
     assert (await handle.describe()).status == WorkflowExecutionStatus.RUNNING
     assert await paid_methods(api, visit_id) == {}
     await held_by(api, visit_id, row.id)  # held once: asked again, the hold is not put on twice
+    await record(handle, "insurance_mobile_split_mismatch_held")
     await handle.terminate("test over")
     await nothing_left_paying(factory, row.id)
 
