@@ -35,11 +35,12 @@ from tests.api.test_insurance_mobile import (
 )
 from tests.api.test_refunds import eventually
 from tests.flows import Clinic
-from tests.support import Simulators, now, rows, uid
-from tests.workflows.test_visit_workflow import record
+from tests.support import Simulators, card_events, credit_records, now, rows, uid
+from tests.workflows.test_visit_workflow import record, sms
 from workflows import contracts as c, contracts_mobile as m
 from workflows.insurance_mobile import MobileInsurancePaymentWorkflow
 from workflows.reconcile import ReconcileWorkflow
+from workflows.visit import VisitWorkflow
 
 Factory = async_sessionmaker[AsyncSession]
 BOOKED = {"nhsa_mobile": 500, "insurance_pooled": 9000, "insurance_personal": 6000}
@@ -166,7 +167,14 @@ async def test_a_6301_of_another_split_books_nothing(
     assert await paid_methods(api, visit_id) == {}
     # the patient paid the bureau: the visit is on an operator's hold (no reminder, lock or report),
     # audited with the settlement as its actor, shown in the ops views
-    await held_by(api, visit_id, row.id)
+    patient_id = await held_by(api, visit_id, row.id)
+    visit = temporal_env.client.get_workflow_handle(c.workflow_id(visit_id))
+    await temporal_env.fast_forward(visit, timedelta(days=10))  # past the default (7 days): nothing imposed
+    state = await visit.query(VisitWorkflow.state)
+    assert state.payment_status != "defaulted" and not state.card_locked and not state.credit_reported
+    assert await card_events(simulators, patient_id) == []
+    assert await credit_records(simulators, visit_id) == []
+    assert "pre_default" not in [s.template for s in await sms(factory, visit_id)]
     asked = await asks(handle)
     # told again (the platform's notification once more): asked again, still refused, nothing booked
     await bureau(simulators, "POST", f"/inspect/mobile/{db['payOrdId']}/notify")
@@ -180,8 +188,8 @@ async def test_a_6301_of_another_split_books_nothing(
     await nothing_left_paying(factory, row.id)
 
 
-async def held_by(api, visit_id: str, settlement_id: str) -> None:
-    """The visit is on an operator's hold for the mismatch, put on once by the settlement."""
+async def held_by(api, visit_id: str, settlement_id: str) -> str:
+    """The visit is on an operator's hold for the mismatch, put on once by the settlement; its patient."""
     seen = (await api.his_get(f"/v1/his/visits/{visit_id}")).json()
     assert (seen["hold"]["kind"], seen["hold"]["reason"]) == ("operator", MISMATCH_HOLD)
     listed = (await api.http.get(f"/v1/ops/visits?patient_id={seen['patient_id']}", headers=api.ops)).json()
@@ -189,6 +197,7 @@ async def held_by(api, visit_id: str, settlement_id: str) -> None:
     trail = await api.http.get(f"/v1/ops/audit?subject_type=visit&subject_id={visit_id}", headers=api.ops)
     paused = [(e["actor"], e["reason"]) for e in trail.json() if e["action"] == "pause_sanctions"]
     assert paused == [(f"settlement {settlement_id}", MISMATCH_HOLD)]
+    return str(seen["patient_id"])
 
 
 async def asks(handle: Any) -> int:
