@@ -39,6 +39,9 @@ log = logging.getLogger("yihoufu.api.insurance_mobile")
 
 MOBILE = "mobile"
 CHANNEL = "nhsa_mobile"  # the settlement's channel, and the method of its cash part
+# refusals of a request the bureau did not take (a stale signature; the sign-in refused twice,
+# the call not recorded): a 6202 refused so paid nothing, and is sent again with its msgid
+NOT_TAKEN = frozenset({"StaleRequest", "SignInInvalid"})
 NOTIFY_PATH = "/v1/payments/notify/nhsa-mobile"
 
 
@@ -276,6 +279,11 @@ async def pay(
             day=bureau.local_day(utcnow()),
         )
     except GatewayError as err:
+        if err.code in NOT_TAKEN:  # refused before the bureau took it: nothing paid, the patient tries again
+            row.status, row.channel, row.updated_at = SettlementStatus.presettled, "", utcnow()
+            log.warning("insurance mobile %s: 6202 not taken (%s): try again", row.id, err.code)
+            text = "the insurance bureau did not take the payment: try again"
+            raise ApiError(503, "bureau_unavailable", text, headers={"Retry-After": "5"}, keeps_writes=True) from None
         if err.retryable:  # the bureau away or failing: it may have paid; the workflow asks 6301
             await _start(state, row, signal=False)
             raise _unavailable(row.id, "payment (6202)", err) from None

@@ -50,11 +50,16 @@ class Losing(httpx.AsyncBaseTransport):
     def __init__(self, bureau_app: Any) -> None:
         self.inner = httpx.ASGITransport(app=bureau_app)
         self.lose: set[str] = set()
+        self.stale: set[str] = set()  # refused once as stale, never reaching the bureau
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         content = await request.aread()
-        response = await self.inner.handle_async_request(request)
         infno = json.loads(content).get("infno") if content.startswith(b"{") else None
+        if infno in self.stale:
+            self.stale.discard(infno)
+            refusal = {"infcode": -1, "err_msg": "[StaleRequest] the timestamp is stale"}
+            return httpx.Response(400, json=refusal, request=request)
+        response = await self.inner.handle_async_request(request)
         if infno in self.lose:
             self.lose.discard(infno)
             raise httpx.ReadTimeout("the answer was lost", request=request)
@@ -449,3 +454,20 @@ async def test_a_second_payment_of_the_same_visits_is_refused_while_the_first_is
         for settlement in (second.json(), cardless.json()):
             row = await session.get(InsuranceSettlement, settlement["settlement_id"])
             assert row is not None and (row.status, row.channel) == ("presettled", "")
+
+
+async def test_a_6202_the_bureau_did_not_take_can_be_sent_again(
+    api, clinic: Clinic, transport: Losing, simulators: Simulators, platform: ToApi
+) -> None:
+    """A 6202 refused as stale never reached the bureau's books: nothing was paid, so the settlement
+    is presettled again (503, try again), not left paying until the deadline; sent again, it pays."""
+    _, visit_id, auth, order = await ordered(api, clinic, fee=0)
+    transport.stale.add("6202")
+    path = f"/v1/patient/insurance/settlements/{order['settlement_id']}/pay"
+    r = await api.http.post(path, json={"channel": "nhsa_mobile"}, headers=auth)
+    assert_problem(r, 503, "bureau_unavailable")
+    assert await status_of(api, auth, order["settlement_id"], "presettled") is not None
+    paying = await pay(api, auth, order["settlement_id"])
+    assert paying["status"] in ("paying", "completed")
+    await eventually(lambda: status_of(api, auth, order["settlement_id"], "completed"), tries=200)
+    assert await paid_methods(api, visit_id) == {"insurance_pooled": 7200, "insurance_personal": 4800}
