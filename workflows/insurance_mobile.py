@@ -73,9 +73,11 @@ class MobileInsurancePaymentWorkflow:
         order: c.SettlementInput,
         summary: str,
     ) -> c.SettlementResult:
-        """The step; a 6301 that says paid with other figures than the ordered split (nothing was
-        booked) raises the alert at once and holds until the order is told updated again (the
-        platform's notification, or a person's signal once it is sorted out), then asks again."""
+        """The step; a 6301 that says paid with other figures than the ordered split, or an ordStas
+        neither paid nor unpaid (nothing was booked; the activity put the visits on an operator's
+        hold, so no sanction follows) raises the alert at once and holds until the order is told
+        updated again (the platform's notification, or a person's signal once it is sorted out),
+        then asks again."""
         while True:
             try:
                 return await self._step(activity, order, summary)
