@@ -264,6 +264,21 @@ async def pay(
     owed = sum(t.balance_fen for v, t in bills if v.id in row.visit_ids and t.paid_fen == 0)
     if owed != row.total_fen:
         raise ApiError(409, "bill_changed", "the bill changed since the order: order again")
+    order = await _send(state, session, bureau, row)
+    data = svc.settlement_out(row, cashier_url=order.cashier_url or None).model_dump(mode="json")
+    if key:
+        svc.remember(session, key, request_hash, 200, data)
+    await commit_before_call(session)  # the answer is kept before the workflow starts
+    await _start(state, row, signal=False)
+    return JSONResponse(data, status_code=200)
+
+
+async def _send(
+    state: AppState, session: AsyncSession, bureau: InsuranceBureauClient, row: InsuranceSettlement
+) -> MobileOrder:
+    """6202 of a checked settlement: `paying` stored first (its msgid kept), then the call; its
+    refusals and an unknown outcome answered as problems (the workflow started where it may
+    have paid)."""
     msgid = await message_id(session, key=f"6202:{row.id}", infno="6202", now=utcnow(), make=bureau.msgid)
     row.status, row.channel, row.updated_at = SettlementStatus.paying, CHANNEL, utcnow()
     pay_auth_no = str(row.pay_auth_no)
@@ -293,12 +308,7 @@ async def pay(
     except (httpx.HTTPError, KeyError, ValueError) as err:  # it may have gone through: the workflow asks 6301
         await _start(state, row, signal=False)
         raise _unavailable(row.id, "payment (6202)", err) from None
-    data = svc.settlement_out(row, cashier_url=order.cashier_url or None).model_dump(mode="json")
-    if key:
-        svc.remember(session, key, request_hash, 200, data)
-    await commit_before_call(session)  # the answer is kept before the workflow starts
-    await _start(state, row, signal=False)
-    return JSONResponse(data, status_code=200)
+    return order
 
 
 async def notified(state: AppState, session: AsyncSession, headers: Mapping[str, str], body: bytes) -> None:
