@@ -19,6 +19,7 @@ from db.models import Patient, PatientSession
 from db.pii import Pii
 from db.repositories import utcnow
 from integrations.credit_platform import CreditPlatformClient
+from integrations.ebill import EBillClient
 from integrations.insurance_bureau import InsuranceBureauClient
 from integrations.payments.channels import Channel
 from integrations.sms import SmsSender
@@ -34,6 +35,7 @@ class AppState:
     credit: CreditPlatformClient
     channels: dict[str, Channel] = field(default_factory=dict)  # the payment channels offered here
     bureau: InsuranceBureauClient | None = None
+    ebill: EBillClient | None = None  # the fiscal e-bill platform (its totals checked on demand)
 
 
 def get_state(request: Request) -> AppState:

@@ -125,6 +125,7 @@ def app_state(
         sms=OutboxSender(factory, pii, parties.sms),
         credit=parties.credit,
         bureau=parties.bureau,
+        ebill=parties.ebill,
         channels=parties.channels,
     )
 

@@ -162,8 +162,10 @@ async def statements(
 async def run_statement(
     state: AppState, session: AsyncSession, body: s.StatementRunIn, *, actor: str
 ) -> s.StatementRunOut:
-    """Match one channel's statement of one day now (again), and answer the result."""
-    if body.channel not in state.channels:
+    """Match one channel's statement of one day now (again), or check the day's totals with the
+    e-bill platform (`ebill`) or the insurance bureau (`nhsa`), and answer the result."""
+    here = {*state.channels, *(["nhsa"] if state.bureau else []), *(["ebill"] if state.ebill else [])}
+    if body.channel not in here:
         raise ApiError(409, "channel_unavailable", f"{body.channel} is not set up at this hospital")
     await commit_before_call(session)
     try:

@@ -38,6 +38,9 @@ CHANNELS: Mapping[ChannelName, ChannelInfo] = MappingProxyType(
 
 # the channels whose statements reconciliation fetches
 STATEMENT_CHANNELS = tuple(name for name, info in CHANNELS.items() if info.keeps_statements)
+# the counterparts whose totals of the day the statement run checks beside the channels'
+# statements: the fiscal e-bill platform (checkTotalData) and the insurance bureau (3201 对总账)
+TOTALS_CHECKS = ("ebill", "nhsa")
 
 # what the patient reads for each channel, by name
 LABELS: Mapping[str, str] = MappingProxyType({str(name): info.label for name, info in CHANNELS.items()})

@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from api.schemas.common import Fen, Id, Request, Text20
 from api.schemas.visits import Hold
 from db.receivables import AgeBucket
-from domain.channels import STATEMENT_CHANNELS, ChannelName
+from domain.channels import STATEMENT_CHANNELS, TOTALS_CHECKS, ChannelName
 from domain.policy import PaymentStatus
 from domain.visit import Stage
 
 if TYPE_CHECKING:
-    StatementChannel = ChannelName
-else:  # a Literal of the channels that keep statements: the OpenAPI lists just those
-    StatementChannel = Literal[STATEMENT_CHANNELS]
+    StatementChannel = ChannelName | str
+else:  # a Literal of the channels that keep statements and the totals checks: the OpenAPI lists just those
+    StatementChannel = Literal[STATEMENT_CHANNELS + TOTALS_CHECKS]
 
 
 class OpsPaymentIn(Request):
@@ -48,6 +48,13 @@ class StatementRunOut(BaseModel):
 class StatementRunIn(Request):
     channel: StatementChannel
     day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$")
+
+    @field_validator("day")
+    @classmethod
+    def _a_calendar_day(cls, value: str) -> str:
+        """2025-02-30 has the shape of a day but is none: refused here, not by the counterpart."""
+        date.fromisoformat(value)  # ValueError: a 422
+        return value
 
 
 class VisitRefundIn(Request):

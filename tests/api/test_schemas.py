@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import api.schemas as s
-from domain.channels import STATEMENT_CHANNELS, ChannelName
+from domain.channels import STATEMENT_CHANNELS, TOTALS_CHECKS, ChannelName
 from tests.domain.test_statuses import domain_enums
 
 
@@ -64,7 +64,7 @@ def test_no_literal_spells_out_a_domain_enum() -> None:
 
 def test_the_channels_come_from_domain() -> None:
     schema = s.StatementRunIn.model_json_schema()["properties"]["channel"]
-    assert schema["enum"] == list(STATEMENT_CHANNELS)
+    assert schema["enum"] == [*STATEMENT_CHANNELS, *TOTALS_CHECKS]
     for name in ChannelName:
         assert s.PatientPaymentIn(channel=name.value).channel is name
         assert s.InsurancePayIn(channel=name.value).channel is name
