@@ -168,6 +168,9 @@ async def test_a_6301_of_another_split_books_nothing(
     # the patient paid the bureau: the visit is on an operator's hold (no reminder, lock or report),
     # audited with the settlement as its actor, shown in the ops views
     patient_id = await held_by(api, visit_id, row.id)
+    scraped = (await api.http.get("/metrics")).text  # an alert for the operators: at least this one
+    [held] = [line for line in scraped.splitlines() if line.startswith("yhf_mobile_orders_held ")]
+    assert float(held.split()[1]) >= 1
     visit = temporal_env.client.get_workflow_handle(c.workflow_id(visit_id))
     await temporal_env.fast_forward(visit, timedelta(days=10))  # past the default (7 days): nothing imposed
     state = await visit.query(VisitWorkflow.state)
