@@ -25,6 +25,29 @@ from ledger.refunds import refund_input
 from workflows import contracts as c
 
 
+async def record_settlement(
+    factory: async_sessionmaker[AsyncSession], settlement_id: str, action: str, facts: dict[str, Any], **fields: object
+) -> None:
+    """Write `fields` on the settlement and audit `action` with `facts` (ids and amounts)."""
+    async with factory() as session, session.begin():
+        row = await session.get(InsuranceSettlement, settlement_id, with_for_update=True)
+        assert row is not None
+        before = row.status
+        for name, value in fields.items():
+            setattr(row, name, value)
+        row.updated_at = utcnow()
+        audit(
+            session,
+            actor="workflow",
+            action=action,
+            subject_type="patient",
+            subject_id=row.patient_id,
+            settlement_id=settlement_id,
+            before=before,
+            **facts,
+        )
+
+
 class InsuranceActivities:
     def __init__(self, factory: async_sessionmaker[AsyncSession], bureau: InsuranceBureauClient) -> None:
         self._factory = factory
@@ -166,48 +189,18 @@ class SettlementActivities:
         await self._record(settlement_id, f"insurance_{status}", {}, status=status, **fields)
 
     async def _record(self, settlement_id: str, action: str, facts: dict[str, Any], **fields: object) -> None:
-        """Write `fields` on the settlement and audit `action` with `facts` (ids and amounts)."""
-        async with self._factory() as session, session.begin():
-            row = await session.get(InsuranceSettlement, settlement_id, with_for_update=True)
-            assert row is not None
-            before = row.status
-            for name, value in fields.items():
-                setattr(row, name, value)
-            row.updated_at = utcnow()
-            audit(
-                session,
-                actor="workflow",
-                action=action,
-                subject_type="patient",
-                subject_id=row.patient_id,
-                settlement_id=settlement_id,
-                before=before,
-                **facts,
-            )
+        await record_settlement(self._factory, settlement_id, action, facts, **fields)
 
     async def _reverse_at_bureau(self, row: InsuranceSettlement, setl_id: str) -> None:
         """2208 of `setl_id`. Transient failures are raised and retried; a refusal is recorded on
         the settlement and raised non-retryable (`bureau_reversal_refused`): the bureau keeps
         the settlement, which only a person can resolve now; a refusal of a 2208 an earlier try
         may have carried through is not that (retried, `bureau_outcome_unknown`)."""
-        msgid, first = await bureau_message(self._factory, self._bureau, f"2208:{row.id}", "2208")
-        try:
-            await self._bureau.reverse(
-                msgid=msgid,
-                setl_id=setl_id,
-                mdtrt_id=str(row.bureau_presettle_id),
-                psn_no=row.patient_id,
-                operator=WORKER,
-                day=self._bureau.local_day(utcnow()),
-            )
-        except GatewayError as err:
-            if err.retryable:
-                raise
-            if not first:
-                raise outcome_unknown(row.id, "2208", err) from err
-            detail = f"冲正 refused, settlement {setl_id} stands at the bureau: {err}"
-            await self._record(row.id, "insurance_reversal_refused", {"code": err.code}, detail=detail[:300])
-            raise ApplicationError(detail, type="bureau_reversal_refused", non_retryable=True) from err
+        refused = await send_reversal(self._factory, self._bureau, row, setl_id, key=f"2208:{row.id}")
+        if refused is not None:
+            detail = f"冲正 refused, settlement {setl_id} stands at the bureau: {refused}"
+            await self._record(row.id, "insurance_reversal_refused", {"code": refused.code}, detail=detail[:300])
+            raise ApplicationError(detail, type="bureau_reversal_refused", non_retryable=True) from refused
 
     async def _cancel_lost_settle(self, row: InsuranceSettlement) -> None:
         """2601 of the settlement's 2207 (its msgid, kept), when its answer never came: the bureau
@@ -341,3 +334,33 @@ class SettlementActivities:
                     personal_fen=row.personal_fen,
                 )
             return c.SettlementResult(settlement_id=row.id, status="completed", landed=landed, refunds=refunds)
+
+
+async def send_reversal(
+    factory: async_sessionmaker[AsyncSession],
+    bureau: InsuranceBureauClient,
+    row: InsuranceSettlement,
+    setl_id: str,
+    *,
+    key: str,
+) -> GatewayError | None:
+    """2208 of `setl_id` under the msgid kept for `key`: None when the bureau took it back, its
+    refusal when refused at the first send. The bureau away is raised (retried); a refusal of a
+    2208 an earlier try may have carried through is not an answer (retried, `bureau_outcome_unknown`)."""
+    msgid, first = await bureau_message(factory, bureau, key, "2208")
+    try:
+        await bureau.reverse(
+            msgid=msgid,
+            setl_id=setl_id,
+            mdtrt_id=str(row.bureau_presettle_id),
+            psn_no=row.patient_id,
+            operator=WORKER,
+            day=bureau.local_day(utcnow()),
+        )
+    except GatewayError as err:
+        if err.retryable:
+            raise
+        if not first:
+            raise outcome_unknown(row.id, "2208", err) from err
+        return err
+    return None

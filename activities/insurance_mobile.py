@@ -20,8 +20,9 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.insurance import bureau_message, bureau_msgid, outcome_unknown, unknown_settlement
+from activities.insurance import bureau_message, bureau_msgid, outcome_unknown, record_settlement, unknown_settlement
 from db.models import InsuranceSettlement, Payment, Refund
+from db.nhsa import order_of
 from db.repositories import audit, utcnow
 from domain.insurance import SettlementStatus
 from domain.oversight import ActionRefusal
@@ -44,21 +45,6 @@ MISMATCH_HOLD = "paid at the bureau, figures differ: reconcile by hand"
 PARTS = (("pooled", ""), ("personal", ""), ("cash", CASH_METHOD))
 # a refund's method -> the 6203 amount it goes back through
 REFUND_FIELDS = {"insurance_pooled": "fund_fen", "insurance_personal": "personal_fen", CASH_METHOD: "cash_fen"}
-
-
-def order_of(row: InsuranceSettlement) -> MobileOrder:
-    """The bureau's order as we keep it: its payOrdId and payToken, the split it was made with."""
-    return MobileOrder(
-        pay_ord_id=str(row.pay_ord_id),
-        pay_token=str(row.pay_token),
-        status="",
-        total_fen=row.total_fen,
-        fund_fen=row.pooled_fen,
-        personal_fen=row.personal_fen,
-        cash_fen=row.self_pay_fen,
-        cashier_url="",
-        setl_id="",
-    )
 
 
 def same_split(row: InsuranceSettlement, order: MobileOrder) -> bool:
@@ -100,23 +86,7 @@ class MobileActivities:
             ) from err
 
     async def _record(self, settlement_id: str, action: str, facts: dict[str, Any], **fields: object) -> None:
-        async with self._factory() as session, session.begin():
-            row = await session.get(InsuranceSettlement, settlement_id, with_for_update=True)
-            assert row is not None
-            before = row.status
-            for name, value in fields.items():
-                setattr(row, name, value)
-            row.updated_at = utcnow()
-            audit(
-                session,
-                actor="workflow",
-                action=action,
-                subject_type="patient",
-                subject_id=row.patient_id,
-                settlement_id=settlement_id,
-                before=before,
-                **facts,
-            )
+        await record_settlement(self._factory, settlement_id, action, facts, **fields)
 
     async def _conclude(self, row: InsuranceSettlement, order: MobileOrder) -> c.SettlementResult:
         """What 6301 said, acted on: paid (the stored split): booked; revoked or failed: marked;

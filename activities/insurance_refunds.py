@@ -22,14 +22,14 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
-from activities.insurance import bureau_message, outcome_unknown
+from activities.insurance import send_reversal
 from activities.insurance_mobile import refund_mobile
 from db.models import AuditLog, InsuranceSettlement, Payment, Refund
 from db.repositories import audit, utcnow
 from domain.insurance import SettlementStatus
 from domain.payment import RefundStatus
 from integrations.gateway import GatewayError
-from integrations.insurance_bureau import WORKER, InsuranceBureauClient
+from integrations.insurance_bureau import InsuranceBureauClient
 from ledger.refunds import BUREAU_METHODS, settle_refund
 from workflows import contracts as c
 
@@ -144,23 +144,9 @@ class InsuranceRefunds:
         """2208 of the settlement, under its refund msgid: None when taken back, the refusal when
         refused at the first send. The bureau away is raised (retried); a refusal of a 2208 an
         earlier try may have carried through is not an answer (retried, `bureau_outcome_unknown`)."""
-        msgid, first = await bureau_message(self._factory, self._bureau, f"2208:refund:{row.id}", "2208")
-        try:
-            await self._bureau.reverse(
-                msgid=msgid,
-                setl_id=str(row.bureau_settlement_no),
-                mdtrt_id=str(row.bureau_presettle_id),
-                psn_no=row.patient_id,
-                operator=WORKER,
-                day=self._bureau.local_day(utcnow()),
-            )
-        except GatewayError as err:
-            if err.retryable:
-                raise
-            if not first:
-                raise outcome_unknown(row.id, "2208", err) from err
-            return err
-        return None
+        return await send_reversal(
+            self._factory, self._bureau, row, str(row.bureau_settlement_no), key=f"2208:refund:{row.id}"
+        )
 
     async def _taken_back(self, row: InsuranceSettlement, refund_id: str) -> c.RefundStatusResult:
         """The bureau took the settlement back: it is `refunded`, and every open refund of it

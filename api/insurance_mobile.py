@@ -12,6 +12,7 @@ import logging
 import re
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 import httpx
 from fastapi.responses import JSONResponse
@@ -24,7 +25,7 @@ from api.deps import AppState, commit_before_call
 from api.errors import ApiError
 from api.insurance import _items, own_settlement, split_adds_up
 from db.models import InsuranceSettlement, Patient
-from db.nhsa import message_id
+from db.nhsa import message_id, order_of
 from db.repositories import audit, utcnow
 from domain.insurance import SettlementStatus
 from integrations.gateway import GatewayError
@@ -187,21 +188,6 @@ async def create_order(
     return JSONResponse(data, status_code=201)
 
 
-def order_of(row: InsuranceSettlement) -> MobileOrder:
-    """The bureau's order as we keep it (its payOrdId and payToken; the split as it was ordered)."""
-    return MobileOrder(
-        pay_ord_id=str(row.pay_ord_id),
-        pay_token=str(row.pay_token),
-        status="",
-        total_fen=row.total_fen,
-        fund_fen=row.pooled_fen,
-        personal_fen=row.personal_fen,
-        cash_fen=row.self_pay_fen,
-        cashier_url="",
-        setl_id="",
-    )
-
-
 def workflow_input(row: InsuranceSettlement, timeout: timedelta) -> m.MobilePaymentInput:
     return m.MobilePaymentInput(
         settlement_id=row.id,
@@ -218,23 +204,12 @@ async def _start(state: AppState, row: InsuranceSettlement, *, signal: bool) -> 
     left = state.settings.insurance_self_pay_timeout - (utcnow() - row.updated_at)
     inp, wid, summary = workflow_input(row, left), m.mobile_workflow_id(row.id), f"医保移动支付 {row.id}"
     queue = state.settings.task_queue
-    if signal:  # signal-with-start: the running workflow is signalled, a missing one started and signalled
-        await state.temporal.start_workflow(
-            MobileInsurancePaymentWorkflow.run,
-            inp,
-            id=wid,
-            task_queue=queue,
-            static_summary=summary,
-            start_signal=m.ORDER_UPDATED,
-        )
-        return
+    # signal-with-start: the running workflow is signalled, a missing one started and signalled
+    how: dict[str, Any] = (
+        {"start_signal": m.ORDER_UPDATED} if signal else {"id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING}
+    )
     await state.temporal.start_workflow(
-        MobileInsurancePaymentWorkflow.run,
-        inp,
-        id=wid,
-        task_queue=queue,
-        static_summary=summary,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        MobileInsurancePaymentWorkflow.run, inp, id=wid, task_queue=queue, static_summary=summary, **how
     )
 
 

@@ -12,7 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.models import Base
+from db.models import Base, InsuranceSettlement
+from integrations.nhsa_mobile import MobileOrder
 
 # The 4-digit sequences drawn here: 0000-8999. From 9000 up they are the sign-ins' (9001, never
 # stored: integrations/insurance_bureau.py SIGN_IN_SEQUENCES), so a sign-in and a stored request
@@ -60,3 +61,19 @@ async def message(
             continue  # the key (then read back) or the msgid (then drawn again) is taken
         return msgid, True
     raise RuntimeError(f"no msgid could be allocated for {key}")
+
+
+def order_of(row: InsuranceSettlement) -> MobileOrder:
+    """The bureau's 医保移动支付 order as we keep it: its payOrdId and payToken, the split it was
+    made with (its status and cashier unknown here: 6301 says)."""
+    return MobileOrder(
+        pay_ord_id=str(row.pay_ord_id),
+        pay_token=str(row.pay_token),
+        status="",
+        total_fen=row.total_fen,
+        fund_fen=row.pooled_fen,
+        personal_fen=row.personal_fen,
+        cash_fen=row.self_pay_fen,
+        cashier_url="",
+        setl_id="",
+    )

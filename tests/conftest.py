@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from datetime import timedelta
 
 import httpx
 import pytest
@@ -20,7 +19,7 @@ from config import Settings
 from db.session import create_engine, session_factory
 from devstack import search_attribute_args, temporal_cli as find_temporal_cli
 from integrations.factory import Integrations, build_integrations
-from tests.support import Simulators, fresh_database, simulators as start_simulators, uid
+from tests.support import Simulators, fresh_database, sandbox_settings, simulators as start_simulators
 from worker import create_worker
 
 
@@ -60,13 +59,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 @pytest.fixture
 def settings(database_url: str) -> Settings:
     # codes may be re-sent after a second (not a minute), and one test client IP may ask often
-    return Settings(
-        sandbox=True,
-        database_url=database_url,
-        task_queue=uid("tq-"),
-        sms_code_min_interval=timedelta(seconds=1),
-        sms_codes_per_ip_hour=10_000,
-    )
+    return sandbox_settings(database_url)
 
 
 @pytest.fixture

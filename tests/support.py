@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,19 @@ class Simulators:
             credit=httpx.ASGITransport(app=self.credit),
             ebill=httpx.ASGITransport(app=self.ebill) if self.ebill is not None else None,
         )
+
+
+def sandbox_settings(database_url: str, **overrides: Any) -> Settings:
+    """A sandbox's settings for one test: its database, its own task queue, codes that may be
+    re-sent after a second and one client IP that may ask often; `overrides` beside."""
+    return Settings(
+        sandbox=True,
+        database_url=database_url,
+        task_queue=uid("tq-"),
+        sms_code_min_interval=timedelta(seconds=1),
+        sms_codes_per_ip_hour=10_000,
+        **overrides,
+    )
 
 
 @asynccontextmanager

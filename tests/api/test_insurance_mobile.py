@@ -22,7 +22,7 @@ from tests.api.test_insurance import drug_and_exam_visit
 from tests.api.test_patient import sign_in
 from tests.api.test_refunds import eventually, refunds
 from tests.flows import Clinic, assert_problem, item
-from tests.support import Simulators, uid
+from tests.support import Simulators, sandbox_settings, uid
 from tests.workflows.test_visit_workflow import record
 from workflows import contracts as c, contracts_mobile as m
 
@@ -33,14 +33,7 @@ BOOKED = {"nhsa_mobile": 500, "insurance_pooled": 9000, "insurance_personal": 60
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(
-        sandbox=True,
-        database_url=database_url,
-        task_queue=uid("tq-"),
-        sms_code_min_interval=timedelta(seconds=1),
-        sms_codes_per_ip_hour=10_000,
-        insurance_self_pay_timeout=timedelta(seconds=3),
-    )
+    return sandbox_settings(database_url, insurance_self_pay_timeout=timedelta(seconds=3))
 
 
 class Losing(httpx.AsyncBaseTransport):

@@ -11,21 +11,14 @@ from config import Settings
 from tests.api.test_insurance import presettled
 from tests.api.test_refunds import eventually
 from tests.flows import Clinic
-from tests.support import uid
+from tests.support import sandbox_settings
 from tests.workflows.test_visit_workflow import record
 from workflows import contracts as c
 
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(
-        sandbox=True,
-        database_url=database_url,
-        task_queue=uid("tq-"),
-        sms_code_min_interval=timedelta(seconds=1),
-        sms_codes_per_ip_hour=10_000,
-        insurance_self_pay_timeout=timedelta(seconds=2),
-    )
+    return sandbox_settings(database_url, insurance_self_pay_timeout=timedelta(seconds=2))
 
 
 async def test_self_pay_not_paid_in_time_reverses_the_insurance(api, clinic: Clinic, temporal_env) -> None:

@@ -5,30 +5,14 @@ settlement (404), one not paying (409 not_paying) and a card-less one (409 settl
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-import pytest
-
-from config import Settings
 from tests.api.test_insurance import drug_and_exam_visit
 from tests.api.test_insurance_mobile import ToApi, ordered, paid_methods, pay, settlement_row, status_of
 from tests.api.test_patient import sign_in
 from tests.api.test_refunds import eventually
 from tests.flows import Clinic, assert_problem
-from tests.support import Simulators, uid
+from tests.support import Simulators
 
 BOOKED = {"nhsa_mobile": 500, "insurance_pooled": 9000, "insurance_personal": 6000}
-
-
-@pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(
-        sandbox=True,
-        database_url=database_url,
-        task_queue=uid("tq-"),
-        sms_code_min_interval=timedelta(seconds=1),
-        sms_codes_per_ip_hour=10_000,
-    )
 
 
 def cashier(settlement_id: str) -> str:

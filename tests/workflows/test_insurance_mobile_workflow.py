@@ -35,7 +35,7 @@ from tests.api.test_insurance_mobile import (
 )
 from tests.api.test_refunds import eventually
 from tests.flows import Clinic
-from tests.support import Simulators, card_events, credit_records, now, rows, uid
+from tests.support import Simulators, card_events, credit_records, now, rows, sandbox_settings, uid
 from tests.workflows.test_visit_workflow import record, sms
 from workflows import contracts as c, contracts_mobile as m
 from workflows.insurance_mobile import MobileInsurancePaymentWorkflow
@@ -48,14 +48,7 @@ BOOKED = {"nhsa_mobile": 500, "insurance_pooled": 9000, "insurance_personal": 60
 
 @pytest.fixture
 def settings(database_url: str) -> Settings:
-    return Settings(
-        sandbox=True,
-        database_url=database_url,
-        task_queue=uid("tq-"),
-        sms_code_min_interval=timedelta(seconds=1),
-        sms_codes_per_ip_hour=10_000,
-        insurance_self_pay_timeout=timedelta(seconds=2),
-    )
+    return sandbox_settings(database_url, insurance_self_pay_timeout=timedelta(seconds=2))
 
 
 @pytest.fixture
