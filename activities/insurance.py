@@ -15,8 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from db.models import CardLockHold, InsuranceSettlement
-from db.nhsa import NhsaMessage, message
+from db.models import CardLockHold, InsuranceSettlement, Patient
+from db.nhsa import NhsaMessage, bureau_person, message
 from db.repositories import audit, patient_mutex, utcnow
 from integrations.gateway import GatewayError
 from integrations.insurance_bureau import CARD_LOCK, WORKER, InsuranceBureauClient, Split
@@ -58,11 +58,13 @@ class InsuranceActivities:
 
     async def _call(self, action: str, inp: c.CardLockInput) -> bool:
         msgid = await bureau_msgid(self._factory, self._bureau, f"{action}:{inp.patient_id}:{inp.visit_id}", CARD_LOCK)
+        async with self._factory() as session:
+            patient = await session.get(Patient, inp.patient_id)
         try:
             return await self._bureau.set_card_lock(
                 action=action,
                 msgid=msgid,
-                psn_no=inp.patient_id,
+                psn_no=bureau_person(patient) if patient else inp.patient_id,
                 reason=inp.reason,
                 at=inp.at,
                 operator=WORKER,
@@ -214,7 +216,7 @@ class SettlementActivities:
         try:
             await self._bureau.cancel(
                 msgid=msgid,
-                psn_no=row.patient_id,
+                psn_no=row.psn_no or row.patient_id,
                 omsgid=omsgid,
                 oinfno="2207",
                 operator=WORKER,
@@ -262,7 +264,7 @@ class SettlementActivities:
             split = await self._bureau.settle(
                 msgid=msgid,
                 mdtrt_id=str(row.bureau_presettle_id),
-                psn_no=row.patient_id,
+                psn_no=row.psn_no or row.patient_id,
                 chrg_bchno=row.id,
                 total_fen=row.total_fen,
                 operator=WORKER,
@@ -353,7 +355,7 @@ async def send_reversal(
             msgid=msgid,
             setl_id=setl_id,
             mdtrt_id=str(row.bureau_presettle_id),
-            psn_no=row.patient_id,
+            psn_no=row.psn_no or row.patient_id,
             operator=WORKER,
             day=bureau.local_day(utcnow()),
         )

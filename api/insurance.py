@@ -18,7 +18,7 @@ from api.deps import AppState, commit_before_call
 from api.errors import ApiError
 from api.payments import open_order
 from db.models import InsuranceSettlement, Patient
-from db.nhsa import message_id
+from db.nhsa import bureau_person, message_id
 from db.repositories import audit, ledger_lines, open_charges, utcnow
 from domain.insurance import SettlementStatus, charge_item_type
 from integrations.gateway import GatewayError
@@ -100,10 +100,11 @@ async def _ask_bureau(
     does not add up) takes the details and the visit back (2205, 2202), best effort."""
     now = utcnow()
     day = bureau.local_day(now)
+    psn_no = bureau_person(patient)
     mdtrt_id = await bureau.register(
-        msgid=msgids["2201"], psn_no=patient.id, begntime=now, ipt_otp_no=settlement_id, operator=PATIENT_APP, day=day
+        msgid=msgids["2201"], psn_no=psn_no, begntime=now, ipt_otp_no=settlement_id, operator=PATIENT_APP, day=day
     )
-    batch = {"mdtrt_id": mdtrt_id, "psn_no": patient.id, "chrg_bchno": settlement_id}
+    batch = {"mdtrt_id": mdtrt_id, "psn_no": psn_no, "chrg_bchno": settlement_id}
     total = sum(i.amount_fen for i in items)
     try:
         await bureau.upload_fees(msgid=msgids["2204"], details=items, at=now, **batch, operator=PATIENT_APP, day=day)
@@ -119,7 +120,7 @@ async def _ask_bureau(
             await bureau.revoke_registration(
                 msgid=msgids["2202"],
                 mdtrt_id=mdtrt_id,
-                psn_no=patient.id,
+                psn_no=psn_no,
                 ipt_otp_no=settlement_id,
                 operator=PATIENT_APP,
                 day=day,
@@ -166,6 +167,7 @@ async def presettle(
     row = InsuranceSettlement(
         id=settlement_id,
         patient_id=patient.id,
+        psn_no=bureau_person(patient),
         visit_ids=[v.id for v, _ in bills],
         total_fen=split.total_fen,
         pooled_fen=split.pooled_fen,

@@ -25,7 +25,7 @@ from api.deps import AppState, commit_before_call
 from api.errors import ApiError
 from api.insurance import _items, own_settlement, split_adds_up
 from db.models import InsuranceSettlement, Patient
-from db.nhsa import message_id, order_of
+from db.nhsa import bureau_person, message_id, order_of
 from db.repositories import audit, utcnow
 from domain.insurance import SettlementStatus
 from integrations.gateway import GatewayError
@@ -95,7 +95,7 @@ async def _upload(
     try:
         return await MobilePayment(bureau).upload(
             msgid=msgid,
-            psn_no=patient.id,
+            psn_no=bureau_person(patient),
             pay_auth_no=pay_auth_no,
             med_org_ord=settlement_id,
             details=items,
@@ -123,6 +123,7 @@ def _store(
     row = InsuranceSettlement(
         id=settlement_id,
         patient_id=patient.id,
+        psn_no=bureau_person(patient),
         visit_ids=[v.id for v, _ in bills],
         total_fen=split.total_fen,
         pooled_fen=split.pooled_fen,

@@ -70,6 +70,8 @@ def _fill(patient: Patient, pii: Pii, body: s.CardRead) -> None:
         patient.phone_cipher = pii.encrypt(body.phone)
     if body.insured_locally is not None:
         patient.insured_locally = body.insured_locally
+    if body.insurance_psn_no:
+        patient.insurance_psn_no = body.insurance_psn_no
 
 
 async def card_read(

@@ -75,6 +75,7 @@ class Patient(Base):
     phone_masked: Mapped[str | None] = mapped_column(String(32))
     phone_cipher: Mapped[str | None] = mapped_column(Text)
     insured_locally: Mapped[bool] = mapped_column(Boolean, default=False)
+    insurance_psn_no: Mapped[str | None] = mapped_column(String(30))  # 人员编号 at the bureau (db/nhsa.py)
     created_at: Mapped[datetime]
 
 
@@ -270,9 +271,9 @@ class InsuranceSettlement(Base):
     insurance_payment_id: Mapped[str | None] = mapped_column(String(40))
     self_pay_payment_id: Mapped[str | None] = mapped_column(String(40))
     detail: Mapped[str | None] = mapped_column(String(300))
-    # "card": 医保脱卡支付 (2201-2208, the self-pay part at our channel); "mobile": 医保移动支付
-    # (6201-6401: the bureau's order, payOrdId and payToken, paid with the patient's payAuthNo)
+    # "card" 医保脱卡支付 (2201-2208, self-pay at our channel), "mobile" 医保移动支付 (6201-6401)
     mode: Mapped[str] = mapped_column(String(10), default="card", server_default="card")
+    psn_no: Mapped[str | None] = mapped_column(String(30))  # the person at the bureau it was made for
     pay_ord_id: Mapped[str | None] = mapped_column(String(64), index=True)
     pay_token: Mapped[str | None] = mapped_column(String(128))
     pay_auth_no: Mapped[str | None] = mapped_column(String(128))
@@ -285,8 +286,7 @@ class Receipt(EBillColumns, Base):
     version (红冲), so every version stays downloadable."""
 
     __tablename__ = "receipt"
-    # ix_receipt_ebill_backlog: the e-bills the platform still owes (api/metrics.py, at each scrape)
-    __table_args__ = (
+    __table_args__ = (  # ix_receipt_ebill_backlog: the e-bills the platform still owes (api/metrics.py)
         UniqueConstraint("visit_id", "version"),
         Index("ix_receipt_ebill_backlog", "ebill_status", "voided_at"),
     )

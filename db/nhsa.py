@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from db.models import Base, InsuranceSettlement
+from db.models import Base, InsuranceSettlement, Patient
 from integrations.nhsa_mobile import MobileOrder
 
 # The 4-digit sequences drawn here: 0000-8999. From 9000 up they are the sign-ins' (9001, never
@@ -77,3 +77,9 @@ def order_of(row: InsuranceSettlement) -> MobileOrder:
         cashier_url="",
         setl_id="",
     )
+
+
+def bureau_person(patient: Patient) -> str:
+    """The patient's psn_no at the bureau: the number the HIS read (1101 at the card read), else
+    our patient id (the sandbox's bureau knows patients by it)."""
+    return patient.insurance_psn_no or patient.id

@@ -15,7 +15,8 @@ from api.deps import AppState, PatientDep, SessionDep, StateDep, commit_before_c
 from api.errors import ApiError, responses
 from api.insurance import own_settlement
 from api.insurance_mobile import MOBILE
-from db.models import LedgerEntry, Payment, SmsMessage
+from db.models import LedgerEntry, Patient, Payment, SmsMessage
+from db.nhsa import bureau_person
 from domain.bill import EntryKind
 from domain.insurance import SettlementStatus
 from integrations.gateway import GatewayError
@@ -52,18 +53,24 @@ async def set_scores(body: s.CreditScoresIn, state: StateDep, id_number: str = P
     return body
 
 
+async def person(session: SessionDep, patient_id: str) -> str:
+    """The patient's psn_no at the simulated bureau (our id when the HIS gave none)."""
+    patient = await session.get(Patient, patient_id)
+    return bureau_person(patient) if patient else patient_id
+
+
 @router.get("/insurance-cards/{patient_id}", response_model=s.InsuranceCard)
-async def insurance_card(patient_id: str, state: StateDep) -> Any:
-    card = await simulators(state).card(patient_id)
+async def insurance_card(patient_id: str, state: StateDep, session: SessionDep) -> Any:
+    card = await simulators(state).card(await person(session, patient_id))
     return s.InsuranceCard(
         locked=card.locked, events=[s.CardEvent(action=e.action, at=e.at, reason=e.reason) for e in card.events]
     )
 
 
 @router.get("/insurance-settlements/{patient_id}", response_model=list[s.SimSettlement])
-async def insurance_settlements(patient_id: str, state: StateDep) -> Any:
+async def insurance_settlements(patient_id: str, state: StateDep, session: SessionDep) -> Any:
     """What the simulated bureau recorded of card-less settlements (pre-settle, settle, 冲正)."""
-    rows = await simulators(state).settlements(patient_id)
+    rows = await simulators(state).settlements(await person(session, patient_id))
     return [
         s.SimSettlement(
             presettle_id=r.presettle_id,
@@ -86,7 +93,7 @@ async def insurance_pay_auth(patient: PatientDep, state: StateDep, session: Sess
         raise ApiError(409, "channel_unavailable", "the insurance bureau is not connected")
     await commit_before_call(session)
     try:
-        return s.PayAuthOut(pay_auth_no=await MobilePayment(state.bureau).sandbox_authorize(patient.id))
+        return s.PayAuthOut(pay_auth_no=await MobilePayment(state.bureau).sandbox_authorize(bureau_person(patient)))
     except GatewayError as err:
         raise ApiError(502, "bureau_error", f"the simulated platform gave no payAuthNo ({err.code})") from None
 

@@ -36,6 +36,9 @@ class CardRead(Request):
     id_number: IdNumber | None = None
     phone: Phone | None = None
     insured_locally: StrictBool | None = None
+    # 人员编号 (psn_no): the patient's number at the insurance bureau, as the HIS's 1101 answered
+    # at the card read; the bureau's transactions carry it (unset: the patient id stands for it)
+    insurance_psn_no: Annotated[str, Field(min_length=1, max_length=30, pattern=r"^[0-9A-Za-z]+$")] | None = None
 
 
 class PatientFound(BaseModel):
