@@ -17,8 +17,9 @@ async def test_an_operator_runs_the_bureaus_and_the_platforms_checks_for_a_day(a
         assert r.status_code == 200, r.text
         run = r.json()
         assert (run["channel"], run["day"], run["mismatches"]) == (channel, QUIET_DAY, [])
-        listed = await api.http.get("/v1/ops/statements", params={"channel": channel}, headers=api.ops)
-        assert [x["day"] for x in listed.json()] == [QUIET_DAY]
+        query = {"channel": channel, "day": QUIET_DAY}
+        listed = await api.http.get("/v1/ops/statements", params=query, headers=api.ops)
+        assert [(x["channel"], x["day"]) for x in listed.json()] == [(channel, QUIET_DAY)]
 
 
 async def test_a_check_of_a_counterpart_not_set_up_is_refused(api) -> None:
