@@ -6,6 +6,7 @@ is 2201 (the visit at the bureau, mdtrt_id), 2204 (the bill's fee details) and 2
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 from fastapi.responses import JSONResponse
@@ -163,6 +164,25 @@ async def presettle(
     except (httpx.HTTPError, KeyError, ValueError) as err:  # unreachable, too slow, or an answer we cannot read
         log.warning("insurance %s: the pre-settlement failed: %s", settlement_id, type(err).__name__)
         raise ApiError(502, "bureau_unavailable", "the insurance bureau did not answer: try again later") from None
+    row = store_settlement(
+        session, patient, bills, split, settlement_id, action="insurance_presettled", bureau_presettle_id=split.mdtrt_id
+    )
+    return svc.settlement_out(row)
+
+
+def store_settlement(
+    session: AsyncSession,
+    patient: Patient,
+    bills: money.Bills,
+    split: Split,
+    settlement_id: str,
+    *,
+    action: str,
+    audited: dict[str, Any] | None = None,
+    **fields: str,
+) -> InsuranceSettlement:
+    """The pre-settled bill (the bureau's split of it, nothing paid yet), audited as `action` with
+    the split and `audited`; `fields` the mode's own columns (the mdtrt_id, or the mobile order)."""
     now = utcnow()
     row = InsuranceSettlement(
         id=settlement_id,
@@ -175,23 +195,24 @@ async def presettle(
         self_pay_fen=split.self_pay_fen,
         status=SettlementStatus.presettled,
         channel="",
-        bureau_presettle_id=split.mdtrt_id,
         created_at=now,
         updated_at=now,
+        **fields,
     )
     session.add(row)
     audit(
         session,
         actor="patient",
-        action="insurance_presettled",
+        action=action,
         subject_type="patient",
         subject_id=patient.id,
         settlement_id=settlement_id,
+        **(audited or {}),
         pooled_fen=split.pooled_fen,
         personal_fen=split.personal_fen,
         self_pay_fen=split.self_pay_fen,
     )
-    return svc.settlement_out(row)
+    return row
 
 
 async def _start_saga(state: AppState, row: InsuranceSettlement) -> None:

@@ -26,7 +26,7 @@ from api.errors import ApiError
 from api.insurance import _items, own_settlement, split_adds_up
 from db.models import InsuranceSettlement, Patient
 from db.nhsa import bureau_person, message_id, order_of
-from db.repositories import audit, utcnow
+from db.repositories import utcnow
 from domain.insurance import SettlementStatus
 from integrations.gateway import GatewayError
 from integrations.insurance_bureau import PATIENT_APP, FeeDetail, InsuranceBureauClient, Split
@@ -119,39 +119,19 @@ def _store(
     settlement_id: str,
 ) -> InsuranceSettlement:
     """The settlement of the bureau's order, its split as the order has it (the payAuthNo on it only)."""
-    now, split = utcnow(), _split(order)
-    row = InsuranceSettlement(
-        id=settlement_id,
-        patient_id=patient.id,
-        psn_no=bureau_person(patient),
-        visit_ids=[v.id for v, _ in bills],
-        total_fen=split.total_fen,
-        pooled_fen=split.pooled_fen,
-        personal_fen=split.personal_fen,
-        self_pay_fen=split.self_pay_fen,
-        status=SettlementStatus.presettled,
-        channel="",
+    return insurance.store_settlement(
+        session,
+        patient,
+        bills,
+        _split(order),
+        settlement_id,
+        action="insurance_mobile_ordered",
+        audited={"pay_ord_id": order.pay_ord_id},
         mode=MOBILE,
         pay_ord_id=order.pay_ord_id,
         pay_token=order.pay_token,
         pay_auth_no=pay_auth_no,
-        created_at=now,
-        updated_at=now,
     )
-    session.add(row)
-    audit(
-        session,
-        actor="patient",
-        action="insurance_mobile_ordered",
-        subject_type="patient",
-        subject_id=patient.id,
-        settlement_id=settlement_id,
-        pay_ord_id=order.pay_ord_id,
-        pooled_fen=split.pooled_fen,
-        personal_fen=split.personal_fen,
-        self_pay_fen=split.self_pay_fen,
-    )
-    return row
 
 
 async def create_order(
